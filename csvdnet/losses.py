@@ -1,0 +1,489 @@
+"""Per-task losses, the CORAL ordinal helpers and the multi-task combination.
+
+Every loss comes as a plain function and a ``keras.losses.Loss`` subclass computing the same thing:
+
+- segmentation (wmh, rssi, lacune): :func:`segmentation_loss` / :class:`SegmentationLoss`
+  = :func:`soft_dice_loss` / :class:`SoftDiceLoss` + :func:`binary_focal_loss` /
+  :class:`BinaryFocalLoss`;
+- heatmaps (cmb, epvs): :func:`centernet_focal_loss` / :class:`CenterNetFocalLoss` or
+  :func:`weighted_mse_loss` / :class:`WeightedMSELoss`;
+- ordinal score: :func:`coral_loss` / :class:`CoralLoss`, with :func:`ordinal_targets` and
+  :func:`ordinal_decode`;
+- all tasks together: :class:`MultiTaskLoss` (fixed or learned uncertainty weights).
+
+Label masks: a subject may lack any label. Each loss is first computed **per sample** (shape
+``(B,)``) and then averaged over the samples whose label is present: the plain functions take
+``mask`` (``(B,)``, 1 = present, 0 = absent), the Loss classes take the same vector as
+``sample_weight`` (their default reduction is ``"mean_with_sample_weight"``). A masked sample
+contributes exactly zero loss and zero gradient, and a batch with no label present gives 0, not
+NaN. The target of a masked sample is still read, so the data pipeline must fill it with finite
+placeholders (zeros); its value never matters.
+
+All losses compute in float32 whatever the inputs' dtype. The plain functions return per-replica
+values; a custom training loop under a distribution strategy scales them as usual (the Loss classes
+do that themselves through Keras's reduction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Mapping
+
+import keras
+from keras import ops
+
+from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+from csvdnet.config import LossConfig
+
+SCORE_TASK = "score"
+EPSILON = 1e-7
+"""Probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logs."""
+PEAK_THRESHOLD = 1.0 - 1e-3
+"""Heatmap voxels at or above this value are peaks (object centres rendered as exactly 1)."""
+
+Tensor = Any
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers.
+
+def _per_sample(x: Tensor) -> Tensor:
+    """``(B, ...)`` -> ``(B, N)`` float32, so every reduction below is over one sample's voxels."""
+    x = ops.cast(x, "float32")
+    return ops.reshape(x, (ops.shape(x)[0], -1))
+
+
+def masked_mean(values: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean of per-sample ``values`` over the samples whose label is present.
+
+    Args:
+        values: Per-sample losses, ``(B,)``.
+        mask: ``(B,)`` (or ``(B, 1)``) weights, 1 = label present, 0 = absent; None = all present.
+
+    Returns:
+        Scalar float32: ``sum(mask * values) / sum(mask)``, 0 when no label is present.
+    """
+    values = ops.cast(values, "float32")
+    if mask is None:
+        return ops.mean(values)
+    mask = ops.reshape(ops.cast(mask, "float32"), (-1,))
+    return ops.divide_no_nan(ops.sum(values * mask), ops.sum(mask))
+
+
+def _clip_probabilities(y_pred: Tensor) -> Tensor:
+    return ops.clip(_per_sample(y_pred), EPSILON, 1.0 - EPSILON)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sample losses, shape (B,). The public functions and Loss classes are thin wrappers.
+
+def _soft_dice(y_true: Tensor, y_pred: Tensor, smooth: float) -> Tensor:
+    y_true, y_pred = _per_sample(y_true), _per_sample(y_pred)
+    intersection = ops.sum(y_true * y_pred, axis=1)
+    total = ops.sum(y_true, axis=1) + ops.sum(y_pred, axis=1)
+    return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
+
+
+def _binary_focal(y_true: Tensor, y_pred: Tensor, gamma: float) -> Tensor:
+    y_true, p = _per_sample(y_true), _clip_probabilities(y_pred)
+    bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+    p_true = y_true * p + (1.0 - y_true) * (1.0 - p)
+    return ops.mean(ops.power(1.0 - p_true, gamma) * bce, axis=1)
+
+
+def _segmentation(y_true: Tensor, y_pred: Tensor, gamma: float, smooth: float) -> Tensor:
+    return _soft_dice(y_true, y_pred, smooth) + _binary_focal(y_true, y_pred, gamma)
+
+
+def _centernet(y_true: Tensor, y_pred: Tensor, alpha: float, beta: float) -> Tensor:
+    y_true, p = _per_sample(y_true), _clip_probabilities(y_pred)
+    peaks = ops.cast(y_true >= PEAK_THRESHOLD, "float32")
+    positive = peaks * ops.power(1.0 - p, alpha) * ops.log(p)
+    # Penalty reduction: background near a peak (high Gaussian target) is punished less.
+    negative = ((1.0 - peaks) * ops.power(1.0 - y_true, beta)
+                * ops.power(p, alpha) * ops.log(1.0 - p))
+    # CenterNet normalises by the number of peaks; with none, by 1 (background term only).
+    num_peaks = ops.maximum(ops.sum(peaks, axis=1), 1.0)
+    return -(ops.sum(positive, axis=1) + ops.sum(negative, axis=1)) / num_peaks
+
+
+def _weighted_mse(y_true: Tensor, y_pred: Tensor, foreground_weight: float) -> Tensor:
+    y_true, y_pred = _per_sample(y_true), _per_sample(y_pred)
+    weights = 1.0 + foreground_weight * y_true
+    return ops.sum(weights * ops.square(y_pred - y_true), axis=1) / ops.sum(weights, axis=1)
+
+
+def _coral(y_true: Tensor, logits: Tensor) -> Tensor:
+    logits = ops.cast(logits, "float32")
+    levels = _as_levels(y_true, logits.shape[-1] + 1)
+    # Stable binary cross-entropy from logits: log(1 - sigmoid(z)) = log_sigmoid(z) - z.
+    log_p = ops.log_sigmoid(logits)
+    return -ops.sum(levels * log_p + (1.0 - levels) * (log_p - logits), axis=1)
+
+
+def _as_levels(y_true: Tensor, num_classes: int) -> Tensor:
+    """Cumulative levels ``(B, K-1)`` from either levels ``(B, K-1)`` or integer scores ``(B,)``."""
+    y_true = ops.cast(y_true, "float32")
+    if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes - 1:
+        return y_true
+    return ordinal_targets(ops.reshape(y_true, (-1,)), num_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# CORAL helpers.
+
+def ordinal_targets(score: Tensor, num_classes: int) -> Tensor:
+    """CORAL cumulative targets: ``levels[b, k] = 1 if score[b] > k`` for k = 0..K-2.
+
+    Args:
+        score: Integer (or integral float) class per sample, ``(B,)``.
+        num_classes: Ordinal classes K.
+
+    Returns:
+        ``(B, K - 1)`` float32 levels, e.g. score 2 of K = 5 -> ``[1, 1, 0, 0]``.
+    """
+    score = ops.cast(ops.reshape(score, (-1, 1)), "float32")
+    thresholds = ops.cast(ops.arange(num_classes - 1), "float32")
+    return ops.cast(score > thresholds[None, :], "float32")
+
+
+def ordinal_decode(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Predicted class and class probabilities from CORAL cumulative logits.
+
+    Args:
+        logits: ``(B, K - 1)`` cumulative logits, ``sigmoid(logits[:, k]) = P(y > k)``.
+
+    Returns:
+        ``(classes, probabilities)``: int32 ``(B,)`` = number of cumulative probabilities > 0.5,
+        and float32 ``(B, K)`` = differences of consecutive cumulative probabilities
+        (``P(y = k) = P(y > k - 1) - P(y > k)``), clipped at 0 and renormalised so that logits that
+        are not rank-consistent still give a distribution.
+    """
+    cumulative = ops.sigmoid(ops.cast(logits, "float32"))
+    classes = ops.sum(ops.cast(cumulative > 0.5, "int32"), axis=1)
+    batch = ops.shape(cumulative)[0]
+    upper = ops.concatenate([ops.ones((batch, 1)), cumulative], axis=1)
+    lower = ops.concatenate([cumulative, ops.zeros((batch, 1))], axis=1)
+    probabilities = ops.maximum(upper - lower, 0.0)
+    probabilities = probabilities / ops.sum(probabilities, axis=1, keepdims=True)
+    return classes, probabilities
+
+
+# --------------------------------------------------------------------------------------------
+# Plain functions: scalar, mean over the present samples.
+
+def soft_dice_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
+                   smooth: float = 1.0) -> Tensor:
+    """Soft Dice loss ``1 - (2 |y p| + s) / (|y| + |p| + s)``, per sample, masked mean.
+
+    Computed per sample so that a sample with an empty target is judged on its own (an empty
+    prediction scores 0 loss) instead of disappearing into a batch Dice. ``smooth`` = 1 keeps the
+    gradient informative on empty targets (a false positive of n voxels costs n / (n + 1)).
+
+    Args:
+        y_true: Binary target ``(B, X, Y, Z[, 1])``.
+        y_pred: Probabilities, same shape.
+        mask: Label mask ``(B,)``; None = all present.
+        smooth: Smoothing added to numerator and denominator.
+    """
+    return masked_mean(_soft_dice(y_true, y_pred, smooth), mask)
+
+
+def binary_focal_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
+                      gamma: float = 2.0) -> Tensor:
+    """Voxel-mean binary focal loss ``-(1 - p_t) ** gamma * log(p_t)``, per sample, masked mean.
+
+    ``gamma = 0`` is the binary cross-entropy.
+
+    Args:
+        y_true: Binary target ``(B, X, Y, Z[, 1])``.
+        y_pred: Probabilities, same shape.
+        mask: Label mask ``(B,)``; None = all present.
+        gamma: Focusing parameter.
+    """
+    return masked_mean(_binary_focal(y_true, y_pred, gamma), mask)
+
+
+def segmentation_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
+                      gamma: float = 2.0, smooth: float = 1.0) -> Tensor:
+    """Soft Dice + binary focal (``gamma = 0``: Dice + BCE), per sample, masked mean.
+
+    Dice handles the extreme foreground / background imbalance at the lesion level; the voxel
+    term gives well-behaved gradients early on when Dice is flat (nnU-Net's Dice + CE recipe).
+
+    Args:
+        y_true: Binary target ``(B, X, Y, Z[, 1])``.
+        y_pred: Probabilities, same shape.
+        mask: Label mask ``(B,)``; None = all present.
+        gamma: Focal gamma.
+        smooth: Dice smoothing.
+    """
+    return masked_mean(_segmentation(y_true, y_pred, gamma, smooth), mask)
+
+
+def centernet_focal_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
+                         alpha: float = 2.0, beta: float = 4.0) -> Tensor:
+    """Penalty-reduced pixel-wise focal loss (CenterNet, Zhou et al. 2019), per sample.
+
+    ``-1/N sum( (1-p)^alpha log p  at peaks;  (1-y)^beta p^alpha log(1-p)  elsewhere )``, N = number
+    of peaks (voxels with target >= :data:`PEAK_THRESHOLD`), or 1 when the sample has none so that
+    an empty heatmap still penalises false positives without dividing by zero.
+
+    Args:
+        y_true: Gaussian heatmap target ``(B, X, Y, Z[, 1])``, exactly 1 at object centres.
+        y_pred: Predicted heatmap (probabilities), same shape.
+        mask: Label mask ``(B,)``; None = all present.
+        alpha: Focusing exponent.
+        beta: Penalty-reduction exponent around peaks.
+    """
+    return masked_mean(_centernet(y_true, y_pred, alpha, beta), mask)
+
+
+def weighted_mse_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
+                      foreground_weight: float = 100.0) -> Tensor:
+    """Foreground-weighted mean squared error on heatmaps, per sample, masked mean.
+
+    Voxel weight ``1 + foreground_weight * y``: without it the near-empty background would teach
+    the network to predict 0 everywhere (a few Gaussians cover well under 1 % of a patch).
+
+    Args:
+        y_true: Heatmap target ``(B, X, Y, Z[, 1])`` in [0, 1].
+        y_pred: Predicted heatmap, same shape.
+        mask: Label mask ``(B,)``; None = all present.
+        foreground_weight: Extra weight per unit of target value.
+    """
+    return masked_mean(_weighted_mse(y_true, y_pred, foreground_weight), mask)
+
+
+def coral_loss(y_true: Tensor, logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """CORAL loss: binary cross-entropy summed over the K-1 cumulative tasks, masked mean.
+
+    Summed, as in Cao et al. (2020), so one mis-ranked class boundary costs one BCE whatever K.
+
+    Args:
+        y_true: Integer scores ``(B,)`` or cumulative levels ``(B, K - 1)``
+            (see :func:`ordinal_targets`).
+        logits: Cumulative logits ``(B, K - 1)``.
+        mask: Label mask ``(B,)``; None = all present.
+    """
+    return masked_mean(_coral(y_true, logits), mask)
+
+
+# --------------------------------------------------------------------------------------------
+# keras.losses.Loss classes: call() gives the per-sample losses, sample_weight is the label mask.
+
+class _MaskedLoss(keras.losses.Loss):
+    """Base: per-sample ``call`` and a reduction that averages over present samples only."""
+
+    def __init__(self, name: str, reduction: str | None = "mean_with_sample_weight",
+                 dtype: str | None = None) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+
+
+@keras.saving.register_keras_serializable(package="csvdnet")
+class SoftDiceLoss(_MaskedLoss):
+    """Loss class of :func:`soft_dice_loss`; pass the label mask as ``sample_weight``."""
+
+    def __init__(self, smooth: float = 1.0, name: str = "soft_dice", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.smooth = smooth
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return _soft_dice(y_true, y_pred, self.smooth)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="csvdnet")
+class BinaryFocalLoss(_MaskedLoss):
+    """Loss class of :func:`binary_focal_loss`; pass the label mask as ``sample_weight``."""
+
+    def __init__(self, gamma: float = 2.0, name: str = "binary_focal", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.gamma = gamma
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return _binary_focal(y_true, y_pred, self.gamma)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="csvdnet")
+class SegmentationLoss(_MaskedLoss):
+    """Loss class of :func:`segmentation_loss`; pass the label mask as ``sample_weight``."""
+
+    def __init__(self, gamma: float = 2.0, smooth: float = 1.0, name: str = "segmentation",
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.gamma = gamma
+        self.smooth = smooth
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return _segmentation(y_true, y_pred, self.gamma, self.smooth)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "gamma": self.gamma, "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="csvdnet")
+class CenterNetFocalLoss(_MaskedLoss):
+    """Loss class of :func:`centernet_focal_loss`; pass the label mask as ``sample_weight``."""
+
+    def __init__(self, alpha: float = 2.0, beta: float = 4.0, name: str = "centernet_focal",
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.alpha = alpha
+        self.beta = beta
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return _centernet(y_true, y_pred, self.alpha, self.beta)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="csvdnet")
+class WeightedMSELoss(_MaskedLoss):
+    """Loss class of :func:`weighted_mse_loss`; pass the label mask as ``sample_weight``."""
+
+    def __init__(self, foreground_weight: float = 100.0, name: str = "weighted_mse",
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.foreground_weight = foreground_weight
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return _weighted_mse(y_true, y_pred, self.foreground_weight)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "foreground_weight": self.foreground_weight}
+
+
+@keras.saving.register_keras_serializable(package="csvdnet")
+class CoralLoss(_MaskedLoss):
+    """Loss class of :func:`coral_loss`; pass the label mask as ``sample_weight``."""
+
+    def __init__(self, name: str = "coral", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return _coral(y_true, y_pred)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-task combination.
+
+@keras.saving.register_keras_serializable(package="csvdnet")
+class MultiTaskLoss(keras.layers.Layer):
+    """Combine the per-task losses into one training objective.
+
+    ``weighting="fixed"``: ``total = sum_t w_t L_t``. ``weighting="uncertainty"`` (Kendall, Gal &
+    Cipolla 2018): one trainable log-variance ``s_t`` per task (weight > 0), initialised at 0, and
+    ``total = sum_t exp(-s_t) L_t + s_t``; the fixed weights then only switch tasks on (> 0) or off.
+    A task none of whose samples carries a label in the batch adds nothing, not even ``s_t``, since
+    the regulariser alone would drive its log-variance down with no data to balance it.
+
+    The layer owns the log-variances, so train its ``trainable_variables`` with the model's and
+    track it in the checkpoint; ``get_config`` round-trips.
+
+    Args:
+        task_weights: Weight per task (``wmh, rssi, lacune, cmb, epvs, score``); tasks with weight
+            0 or absent are ignored.
+        weighting: ``"fixed"`` or ``"uncertainty"``.
+        segmentation: ``"dice_focal"`` or ``"dice_bce"`` for ``wmh, rssi, lacune``.
+        focal_gamma: Focal gamma of ``"dice_focal"``.
+        heatmap: ``"centernet"`` or ``"mse"`` for ``cmb, epvs``.
+        heatmap_alpha: CenterNet alpha.
+        heatmap_beta: CenterNet beta.
+        **kwargs: Base layer arguments.
+    """
+
+    def __init__(self, task_weights: Mapping[str, float] | None = None,
+                 weighting: Literal["fixed", "uncertainty"] = "fixed",
+                 segmentation: Literal["dice_focal", "dice_bce"] = "dice_focal",
+                 focal_gamma: float = 2.0, heatmap: Literal["centernet", "mse"] = "centernet",
+                 heatmap_alpha: float = 2.0, heatmap_beta: float = 4.0, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if weighting not in ("fixed", "uncertainty"):
+            raise ValueError(f"weighting must be 'fixed' or 'uncertainty', got {weighting!r}")
+        if segmentation not in ("dice_focal", "dice_bce"):
+            raise ValueError(
+                f"segmentation must be 'dice_focal' or 'dice_bce', got {segmentation!r}")
+        if heatmap not in ("centernet", "mse"):
+            raise ValueError(f"heatmap must be 'centernet' or 'mse', got {heatmap!r}")
+        if task_weights is None:
+            task_weights = LossConfig().task_weights
+        self.task_weights = dict(task_weights)
+        self.weighting = weighting
+        self.segmentation = segmentation
+        self.focal_gamma = focal_gamma
+        self.heatmap = heatmap
+        self.heatmap_alpha = heatmap_alpha
+        self.heatmap_beta = heatmap_beta
+        self.tasks = tuple(t for t in (*SEGMENTATION_TASKS, *DETECTION_TASKS, SCORE_TASK)
+                           if self.task_weights.get(t, 0.0) > 0.0)
+        self.log_vars = {}
+        if weighting == "uncertainty":
+            self.log_vars = {t: self.add_weight(shape=(), initializer="zeros", name=f"log_var_{t}")
+                             for t in self.tasks}
+        self.built = True
+
+    @classmethod
+    def from_loss_config(cls, cfg: LossConfig, **kwargs: Any) -> "MultiTaskLoss":
+        """Build from the ``losses`` section of the config."""
+        return cls(**dataclasses.asdict(cfg), **kwargs)
+
+    def task_loss(self, task: str, y_true: Tensor, y_pred: Tensor,
+                  mask: Tensor | None = None) -> Tensor:
+        """The configured loss of one task (scalar, masked mean over the batch)."""
+        if task in SEGMENTATION_TASKS:
+            gamma = self.focal_gamma if self.segmentation == "dice_focal" else 0.0
+            return segmentation_loss(y_true, y_pred, mask, gamma=gamma)
+        if task in DETECTION_TASKS:
+            if self.heatmap == "centernet":
+                return centernet_focal_loss(y_true, y_pred, mask, alpha=self.heatmap_alpha,
+                                            beta=self.heatmap_beta)
+            return weighted_mse_loss(y_true, y_pred, mask)
+        if task == SCORE_TASK:
+            return coral_loss(y_true, y_pred, mask)
+        raise KeyError(f"unknown task {task!r}")
+
+    def call(self, y_true: Mapping[str, Tensor], y_pred: Mapping[str, Tensor],
+             masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Per-task losses and their combination.
+
+        Args:
+            y_true: Targets by task; a task missing here is skipped (no label in this dataset).
+            y_pred: Model outputs by task.
+            masks: Label masks ``(B,)`` by task; a task missing here counts as present.
+
+        Returns:
+            ``{task: loss}`` for every task computed, plus ``"total"``: the training objective.
+        """
+        masks = masks or {}
+        results: dict[str, Tensor] = {}
+        total = ops.zeros((), "float32")
+        for task in self.tasks:
+            if task not in y_true or task not in y_pred:
+                continue
+            mask = masks.get(task)
+            value = self.task_loss(task, y_true[task], y_pred[task], mask)
+            results[task] = value
+            if self.weighting == "fixed":
+                total = total + self.task_weights[task] * value
+                continue
+            log_var = self.log_vars[task]
+            term = ops.exp(-log_var) * value + log_var
+            if mask is not None:
+                term = ops.where(ops.sum(ops.cast(mask, "float32")) > 0.0, term, 0.0)
+            total = total + term
+        results["total"] = total
+        return results
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "task_weights": dict(self.task_weights),
+                "weighting": self.weighting, "segmentation": self.segmentation,
+                "focal_gamma": self.focal_gamma, "heatmap": self.heatmap,
+                "heatmap_alpha": self.heatmap_alpha, "heatmap_beta": self.heatmap_beta}
