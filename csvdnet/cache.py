@@ -1,0 +1,331 @@
+"""The preprocessed cache: each subject of a cohort preprocessed once, then read by training.
+
+Layout (docs/contracts.md)::
+
+    <cache>/index.json          format, version, channels, preprocess config, subjects, failed
+    <cache>/<subject>/image.npy       float32 (X, Y, Z, C)
+    <cache>/<subject>/meta.json       PreprocessMeta.to_dict()
+    <cache>/<subject>/<task>.npy      uint8 (X, Y, Z) masks: wmh, rssi, lacune, regions
+    <cache>/<subject>/subject.json    id, labels, points (working voxels), ratings, spacing
+
+Each subject folder appears complete or not at all (:func:`csvdnet.fsutil.atomic_dir`), so a
+killed run resumes where it stopped: a subject whose ``meta.json`` records the same
+preprocessing config and channels is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from csvdnet import DETECTION_TASKS, LABEL_NAMES, SEGMENTATION_TASKS
+from csvdnet.config import PreprocessConfig
+from csvdnet.config import to_dict as config_to_dict
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.fsutil import atomic_dir, write_text_atomic
+from csvdnet.io import load_mask, load_nifti, read_points
+from csvdnet.preprocessing import PreprocessMeta, preprocess_labels, preprocess_subject
+
+if TYPE_CHECKING:
+    from csvdnet.io import Cohort, Subject
+
+__all__ = [
+    "INDEX_FORMAT",
+    "INDEX_VERSION",
+    "MASK_LABELS",
+    "CacheSummary",
+    "CachedSubject",
+    "load_cache",
+    "load_cached_subject",
+    "preprocess_cohort",
+]
+
+INDEX_FORMAT = "csvdnet-cache"
+INDEX_VERSION = 1
+MASK_LABELS = SEGMENTATION_TASKS + ("regions",)
+"""Labels stored as working-grid ``<name>.npy`` arrays (``regions`` as a uint8 label map)."""
+
+_SUBJECT_FILES = ("image.npy", "meta.json", "subject.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSummary:
+    """What :func:`preprocess_cohort` did.
+
+    Attributes:
+        cache_dir: The cache folder.
+        done: Subjects now in the cache (written or skipped), in cohort order; ``index.json``
+            lists these.
+        written: Subjects preprocessed by this run.
+        skipped: Subjects already complete with the same config and channels, kept as they were.
+        failed: Subject id -> message, for subjects whose input could not be used.
+    """
+
+    cache_dir: Path
+    done: tuple[str, ...]
+    written: tuple[str, ...]
+    skipped: tuple[str, ...]
+    failed: dict[str, str]
+
+
+@dataclasses.dataclass
+class CachedSubject:
+    """One preprocessed subject, arrays memory-mapped read-only.
+
+    Attributes:
+        id: Subject id.
+        image: float32 ``(X, Y, Z, C)`` working-grid image.
+        meta: Its preprocessing meta.
+        masks: Label name -> uint8 ``(X, Y, Z)`` working-grid mask, for those present.
+        points: Task -> ``(N, 3)`` float working-voxel coordinates, for those present.
+        ratings: The subject's ratings (``None`` values = not rated), or None when unrated.
+        labels: Tasks with a label (any of ``wmh, rssi, lacune, cmb, epvs``).
+    """
+
+    id: str
+    image: np.ndarray
+    meta: PreprocessMeta
+    masks: dict[str, np.ndarray]
+    points: dict[str, np.ndarray]
+    ratings: dict[str, int | None] | None
+    labels: tuple[str, ...]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Working voxel size in mm."""
+        return self.meta.spacing
+
+
+# --------------------------------------------------------------------------------------------
+# Writing.
+
+def _subject_dir(cache_dir: Path, subject_id: str) -> Path:
+    if not subject_id or subject_id.startswith(".") or Path(subject_id).name != subject_id:
+        raise CsvdnetInputError(cache_dir, f"{subject_id!r} is not a usable subject id (it "
+                                           f"names a folder: no separators, no leading dot)")
+    return cache_dir / subject_id
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CsvdnetInputError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CsvdnetInputError(path, f"not readable JSON ({exc})") from None
+
+
+def _is_complete(folder: Path, config: dict[str, Any], channels: Sequence[str]) -> bool:
+    """Whether ``folder`` holds a subject preprocessed with ``config`` and ``channels``."""
+    if not all((folder / name).is_file() for name in _SUBJECT_FILES):
+        return False
+    try:
+        meta = _read_json(folder / "meta.json")
+    except CsvdnetInputError:
+        return False
+    return (isinstance(meta, dict) and meta.get("config") == config
+            and meta.get("channels") == list(channels))
+
+
+def _check_channels(cohort: Cohort, channels: tuple[str, ...], cfg: PreprocessConfig) -> None:
+    unknown = [c for c in channels if c not in cohort.sequences]
+    if unknown:
+        raise CsvdnetInputError(cohort.root, f"channel(s) {', '.join(unknown)} are not sequences "
+                                             f"of the cohort ({', '.join(cohort.sequences)})")
+    if cfg.reference not in channels:
+        raise CsvdnetInputError(cohort.root, f"the channels ({', '.join(channels)}) must include "
+                                             f"the reference sequence {cfg.reference}")
+
+
+def _write_subject(subject: Subject, folder: Path, cfg: PreprocessConfig,
+                   channels: tuple[str, ...]) -> None:
+    """Preprocess one subject into ``folder`` (atomically)."""
+    missing = [c for c in channels if c not in subject.sequences]
+    if missing:
+        where = next(iter(subject.sequences.values())).parent
+        raise CsvdnetInputError(where, f"subject {subject.id} has no {', '.join(missing)} image "
+                                       f"(channels: {', '.join(channels)})")
+    images = {name: load_nifti(subject.sequences[name]) for name in channels}
+    brain_mask = None
+    if cfg.brain_mask == "label" and "brain_mask" in subject.labels:
+        brain_mask = load_mask(subject.labels["brain_mask"])
+    array, meta = preprocess_subject(images, cfg, brain_mask)
+
+    labels = subject.labels
+    masks = {name: (load_nifti(labels[name], kind="labelmap") if name == "regions"
+                    else load_mask(labels[name]))
+             for name in MASK_LABELS if name in labels}
+    point_files = {task: labels[task] for task in DETECTION_TASKS if task in labels}
+    masks, points = preprocess_labels(
+        meta, masks, {task: read_points(path) for task, path in point_files.items()},
+        label_sequence=subject.label_sequence, point_sources=point_files)
+
+    record = {
+        "id": subject.id,
+        "labels": [task for task in LABEL_NAMES if task in masks or task in points],
+        "points": {task: coords.tolist() for task, coords in points.items()},
+        "ratings": None if subject.ratings is None else dataclasses.asdict(subject.ratings),
+        "spacing": list(meta.spacing),
+    }
+    with atomic_dir(folder) as tmp:
+        np.save(tmp / "image.npy", array, allow_pickle=False)
+        for name, mask in masks.items():
+            np.save(tmp / f"{name}.npy", mask, allow_pickle=False)
+        (tmp / "meta.json").write_text(json.dumps(meta.to_dict(), indent=1), encoding="utf-8")
+        (tmp / "subject.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove a cache subject folder left by an earlier run (never anything else)."""
+    if all((folder / name).is_file() for name in ("meta.json", "subject.json")):
+        shutil.rmtree(folder)
+
+
+def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: PreprocessConfig, *,
+                      channels: Sequence[str] | None = None, progress: bool = True,
+                      overwrite: bool = False) -> CacheSummary:
+    """Preprocess every subject of a cohort into a cache folder (layout in the module doc).
+
+    A subject whose input cannot be used (:class:`~csvdnet.errors.CsvdnetInputError`, e.g. a
+    missing channel or a label on another grid) is recorded in ``index.json`` ``"failed"``
+    with its message, any older copy of it removed, and the run goes on; other exceptions
+    propagate. ``index.json`` is written last.
+
+    Args:
+        cohort: The cohort (:func:`csvdnet.io.read_cohort`).
+        out_dir: The cache folder (created if needed).
+        cfg: Preprocessing settings.
+        channels: Sequences to stack, in channel order (default: the cohort's sequences); every
+            subject must have them all, and they must include ``cfg.reference``.
+        progress: Show a progress bar on stderr.
+        overwrite: Redo every subject. Otherwise a subject already in the cache with the same
+            config and channels is kept (a killed run resumes); set it after changing a
+            subject's images or labels.
+
+    Returns:
+        What was written, kept and failed.
+
+    Raises:
+        CsvdnetInputError: A channel is not a sequence of the cohort or the reference is not
+            among the channels.
+    """
+    out_dir = Path(out_dir)
+    channels = tuple(cohort.sequences if channels is None else channels)
+    _check_channels(cohort, channels, cfg)
+    config = config_to_dict(cfg)
+
+    written: list[str] = []
+    skipped: list[str] = []
+    failed: dict[str, str] = {}
+    bar = tqdm(cohort.subjects, desc="preprocess", unit="subject", file=sys.stderr,
+               disable=not progress)
+    for subject in bar:
+        folder = _subject_dir(out_dir, subject.id)
+        if not overwrite and _is_complete(folder, config, channels):
+            skipped.append(subject.id)
+            continue
+        try:
+            _write_subject(subject, folder, cfg, channels)
+        except CsvdnetInputError as exc:
+            failed[subject.id] = str(exc)
+            _remove_stale(folder)
+            bar.set_postfix(failed=len(failed))
+            continue
+        written.append(subject.id)
+
+    done = tuple(s.id for s in cohort.subjects if s.id not in failed)
+    index = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "channels": list(channels),
+        "preprocess": config,
+        "subjects": list(done),
+        "failed": failed,
+    }
+    write_text_atomic(out_dir / "index.json", json.dumps(index, indent=1))
+    return CacheSummary(cache_dir=out_dir, done=done, written=tuple(written),
+                        skipped=tuple(skipped), failed=failed)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading.
+
+def load_cache(cache_dir: str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
+    """Read a cache's ``index.json``.
+
+    Args:
+        cache_dir: The cache folder.
+
+    Returns:
+        ``(index, subject ids)``: the index as written, and the subjects available.
+
+    Raises:
+        CsvdnetInputError: The folder is missing or not a csvdnet cache, or its index is
+            unreadable or of another version.
+    """
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        raise CsvdnetInputError(cache_dir, "cache folder not found")
+    index_path = cache_dir / "index.json"
+    if not index_path.is_file():
+        raise CsvdnetInputError(cache_dir, "not a csvdnet cache (no index.json); write one with "
+                                           "`csvdnet preprocess`")
+    index = _read_json(index_path)
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise CsvdnetInputError(index_path, f"not a csvdnet cache index (format is not "
+                                            f"{INDEX_FORMAT!r})")
+    if index.get("version") != INDEX_VERSION:
+        raise CsvdnetInputError(index_path, f"cache version {index.get('version')!r} is not "
+                                            f"supported (expected {INDEX_VERSION}); rewrite it")
+    return index, list(index.get("subjects", []))
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CsvdnetInputError(path, f"not a readable .npy array ({exc})") from None
+
+
+def load_cached_subject(cache_dir: str | os.PathLike, subject_id: str) -> CachedSubject:
+    """Read one preprocessed subject (arrays memory-mapped, read-only).
+
+    Args:
+        cache_dir: The cache folder.
+        subject_id: The subject.
+
+    Returns:
+        The subject.
+
+    Raises:
+        CsvdnetInputError: The subject is not in the cache or one of its files is unreadable.
+    """
+    folder = _subject_dir(Path(cache_dir), subject_id)
+    if not (folder / "subject.json").is_file():
+        raise CsvdnetInputError(folder, f"subject {subject_id} is not in the cache "
+                                        f"(no subject.json)")
+    record = _read_json(folder / "subject.json")
+    meta_path = folder / "meta.json"
+    try:
+        meta = PreprocessMeta.from_dict(_read_json(meta_path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CsvdnetInputError(meta_path, f"not a preprocessing meta ({exc!r})") from None
+    return CachedSubject(
+        id=record["id"],
+        image=_load_array(folder / "image.npy"),
+        meta=meta,
+        masks={name: _load_array(folder / f"{name}.npy") for name in MASK_LABELS
+               if (folder / f"{name}.npy").is_file()},
+        points={task: np.asarray(coords, dtype=np.float64).reshape(-1, 3)
+                for task, coords in record["points"].items()},
+        ratings=record["ratings"],
+        labels=tuple(record["labels"]),
+    )
