@@ -67,11 +67,10 @@ class DataConfig:
         patch_size: Training patch size in voxels at the working spacing.
         heatmap_sigma_mm: Gaussian sigma of the CMB / EPVS detection heatmaps.
         lesion_oversample: Probability that a patch is centred on a lesion voxel / point.
-        whole_brain_every: Every N-th training sample is the whole (padded) brain so that the
-            ordinal score head sees whole-brain features.
+        whole_brain_every: Every N-th training batch is a batch of whole (padded) brains so that
+            the ordinal score head sees whole-brain features (0 = never).
         modality_dropout: Probability of blanking each input channel (never all of them).
         augment: Enable in-graph augmentation.
-        shuffle_buffer: Shuffle buffer in subjects.
         seed: Seed of the data pipeline (stateless random ops).
     """
 
@@ -86,7 +85,6 @@ class DataConfig:
     whole_brain_every: int = 4
     modality_dropout: float = 0.1
     augment: bool = True
-    shuffle_buffer: int = 64
     seed: int = 0
 
 
@@ -153,12 +151,16 @@ class TrainConfig:
         learning_rate: Peak learning rate (after warm-up).
         weight_decay: AdamW weight decay.
         warmup_steps: Linear warm-up steps before cosine decay.
-        ema: Keep an exponential moving average of the weights.
+        ema: Keep an exponential moving average of the weights (validation and saved weights
+            use the average).
+        ema_momentum: Decay of the moving average per step (0.999: ~1,000 steps of memory).
         mixed_precision: ``"auto"``, ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
         strategy: ``"auto"``, ``"default"``, ``"mirrored"`` or ``"multi_worker"``.
         jit_compile: XLA-compile the train step (fast on GPU, slow on CPU).
         validate_every: Validate every N epochs.
         seed: Global seed.
+        val_cache: Preprocessed cache of separate validation subjects; if unset, a
+            ``data.val_fraction`` split of ``data.cache`` (drawn with ``data.seed``) validates.
     """
 
     run_dir: str = "runs/csvdnet"
@@ -169,11 +171,13 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     ema: bool = False
+    ema_momentum: float = 0.999
     mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     strategy: Literal["auto", "default", "mirrored", "multi_worker"] = "auto"
     jit_compile: bool = False
     validate_every: int = 1
     seed: int = 0
+    val_cache: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

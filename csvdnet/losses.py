@@ -34,6 +34,7 @@ from keras import ops
 
 from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
 from csvdnet.config import LossConfig
+from csvdnet.data.targets import ordinal_targets  # one definition, shared with the pipeline
 
 SCORE_TASK = "score"
 EPSILON = 1e-7
@@ -131,21 +132,6 @@ def _as_levels(y_true: Tensor, num_classes: int) -> Tensor:
 
 # --------------------------------------------------------------------------------------------
 # CORAL helpers.
-
-def ordinal_targets(score: Tensor, num_classes: int) -> Tensor:
-    """CORAL cumulative targets: ``levels[b, k] = 1 if score[b] > k`` for k = 0..K-2.
-
-    Args:
-        score: Integer (or integral float) class per sample, ``(B,)``.
-        num_classes: Ordinal classes K.
-
-    Returns:
-        ``(B, K - 1)`` float32 levels, e.g. score 2 of K = 5 -> ``[1, 1, 0, 0]``.
-    """
-    score = ops.cast(ops.reshape(score, (-1, 1)), "float32")
-    thresholds = ops.cast(ops.arange(num_classes - 1), "float32")
-    return ops.cast(score > thresholds[None, :], "float32")
-
 
 def ordinal_decode(logits: Tensor) -> tuple[Tensor, Tensor]:
     """Predicted class and class probabilities from CORAL cumulative logits.
