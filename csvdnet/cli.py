@@ -110,3 +110,27 @@ def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: st
             click.echo(f"failed {subject_id}: {message}", err=True)
         click.echo(f"error: {len(summary.failed)} of {len(subjects)} subjects failed", err=True)
         sys.exit(1)
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in train.run_dir from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_input_errors_exit_2
+def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+    """Train the multi-task network as CONFIG.yaml says (overrides e.g. train.epochs=3)."""
+    import logging
+
+    from csvdnet.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = load_config(config_path, overrides)  # every config error before TensorFlow loads
+    from csvdnet.training import fit
+
+    result = fit(cfg, resume=resume, progress=not quiet)
+    state = "interrupted (checkpoint saved; --resume continues)" if result.interrupted else "done"
+    click.echo(f"{state}: epoch {result.epoch}, step {result.step}, run directory {result.run_dir}")
+    if result.interrupted:
+        sys.exit(130)

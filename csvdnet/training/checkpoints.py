@@ -1,0 +1,200 @@
+"""The run directory: resolved config, subject split, resumable checkpoints and saved weights.
+
+Layout of ``train.run_dir``::
+
+    config.yaml            resolved config of the latest (re)start
+    split.json             training / validation subjects (a resumed run keeps them)
+    logs/train, logs/validation   TensorBoard event files
+    checkpoints/           tf.train.CheckpointManager: network, loss log-variances, optimizer
+                           (moments, iteration count, EMA), step, epoch: what --resume restores
+    best/                  model.weights.h5 + metrics.json of the best validation epoch
+    last/                  model.weights.h5 + metrics.json of the latest finished epoch
+
+Why ``tf.train.Checkpoint`` for resuming: it saves distributed variables from any strategy
+(mirrored, multi-worker) without gathering them by hand, covers the optimizer's slot and EMA
+variables and any extra state in one object graph, and its writes are atomic: the data and index
+files are written first and the ``checkpoints/checkpoint`` state file is replaced (write then
+rename) last, so a run killed mid-save restores the previous complete checkpoint. ``best/`` and
+``last/`` hold plain Keras weights of the network alone (``network.load_weights``), EMA-averaged
+when ``train.ema`` is on: what export and inference load. Each is written as a whole folder with
+:func:`csvdnet.fsutil.atomic_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import keras
+import tensorflow as tf
+import yaml
+
+from csvdnet.config import Config, dump_config, to_dict
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.fsutil import atomic_dir, write_text_atomic
+
+WEIGHTS_NAME = "model.weights.h5"
+RESUMABLE_CHANGES = frozenset({
+    "train.epochs", "train.validate_every", "train.strategy", "train.jit_compile",
+    "train.mixed_precision", "train.run_dir", "data.cache", "train.val_cache"})
+"""Config keys a resumed run may change (plus the inference and export sections): settings of
+where, on what devices and how long it runs, not of what it learns. Anything else changes the
+model, the objective or the data stream, so the checkpoint would not continue the same run."""
+_FREE_SECTIONS = ("inference.", "export.")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and not prefix:  # sections only: dict-valued keys stay whole
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class RunDir:
+    """Paths of a run directory and the checks on starting or resuming it.
+
+    Args:
+        path: ``train.run_dir``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.split_file = self.path / "split.json"
+        self.logs = self.path / "logs"
+        self.checkpoints = self.path / "checkpoints"
+        self.best = self.path / "best"
+        self.last = self.path / "last"
+
+    def has_checkpoint(self) -> bool:
+        """Whether a complete resumable checkpoint exists."""
+        return tf.train.latest_checkpoint(str(self.checkpoints)) is not None
+
+    def open(self, cfg: Config, resume: bool) -> dict[str, list[str]] | None:
+        """Check that the run may (re)start here; return the recorded split when resuming.
+
+        Args:
+            cfg: The configuration of this (re)start.
+            resume: Continue from the last checkpoint.
+
+        Returns:
+            The recorded split when resuming a run that has a checkpoint, else ``None``.
+
+        Raises:
+            CsvdnetInputError: A fresh start over an existing run, or a resume whose config
+                changes more than :data:`RESUMABLE_CHANGES`.
+        """
+        if not self.has_checkpoint():
+            return None
+        if not resume:
+            raise CsvdnetInputError(self.path, "already holds a training run: resume it with "
+                                               "--resume or choose another train.run_dir")
+        if self.config.is_file():
+            saved = _flatten(yaml.safe_load(self.config.read_text(encoding="utf-8")))
+            current = _flatten(to_dict(cfg))
+            changed = sorted(k for k in set(saved) | set(current)
+                             if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
+                             and not k.startswith(_FREE_SECTIONS))
+            if changed:
+                raise CsvdnetInputError(self.config, f"cannot resume with {changed[0]} changed "
+                                                     f"(was {saved.get(changed[0])!r}, now "
+                                                     f"{current.get(changed[0])!r})")
+        if self.split_file.is_file():
+            return json.loads(self.split_file.read_text(encoding="utf-8"))
+        return None
+
+    def record(self, cfg: Config, split: dict[str, list[str]]) -> None:
+        """Write the resolved config and the subject split (atomically)."""
+        write_text_atomic(self.config, dump_config(cfg))
+        write_text_atomic(self.split_file, json.dumps(split, indent=1) + "\n")
+
+
+class Checkpointer:
+    """Resumable training state: a ``tf.train.CheckpointManager`` plus step and epoch counters.
+
+    In a multi-worker run every worker must take part in saving (the variables are synchronised
+    with collectives); only the chief writes into the run directory, the others into a
+    scratch folder that is removed after each save.
+
+    Args:
+        directory: ``<run_dir>/checkpoints``.
+        chief: Whether this process is the chief.
+        worker: This worker's id (names the scratch folder of a non-chief worker).
+        max_to_keep: Checkpoints kept (the previous one survives a damaged latest one).
+        **objects: Trackable objects to save (network, loss, optimizer).
+
+    Attributes:
+        step: int64 variable: batches consumed (also the data pipeline's ``start_step``).
+        epoch: int64 variable: epochs completed.
+    """
+
+    def __init__(self, directory: Path, chief: bool, worker: str, max_to_keep: int = 2,
+                 **objects: Any):
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(step=self.step, epoch=self.epoch, **objects)
+        self.directory = directory
+        self.scratch = None if chief else directory.parent / f".checkpoints_{worker}"
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.scratch or directory),
+                                                  max_to_keep=max_to_keep)
+
+    def restore(self) -> bool:
+        """Restore the latest checkpoint of the run directory; False when there is none.
+
+        Raises:
+            CsvdnetInputError: The checkpoint lacks variables this model and optimizer have
+                (it was written by a different model).
+        """
+        latest = tf.train.latest_checkpoint(str(self.directory))
+        if latest is None:
+            return False
+        status = self.checkpoint.restore(latest)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as exc:
+            raise CsvdnetInputError(latest, "does not match this model and optimizer "
+                                            f"({str(exc).splitlines()[0][:200]})") from None
+        return True
+
+    def save(self, step: int, epoch: int) -> None:
+        """Save the state after ``step`` batches and ``epoch`` completed epochs."""
+        self.step.assign(step)
+        self.epoch.assign(epoch)
+        self.manager.save(checkpoint_number=step)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ema_weights(optimizer: keras.optimizers.Optimizer,
+                variables: Sequence[keras.Variable]) -> Iterator[None]:
+    """Swap the optimizer's moving averages into ``variables`` for the block (no-op without EMA).
+
+    Args:
+        optimizer: The (base) optimizer; its ``use_ema`` decides.
+        variables: Exactly the variable list the optimizer was built with (the averages are
+            matched by position).
+    """
+    if not optimizer.use_ema:
+        yield
+        return
+    backup = [v.numpy() for v in variables]
+    optimizer.finalize_variable_values(variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, backup):
+            variable.assign(value)
+
+
+def save_weights(folder: Path, network: keras.Model, metrics: dict[str, Any]) -> None:
+    """Write ``folder/model.weights.h5`` and ``folder/metrics.json`` as one atomic folder."""
+    with atomic_dir(folder) as tmp:
+        network.save_weights(tmp / WEIGHTS_NAME)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")

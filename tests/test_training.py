@@ -1,0 +1,519 @@
+"""Training: config checks, distributed loss, metrics, run directory, resume, signals, TensorBoard.
+
+Everything trains a 4-filter, depth-2 network on 16^3 fake caches (tests/_fake_cache.py). Tests
+that need a fresh process (logical CPU devices for MirroredStrategy, real signals) run a small
+script with ``subprocess``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from _fake_cache import FakeSubject, ratings, sphere, write_cache
+from csvdnet.config import (Config, DataConfig, LossConfig, ModelConfig, TrainConfig,
+                            dump_config, load_config)
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.losses import MultiTaskLoss
+from csvdnet.models import build_model
+from csvdnet.training import fit
+from csvdnet.training.checkpoints import WEIGHTS_NAME, ema_weights
+from csvdnet.training.plan import check_config, split_subjects
+from csvdnet.training.precision import cpu_has_bf16, resolve_policy
+from csvdnet.training.signals import stop_on_signals
+from csvdnet.training.step import replica_objective
+from csvdnet.training.strategy import cluster_workers, make_strategy
+from csvdnet.training.summaries import TASK_COLOURS, overlay, overlay_images
+from csvdnet.training.validation import (find_peaks, match_points, quadratic_weighted_kappa,
+                                         selection_score, validate)
+
+TESTS = Path(__file__).parent
+SHAPE = (16, 16, 16)
+CHANNELS = ("flair", "swi")
+TINY = ModelConfig(input_channels=2, base_filters=4, depth=2, blocks_per_level=(1, 1, 1),
+                   dropout=0.0)
+
+
+def make_subject(rng: np.random.Generator, name: str, centre: tuple[int, int, int],
+                 score: int | None) -> FakeSubject:
+    """A WMH ball bright on FLAIR and one microbleed dark on SWI, on noise."""
+    wmh = sphere(SHAPE, centre, 3)
+    cmb = [float(16 - c) for c in centre]
+    image = 0.3 * rng.normal(size=SHAPE + (2,))
+    image[..., 0] += 3.0 * wmh
+    image[..., 1] -= 3.0 * sphere(SHAPE, cmb, 1)
+    return FakeSubject(name, image, masks={"wmh": wmh}, points={"cmb": [cmb]},
+                       ratings=ratings(score))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    subjects = [make_subject(rng, f"s{i}", (5 + 2 * i, 8, 7 + i), i % 3) for i in range(4)]
+    return write_cache(tmp_path_factory.mktemp("training") / "cache", subjects, CHANNELS)
+
+
+def make_cfg(cache: Path, run_dir: Path, **train) -> Config:
+    """Tiny run: 16^3 patches (the whole volume), whole brains every 3rd batch, 1 val subject."""
+    data = DataConfig(cache=str(cache), channels=CHANNELS, patch_size=SHAPE, whole_brain_every=3,
+                      val_fraction=0.25)
+    train = {"run_dir": str(run_dir), "epochs": 2, "steps_per_epoch": 3, "batch_size": 2,
+             "warmup_steps": 2, "mixed_precision": "float32", **train}
+    return Config(data=data, model=TINY, train=TrainConfig(**train))
+
+
+def run_script(code: str, tmp_path: Path, *args: Path, wait: bool = True) -> subprocess.Popen:
+    """Run ``code`` with ``args`` in a fresh Python that imports csvdnet and the test helpers."""
+    script = tmp_path / f"script_{time.monotonic_ns()}.py"
+    script.write_text(textwrap.dedent(code))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, str(script), *map(str, args)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        process.wait(timeout=300)
+    return process
+
+
+def read_events(folder: Path) -> dict[str, list[tuple[int, object]]]:
+    """``{tag: [(step, value)]}`` from the event files of ``folder`` (scalars as floats,
+    images as their (width, height))."""
+    found: dict[str, list[tuple[int, object]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor)
+                if value.metadata.plugin_data.plugin_name == "images":
+                    item = (int(tensor[0]), int(tensor[1]))
+                else:
+                    item = float(tensor)
+                found.setdefault(value.tag, []).append((event.step, item))
+    return found
+
+
+def checkpoint_values(run_dir: Path) -> dict[str, int]:
+    """Step, epoch and optimizer iterations of the latest checkpoint."""
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    names = [n for n, _ in tf.train.list_variables(str(run_dir / "checkpoints"))]
+    iterations = next(n for n in names if n.startswith("optimizer/") and "iteration" in n)
+    return {"step": int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")),
+            "epoch": int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")),
+            "iterations": int(reader.get_tensor(iterations))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad configs fail before any compute, with the key or file at fault.
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: dataclasses.replace(c, data=dataclasses.replace(c.data, channels=("flair", "dwi"))),
+     "dwi, which the cache does not hold"),
+    (lambda c: dataclasses.replace(c, model=dataclasses.replace(c.model, input_channels=3)),
+     "model.input_channels: is 3 but data.channels names 2"),
+    (lambda c: dataclasses.replace(c, data=dataclasses.replace(c.data, cache=None)),
+     "data.cache: not set"),
+    (lambda c: dataclasses.replace(c, data=dataclasses.replace(c.data, cache="/nonexistent/x")),
+     "cache folder not found"),
+    (lambda c: dataclasses.replace(c, data=dataclasses.replace(c.data, patch_size=(16, 16, 6))),
+     "data.patch_size: must be multiples of 2 \\*\\* model.depth = 4"),
+    (lambda c: dataclasses.replace(c, losses=LossConfig(task_weights={"lacune": 1.0})),
+     "no training subject has a label for any task"),
+])
+def test_bad_config_fails_before_any_compute(cache, tmp_path, change, match):
+    cfg = change(make_cfg(cache, tmp_path / "run"))
+    with pytest.raises(CsvdnetInputError, match=match):
+        fit(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_caches_that_cannot_train(tmp_path):
+    (tmp_path / "notacache").mkdir()
+    with pytest.raises(CsvdnetInputError, match="not a csvdnet cache"):
+        fit(make_cfg(tmp_path / "notacache", tmp_path / "run"), progress=False)
+    subject = make_subject(np.random.default_rng(0), "s", (8, 8, 8), None)
+    coarse = write_cache(tmp_path / "coarse", [subject], CHANNELS, pad_multiple=2)
+    with pytest.raises(CsvdnetInputError, match="padded to multiples of 2, not of 2 \\*\\* "
+                                                "model.depth = 4"):
+        fit(make_cfg(coarse, tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("recipe", sorted((TESTS.parent / "training" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_recipes_load_and_pass_the_checks(recipe):
+    cfg = load_config(recipe)
+    check_config(cfg, replicas=1)
+    assert cfg.train.mixed_precision != "auto" and cfg.data.cache and cfg.train.run_dir
+
+
+def test_batch_must_split_over_the_replicas(cache, tmp_path):
+    cfg = make_cfg(cache, tmp_path, batch_size=3)
+    check_config(cfg, replicas=1)
+    with pytest.raises(CsvdnetInputError, match="train.batch_size: must be a positive multiple "
+                                                "of the 2 replicas, got 3"):
+        check_config(cfg, replicas=2)
+
+
+def test_split_is_deterministic_and_keeps_both_sides():
+    ids = [f"s{i:02d}" for i in range(10)]
+    train, val = split_subjects(reversed(ids), 0.2, seed=3)
+    assert (train, val) == split_subjects(ids, 0.2, seed=3) and len(val) == 2
+    assert sorted(train + val) == ids and split_subjects(ids, 0.2, seed=4)[1] != val
+    assert split_subjects(["a"], 0.5, 0) == (["a"], [])
+    assert split_subjects(["a", "b"], 0.9, 0)[0] != []
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategy, precision, signals.
+
+def test_strategy_from_name_and_tf_config(monkeypatch):
+    assert cluster_workers({}) == 1
+    two = json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                      "task": {"type": "chief", "index": 0}})
+    assert cluster_workers({"TF_CONFIG": two}) == 2
+    with pytest.raises(CsvdnetInputError, match="TF_CONFIG"):
+        cluster_workers({"TF_CONFIG": "[1, 2]"})
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert make_strategy("auto").num_replicas_in_sync == 1
+    with pytest.raises(CsvdnetInputError, match="train.strategy"):
+        make_strategy("tpu")
+
+
+def test_precision_policy(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_has_bf16(cpuinfo) and not cpu_has_bf16(tmp_path / "missing")
+    assert resolve_policy("mixed_float16") == "mixed_float16"
+    if not tf.config.list_physical_devices("GPU"):
+        assert resolve_policy("auto", cpuinfo) == "mixed_bfloat16"
+        cpuinfo.write_text("flags\t\t: fpu avx2\n")
+        assert resolve_policy("auto", cpuinfo) == "float32"
+    with pytest.raises(CsvdnetInputError, match="train.mixed_precision"):
+        resolve_policy("int8")
+
+
+def test_stop_signal_sets_a_flag_instead_of_raising():
+    previous = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not stop.requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stop.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective, EMA and the validation metrics.
+
+@pytest.mark.parametrize("weighting", ["fixed", "uncertainty"])
+def test_replica_objective_on_one_replica_is_the_multitask_loss(weighting):
+    rng = np.random.default_rng(1)
+    loss = MultiTaskLoss(weighting=weighting)
+    if weighting == "uncertainty":
+        for i, log_var in enumerate(loss.log_vars.values()):
+            log_var.assign(0.1 * i - 0.2)
+    targets = {t: (rng.random((4, 8, 8, 8, 1)) > 0.9).astype("float32")
+               for t in ("wmh", "rssi", "cmb")}
+    targets["score"] = np.array([[1, 1, 0, 0], [0] * 4, [1] * 4, [1, 0, 0, 0]], "float32")
+    outputs = {t: rng.uniform(0.05, 0.95, (4, 8, 8, 8, 1)).astype("float32") for t in targets}
+    outputs["score"] = rng.normal(size=(4, 4)).astype("float32")
+    weights = {"wmh": np.ones(4, "float32"), "rssi": np.array([0, 1, 0, 1], "float32"),
+               "cmb": np.zeros(4, "float32"), "score": np.array([1, 0, 0, 1], "float32")}
+    counts = {t: np.sum(w) for t, w in weights.items()}
+    expected = loss(targets, outputs, weights)
+    shares = replica_objective(loss, targets, outputs, weights, counts, replicas=1)
+    assert set(shares) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(float(shares[key]), float(expected[key]), rtol=1e-5)
+
+
+def test_ema_weights_are_swapped_in_and_back():
+    variable = keras.Variable(np.zeros(3, "float32"))
+    optimizer = keras.optimizers.AdamW(0.1, use_ema=True, ema_momentum=0.5)
+    optimizer.build([variable])
+    for _ in range(3):
+        optimizer.apply([tf.ones(3)], [variable])
+    trained = variable.numpy()
+    with ema_weights(optimizer, [variable]):
+        averaged = variable.numpy()
+    assert np.all(averaged > trained) and np.array_equal(variable.numpy(), trained)
+
+
+def test_detection_peaks_and_matching():
+    heatmap = np.zeros((12, 12, 12), "float32")
+    heatmap[2, 2, 2] = 0.9
+    heatmap[8, 8, 3:5] = 0.6  # a plateau of two voxels: one peak at its centre
+    heatmap[8, 2, 2] = 0.2  # below the threshold
+    np.testing.assert_allclose(find_peaks(heatmap, 0.3), [[2, 2, 2], [8, 8, 3.5]])
+    assert find_peaks(np.zeros((4, 4, 4)), 0.3).shape == (0, 3)
+    true = np.array([[2.0, 2.0, 4.0], [8.0, 8.0, 3.0], [0.0, 11.0, 11.0]])
+    # Along z, 2 mm voxels: (2,2,2)-(2,2,4) is 4 mm apart (matched), (8,8,3.5)-(8,8,3) is 1 mm.
+    assert match_points(find_peaks(heatmap, 0.3), true, (1.0, 1.0, 2.0)) == (2, 0, 1)
+    assert match_points(find_peaks(heatmap, 0.3), true, (1.0, 1.0, 2.5)) == (1, 1, 2)
+    # One-to-one: two predictions near one true point find it once.
+    assert match_points(np.array([[0.0, 0, 0], [1.0, 0, 0]]), np.array([[0.5, 0, 0]]),
+                        (1, 1, 1)) == (1, 1, 0)
+
+
+def test_kappa_and_selection_score():
+    assert quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 3], 5) == 1.0
+    assert quadratic_weighted_kappa([2, 2], [2, 2], 5) == 1.0
+    assert quadratic_weighted_kappa([0, 4], [4, 0], 5) < 0.0
+    # By hand: disagreement (3, 4) weighs 1/16; chance = sum over true {0,1,2,3} x predicted
+    # {0,1,2,4} of (i - j)^2 / 16 / 4 = 56 / 64; kappa = 1 - (1/16) / (56/64) = 13/14.
+    assert quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 4], 5) == pytest.approx(13 / 14)
+    assert selection_score([0.8, 0.4, 0.6]) == pytest.approx(0.6)
+    assert np.isnan(selection_score([]))
+
+
+def test_validation_of_a_perfect_and_of_an_empty_predictor():
+    rng = np.random.default_rng(3)
+    subjects = []
+    for score in (1, 3):
+        wmh = sphere((8, 8, 8), rng.integers(2, 6, 3), 2).astype("float32")[None, ..., None]
+        cmb = np.zeros((1, 8, 8, 8, 1), "float32")
+        cmb[0, 2, 5, 3] = 1.0
+        cmb[0, 2, 5, 4] = 0.6
+        levels = (np.arange(4) < score).astype("float32")[None]
+        targets = {"wmh": wmh, "rssi": np.zeros_like(wmh), "cmb": cmb, "score": levels}
+        subjects.append((rng.normal(size=(1, 8, 8, 8, 2)).astype("float32"), targets,
+                         {t: np.ones(1, "float32") for t in targets}))
+    tasks, spacing = ("wmh", "rssi", "cmb", "score"), [(1.0, 1.0, 1.0)] * 2
+    thresholds = {"wmh": 0.5, "rssi": 0.5, "cmb": 0.3}
+    truth = {id(s[0]): s[1] for s in subjects}
+
+    def perfect(image):
+        return {**truth[id(image)], "score": 20.0 * truth[id(image)]["score"] - 10.0}
+
+    def empty(image):
+        return {t: np.zeros_like(v) - (10.0 if t == "score" else 0.0)
+                for t, v in truth[id(image)].items()}
+
+    loss = MultiTaskLoss()
+    result = validate(perfect, subjects, loss, tasks, spacing, thresholds, num_classes=5)
+    assert result.metrics == {"dice_wmh": 1.0, "dice_rssi": 1.0, "f1_cmb": 1.0,
+                              "score_accuracy": 1.0, "score_kappa": 1.0, "selection": 1.0}
+    assert set(result.losses) == set(tasks)
+    np.testing.assert_array_equal(result.example[0], subjects[0][0][0])
+    result = validate(empty, subjects, loss, tasks, spacing, thresholds, num_classes=5)
+    # RSSI is absent from every reference: its Dice (1, nothing predicted) is not selected.
+    assert result.metrics == {"dice_wmh": 0.0, "dice_rssi": 1.0, "f1_cmb": 0.0,
+                              "score_accuracy": 0.0, "score_kappa": 0.0, "selection": 0.0}
+
+
+def test_overlay_colours_masks_and_picks_the_lesion_slice():
+    grey = np.full((4, 5), 0.5)
+    mask = np.zeros((4, 5), bool)
+    mask[1, 2] = True
+    rgb = overlay(grey, {"wmh": mask})
+    assert rgb.shape == (4, 5, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == (128, 128, 128) and rgb[1, 2, 0] > rgb[1, 2, 1]
+    image = np.random.default_rng(0).normal(size=(8, 6, 10, 2)).astype("float32")
+    truth = np.zeros((8, 6, 10, 1), "float32")
+    truth[3, 2, 7] = 1.0
+    panels = overlay_images(image, CHANNELS, {"wmh": truth}, {"wmh": truth}, {"wmh": 0.5})
+    assert set(panels) == {"flair"} and panels["flair"].shape == (6, 16, 3)
+    # Slice z = 7 was picked: the lesion shows in both halves in the WMH colour.
+    for half in (panels["flair"][:, :8], panels["flair"][:, 8:]):
+        pixel = half[6 - 1 - 2, 3]
+        assert pixel[0] > pixel[1] and pixel[0] >= 0.55 * TASK_COLOURS["wmh"][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs.
+
+@pytest.fixture(scope="module")
+def one_epoch(cache, tmp_path_factory):
+    """A finished 1-epoch run with EMA: its directory and result (tests copy it to change it)."""
+    run_dir = tmp_path_factory.mktemp("one_epoch") / "run"
+    return run_dir, fit(make_cfg(cache, run_dir, epochs=1, ema=True), progress=False)
+
+
+def test_run_directory_tensorboard_and_weights(cache, one_epoch):
+    run_dir, result = one_epoch
+    assert (result.step, result.epoch, result.interrupted) == (3, 1, False)
+    assert result.policy == "float32" and result.replicas == 1
+    assert (run_dir / "config.yaml").read_text() == dump_config(make_cfg(cache, run_dir,
+                                                                         epochs=1, ema=True))
+    split = json.loads((run_dir / "split.json").read_text())
+    assert len(split["validation"]) == 1 and len(split["train"]) == 3
+    for folder in ("best", "last"):
+        assert (run_dir / folder / WEIGHTS_NAME).is_file()
+    assert json.loads((run_dir / "best" / "metrics.json").read_text())["step"] == 3
+    train = read_events(run_dir / "logs" / "train")
+    for tag in ("loss/total", "loss/wmh", "loss/cmb", "loss/score", "learning_rate"):
+        assert [s for s, _ in train[tag]] == [3], tag
+    assert train["loss/total"][0][1] == pytest.approx(result.history[0]["loss/total"])
+    validation = read_events(run_dir / "logs" / "validation")
+    for tag in ("loss/wmh", "metrics/dice_wmh", "metrics/f1_cmb", "metrics/score_accuracy",
+                "metrics/score_kappa", "metrics/selection"):
+        assert [s for s, _ in validation[tag]] == [3], tag
+    # Truth | prediction panels of the 16^3 validation subject: 32 wide, 16 high.
+    assert validation["overlay/flair"] == [(3, (32, 16))]
+    assert validation["overlay/swi"] == [(3, (32, 16))]
+    build_model(TINY).load_weights(run_dir / "best" / WEIGHTS_NAME)
+    with pytest.raises(CsvdnetInputError, match="already holds a training run"):
+        fit(make_cfg(cache, run_dir, epochs=1, ema=True), progress=False)
+
+
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(cache, one_epoch, tmp_path):
+    # The 1-epoch run's schedule (2 warm-up steps, then the peak) is also the first epoch of a
+    # 2-epoch run's, so resuming it for a second epoch must reproduce the 2-epoch run.
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(one_epoch[0], run_dir)
+    straight = fit(make_cfg(cache, tmp_path / "straight", epochs=2, ema=True), progress=False)
+    with pytest.raises(CsvdnetInputError, match="cannot resume with train.learning_rate"):
+        fit(make_cfg(cache, run_dir, epochs=2, ema=True, learning_rate=0.1), resume=True,
+            progress=False)
+    resumed = fit(make_cfg(cache, run_dir, epochs=2, ema=True), resume=True, progress=False)
+    assert (resumed.step, resumed.epoch) == (6, 2) and [h["epoch"] for h in resumed.history] == [2]
+    assert checkpoint_values(run_dir) == {"step": 6, "epoch": 2, "iterations": 6}
+    # Same data position, optimizer moments and EMA: the same numbers as without the stop.
+    assert resumed.history[0]["loss/total"] == pytest.approx(straight.history[1]["loss/total"],
+                                                             rel=1e-4)
+    reader_a = tf.train.load_checkpoint(str(tmp_path / "straight" / "checkpoints"))
+    reader_b = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    for name, _ in tf.train.list_variables(str(tmp_path / "straight" / "checkpoints")):
+        if name.startswith(("network/", "optimizer/")):
+            np.testing.assert_allclose(reader_a.get_tensor(name), reader_b.get_tensor(name),
+                                       rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+MIRRORED = """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from test_training import make_cfg
+    from csvdnet.losses import MultiTaskLoss
+    from csvdnet.training import fit
+    from csvdnet.training.step import _skip_together, replica_objective
+    from csvdnet.training.strategy import make_strategy
+
+    result = fit(make_cfg(sys.argv[1], sys.argv[2], epochs=1, strategy="mirrored", ema=True),
+                 progress=False)
+
+    strategy = make_strategy("mirrored")  # the one fit used: a second would break collectives
+    # Labels spread unevenly over the two replicas: the shares still add up to the global loss.
+    rng = np.random.default_rng(0)
+    targets = {"wmh": (rng.random((4, 8, 8, 8, 1)) > 0.8).astype("float32"),
+               "score": np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0] * 4, [1] * 4], "float32")}
+    outputs = {"wmh": rng.uniform(0.1, 0.9, (4, 8, 8, 8, 1)).astype("float32"),
+               "score": rng.normal(size=(4, 4)).astype("float32")}
+    weights = {"wmh": np.array([1, 1, 0, 1], "float32"),
+               "score": np.array([1, 0, 0, 0], "float32")}
+    with strategy.scope():
+        loss = MultiTaskLoss(weighting="uncertainty")
+
+    def shares():
+        context = tf.distribute.get_replica_context()
+        i = context.replica_id_in_sync_group
+        part = lambda d: {k: tf.constant(v)[2 * i:2 * i + 2] for k, v in d.items()}
+        counts = context.all_reduce("sum", {k: tf.reduce_sum(v) for k, v in part(weights).items()})
+        return replica_objective(loss, part(targets), part(outputs), part(weights), counts, 2)
+
+    def overflow_on_second_replica():
+        i = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return _skip_together([tf.cast(i, tf.float32) * tf.constant([np.inf, 1.0])])
+
+    per_replica = tf.function(lambda: strategy.run(shares))()
+    summed = {k: float(strategy.reduce("sum", v, axis=None)) for k, v in per_replica.items()}
+    expected = {k: float(v) for k, v in loss(targets, outputs, weights).items()}
+    grads = tf.function(lambda: strategy.run(overflow_on_second_replica))()
+    poisoned = [bool(np.all(~np.isfinite(g[0].numpy())))
+                for g in strategy.experimental_local_results(grads)]
+    print(json.dumps({"summed": summed, "expected": expected, "poisoned": poisoned,
+                      "replicas": result.replicas, "step": result.step,
+                      "reused": make_strategy("mirrored") is strategy,
+                      "loss": result.history[0]["loss/total"]}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(cache, tmp_path):
+    process = run_script(MIRRORED, tmp_path, cache, tmp_path / "run")
+    output = process.stdout.read()
+    assert process.returncode == 0, output[-3000:]
+    report = json.loads(output.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["step"] == 3 and np.isfinite(report["loss"])
+    assert report["summed"] == pytest.approx(report["expected"], rel=1e-5)
+    assert report["poisoned"] == [True, True] and report["reused"]
+    assert (tmp_path / "run" / "last" / WEIGHTS_NAME).is_file()
+
+
+SIGNALLED = """
+    import json, sys
+    from test_training import make_cfg
+    from csvdnet.training import fit
+    result = fit(make_cfg(sys.argv[1], sys.argv[2], epochs=1000, steps_per_epoch=2),
+                 resume=True, progress=False)
+    print(json.dumps({"step": result.step, "interrupted": result.interrupted}))
+"""
+
+
+def wait_for_checkpoint(run_dir: Path, after: int, process: subprocess.Popen) -> int:
+    """Poll until the run has a checkpoint newer than step ``after``; returns its step."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+        if latest and int(latest.rsplit("-", 1)[1]) > after:
+            return int(latest.rsplit("-", 1)[1])
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint after step {after}: {process.stdout.read()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_sigkill_loses_at_most_an_epoch(cache, tmp_path):
+    run_dir = tmp_path / "run"
+    # SIGTERM: the loop saves at the next step and returns normally.
+    process = run_script(SIGNALLED, tmp_path, cache, run_dir, wait=False)
+    wait_for_checkpoint(run_dir, 0, process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-3000:]
+    report = json.loads(output.strip().splitlines()[-1])
+    assert report["interrupted"] and checkpoint_values(run_dir)["step"] == report["step"]
+    # SIGKILL after the resumed run's first epoch checkpoint: nothing beyond it is needed.
+    process = run_script(SIGNALLED, tmp_path, cache, run_dir, wait=False)
+    saved = wait_for_checkpoint(run_dir, report["step"], process)
+    process.kill()
+    process.wait(timeout=60)
+    state = checkpoint_values(run_dir)
+    assert state["step"] >= saved and state["step"] == state["iterations"]
+    resumed = fit(make_cfg(cache, run_dir, epochs=state["step"] // 2 + 1, steps_per_epoch=2),
+                  resume=True, progress=False)
+    assert resumed.history[0]["epoch"] == state["step"] // 2 + 1
+    assert checkpoint_values(run_dir) == {"step": resumed.step, "epoch": resumed.epoch,
+                                          "iterations": resumed.step}
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_two_subjects(tmp_path):
+    rng = np.random.default_rng(2)
+    subjects = [make_subject(rng, "a", (5, 8, 8), 1), make_subject(rng, "b", (10, 7, 9), 2)]
+    cache = write_cache(tmp_path / "cache", subjects, CHANNELS)
+    cfg = make_cfg(cache, tmp_path / "run", epochs=20, steps_per_epoch=10, warmup_steps=10,
+                   learning_rate=5e-3, val_cache=str(cache), validate_every=5)
+    cfg = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, augment=False, modality_dropout=0.0,
+                                      whole_brain_every=0),
+        losses=LossConfig(task_weights={"wmh": 1.0}))
+    result = fit(cfg, progress=False)
+    first, last = result.history[0]["loss/wmh"], result.history[-1]["loss/wmh"]
+    assert last < first / 10, (first, last)
+    assert result.history[-1]["val/dice_wmh"] > 0.9
+    assert result.best["metrics"]["dice_wmh"] > 0.9
