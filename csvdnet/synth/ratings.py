@@ -1,0 +1,214 @@
+"""What a synthetic subject should show (the plan) and what it does show (the ratings).
+
+The plan is drawn target-first so that the total SVD score is balanced for training an ordinal
+head: the total score (0-4) is sampled from the prevalence, then which of its four markers are
+positive, then each marker's severity within the range that makes it positive or negative.
+
+The ratings written to ``ratings.csv`` are not the plan but a recount of the written ground
+truth, by the same definitions a rater uses, so they agree with the labels exactly:
+
+- lacunes, RSSI: 26-connected components of ``labels/lacune`` / ``labels/rssi``;
+- microbleeds: rows of ``labels/cmb.csv``;
+- basal ganglia EPVS: points of ``labels/epvs.csv`` whose nearest reference voxel is in the
+  basal ganglia region, counted per hemisphere (the CSV's ``side`` column) and per axial slice
+  of the reference grid (the voxel axis closest to world z); the largest count is graded;
+- Fazekas grades: as planted (the WMH were drawn to match them);
+- total score: :func:`staals_total` (Staals et al., Neurology 2014); RSSI are never added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from csvdnet.atlas import REGION_CODES
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.io import Ratings
+
+__all__ = ["DEFAULT_PREVALENCE", "EPVS_GRADE_LIMITS", "Plan", "check_prevalence",
+           "count_components", "epvs_bg_count", "epvs_grade", "recount", "sample_plan",
+           "staals_total", "wmh_point"]
+
+DEFAULT_PREVALENCE = (0.2, 0.2, 0.2, 0.2, 0.2)
+"""Probability of a total SVD score of 0, 1, 2, 3, 4: balanced, for training an ordinal head."""
+
+EPVS_GRADE_LIMITS = (0, 10, 20, 40)
+"""Basal ganglia EPVS grade = number of these limits the count exceeds: 0 none, 1 1-10,
+2 11-20, 3 21-40, 4 > 40."""
+
+_MARKERS = ("wmh", "lacune", "cmb", "epvs")
+# How often each marker is the positive one when only some are (WMH and EPVS are the most
+# common findings in a stroke cohort, microbleeds the least).
+_MARKER_WEIGHTS = np.array([0.3, 0.22, 0.18, 0.3])
+# (PV, deep) Fazekas pairs and weights, split by whether they score the WMH point.
+_WMH_POSITIVE = (((3, 1), 0.12), ((3, 2), 0.25), ((3, 3), 0.2), ((2, 2), 0.2), ((2, 3), 0.1),
+                 ((1, 2), 0.1), ((0, 2), 0.03))
+_WMH_NEGATIVE = (((0, 0), 0.12), ((1, 0), 0.25), ((1, 1), 0.28), ((2, 0), 0.12), ((2, 1), 0.2),
+                 ((0, 1), 0.03))
+# Basal ganglia EPVS count ranges per grade; grade 4 is capped so that the count fits on one
+# side of one axial slice.
+_EPVS_COUNT_RANGE = {0: (0, 0), 1: (1, 10), 2: (11, 20), 3: (21, 40), 4: (41, 46)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The markers to plant in one subject.
+
+    Attributes:
+        target_score: Total SVD score the plan aims at.
+        fazekas_pv: Periventricular Fazekas grade of the WMH to draw.
+        fazekas_deep: Deep Fazekas grade.
+        epvs_bg_count: Basal ganglia EPVS on the rated side and slice.
+        epvs_cso_count: Centrum semiovale EPVS.
+        cmb_count: Microbleeds.
+        cmb_lobar_fraction: Share of the microbleeds that are lobar (the rest deep or
+            infratentorial).
+        lacune_count: Lacunes.
+        rssi_count: Recent small subcortical infarcts.
+    """
+
+    target_score: int
+    fazekas_pv: int
+    fazekas_deep: int
+    epvs_bg_count: int
+    epvs_cso_count: int
+    cmb_count: int
+    cmb_lobar_fraction: float
+    lacune_count: int
+    rssi_count: int
+
+
+def check_prevalence(prevalence: Sequence[float] | None) -> np.ndarray:
+    """The score prevalence as probabilities of scores 0..4 (normalised to sum 1).
+
+    Raises:
+        CsvdnetInputError: Not five non-negative numbers with a positive sum.
+    """
+    if prevalence is None:
+        return np.asarray(DEFAULT_PREVALENCE)
+    values = np.asarray(prevalence, dtype=np.float64)
+    if (values.shape != (5,) or not np.all(np.isfinite(values)) or np.any(values < 0)
+            or values.sum() <= 0):
+        raise CsvdnetInputError("prevalence", f"needs 5 non-negative weights for total scores 0-4 "
+                                              f"with a positive sum, got {prevalence!r}")
+    return values / values.sum()
+
+
+def _choose(rng: np.random.Generator, table: tuple) -> tuple:
+    options, weights = zip(*table)
+    weights = np.asarray(weights)
+    return options[rng.choice(len(options), p=weights / weights.sum())]
+
+
+def sample_plan(rng: np.random.Generator, prevalence: np.ndarray, rssi_prevalence: float) -> Plan:
+    """Draw a subject's plan: total score first, then positive markers, then severities.
+
+    Args:
+        rng: Random generator.
+        prevalence: Probabilities of total scores 0..4 (see :func:`check_prevalence`).
+        rssi_prevalence: Probability of at least one RSSI (independent of the score).
+
+    Returns:
+        The plan.
+    """
+    score = int(rng.choice(5, p=prevalence))
+    positive = set(rng.choice(_MARKERS, size=score, replace=False,
+                              p=_MARKER_WEIGHTS / _MARKER_WEIGHTS.sum()).tolist())
+    pv, deep = _choose(rng, _WMH_POSITIVE if "wmh" in positive else _WMH_NEGATIVE)
+    bg_grade = int(rng.choice([2, 3, 4], p=[0.5, 0.33, 0.17]) if "epvs" in positive
+                   else rng.choice([0, 1], p=[0.25, 0.75]))
+    low, high = _EPVS_COUNT_RANGE[bg_grade]
+    epvs_bg = int(rng.integers(low, high + 1))
+    # Centrum semiovale EPVS go with the basal ganglia burden, loosely.
+    epvs_cso = int(rng.poisson(4 + 0.4 * epvs_bg))
+    cmb = min(int(rng.geometric(0.35)), 12) if "cmb" in positive else 0
+    lacunes = min(int(rng.geometric(0.5)), 5) if "lacune" in positive else 0
+    rssi = int(rng.random() < rssi_prevalence) * (1 + int(rng.random() < 0.1))
+    return Plan(target_score=score, fazekas_pv=int(pv), fazekas_deep=int(deep),
+                epvs_bg_count=epvs_bg, epvs_cso_count=epvs_cso, cmb_count=cmb,
+                cmb_lobar_fraction=float(rng.random()), lacune_count=lacunes, rssi_count=rssi)
+
+
+def epvs_grade(count: int) -> int:
+    """Basal ganglia EPVS grade (0-4) of a count on one side of one slice."""
+    return int(sum(count > limit for limit in EPVS_GRADE_LIMITS))
+
+
+def wmh_point(fazekas_pv: int, fazekas_deep: int) -> bool:
+    """Staals WMH point: periventricular Fazekas 3 and/or deep Fazekas >= 2."""
+    return fazekas_pv == 3 or fazekas_deep >= 2
+
+
+def staals_total(fazekas_pv: int, fazekas_deep: int, epvs_bg_grade: int, cmb_count: int,
+                 lacune_count: int) -> int:
+    """Total SVD score (Staals et al., Neurology 2014), 0-4; RSSI are not part of it.
+
+    One point each for: >= 1 lacune; >= 1 microbleed; periventricular Fazekas 3 and/or deep
+    Fazekas >= 2; basal ganglia EPVS grade >= 2.
+    """
+    return (int(lacune_count >= 1) + int(cmb_count >= 1) + int(wmh_point(fazekas_pv, fazekas_deep))
+            + int(epvs_bg_grade >= 2))
+
+
+def count_components(mask: np.ndarray) -> int:
+    """Number of 26-connected components of a mask (the VALDO / WMH challenge convention)."""
+    return int(ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3)))[1])
+
+
+def epvs_bg_count(world: np.ndarray, sides: Sequence[str], regions: np.ndarray,
+                  affine: np.ndarray) -> int:
+    """Largest number of basal ganglia EPVS on one side of one axial reference slice.
+
+    Args:
+        world: (N, 3) EPVS centres, world mm of the reference frame.
+        sides: ``"L"`` / ``"R"`` per point.
+        regions: Region map on the reference grid.
+        affine: Its voxel -> world affine.
+
+    Returns:
+        The count the basal ganglia EPVS grade is taken from.
+    """
+    world = np.asarray(world, dtype=np.float64).reshape(-1, 3)
+    if len(world) == 0:
+        return 0
+    inverse = np.linalg.inv(affine)
+    voxels = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+    inside = np.all((voxels >= 0) & (voxels < regions.shape), axis=1)
+    in_bg = np.zeros(len(world), dtype=bool)
+    in_bg[inside] = regions[tuple(voxels[inside].T)] == REGION_CODES["basal_ganglia"]
+    if not in_bg.any():
+        return 0
+    slice_axis = int(np.argmax(np.abs(affine[2, :3])))
+    keys = zip(np.asarray(sides)[in_bg].tolist(), voxels[in_bg, slice_axis].tolist())
+    per_side_and_slice = Counter(keys)
+    return per_side_and_slice.most_common(1)[0][1]
+
+
+def recount(plan: Plan, lacune_mask: np.ndarray, rssi_mask: np.ndarray, cmb_count: int,
+            epvs_world: np.ndarray, epvs_sides: Sequence[str], regions: np.ndarray,
+            affine: np.ndarray) -> Ratings:
+    """The ratings of the ground truth as written (see the module docstring).
+
+    Args:
+        plan: The plan (the Fazekas grades are the planned ones).
+        lacune_mask: Lacune mask on the reference grid.
+        rssi_mask: RSSI mask on the reference grid.
+        cmb_count: Number of microbleed points.
+        epvs_world: (N, 3) EPVS centres, world mm of the reference frame.
+        epvs_sides: ``"L"`` / ``"R"`` per EPVS.
+        regions: Region map on the reference grid.
+        affine: The reference grid's voxel -> world affine.
+
+    Returns:
+        The subject's ratings with the Staals total score.
+    """
+    bg_grade = epvs_grade(epvs_bg_count(epvs_world, epvs_sides, regions, affine))
+    lacunes = count_components(lacune_mask)
+    total = staals_total(plan.fazekas_pv, plan.fazekas_deep, bg_grade, cmb_count, lacunes)
+    return Ratings(fazekas_pv=plan.fazekas_pv, fazekas_deep=plan.fazekas_deep,
+                   epvs_bg_grade=bg_grade, cmb_count=int(cmb_count), lacune_count=lacunes,
+                   rssi_count=count_components(rssi_mask), total_score=total)
