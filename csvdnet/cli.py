@@ -47,7 +47,8 @@ def cli() -> None:
               help="tiny: coarse, for tests; demo: the shipped model's working spacing; "
                    "clinical: 1 mm anatomy on native clinical grids.")
 @click.option("--spacing", default=None, type=click.FloatRange(min=0.3, max=8.0),
-              help="Override the profile's anatomy spacing in mm.")
+              help="Write every sequence on an isotropic grid of this voxel size (mm) instead of "
+                   "the profile's clinical grids.")
 @click.option("--preview/--no-preview", default=False, show_default=True,
               help="Also write preview.png (the five sequences with markers outlined) per subject.")
 @_input_errors_exit_2

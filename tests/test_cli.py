@@ -117,3 +117,4 @@ def test_bad_config_exit_2(cohort, tmp_path):
     result = CliRunner().invoke(cli, ["preprocess", str(cohort), "--out", str(tmp_path / "o"),
                                       "--config", str(cfg)])
     assert result.exit_code == 2 and "unknown key preprocess.spacingg" in result.output
+
