@@ -17,7 +17,7 @@ import dataclasses
 import os
 import zlib
 from pathlib import Path
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Iterable, Iterator, Literal, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -539,16 +539,10 @@ def read_ratings(path: PathLike) -> dict[str, Ratings]:
     header, rows = _read_csv(path)
     _require_columns(path, header, ("subject",), known=("subject",) + RATING_FIELDS)
     ratings: dict[str, Ratings] = {}
-    first_row: dict[str, int] = {}
-    for row_no, row in rows:
-        subject = _subject_id(path, row_no, row["subject"])
-        if subject in ratings:
-            raise CsvdnetInputError(
-                path, f"row {row_no}: subject {subject} is rated twice "
-                      f"(also row {first_row[subject]})")
+    for row_no, subject, row in _unique_subject_rows(path, rows, "rated"):
         values = {name: _parse_rating(path, row_no, name, row[name])
                   for name in RATING_FIELDS if name in row}
-        ratings[subject], first_row[subject] = Ratings(**values), row_no
+        ratings[subject] = Ratings(**values)
     return ratings
 
 
@@ -641,6 +635,20 @@ def _subject_id(path: Path, row_no: int, text: str) -> str:
             path, f"row {row_no}, column subject: {shown} is not a usable subject id "
                   "(it names an output folder: no path separators, no leading dot)")
     return text
+
+
+def _unique_subject_rows(path: Path, rows: Iterable[tuple[int, dict[str, str]]],
+                         verb: str) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """Yield ``(row_no, subject_id, row)``, refusing a subject that appears on two rows."""
+    first_row: dict[str, int] = {}
+    for row_no, row in rows:
+        subject = _subject_id(path, row_no, row["subject"])
+        if subject in first_row:
+            raise CsvdnetInputError(
+                path, f"row {row_no}: subject {subject} is {verb} twice (also row "
+                      f"{first_row[subject]})")
+        first_row[subject] = row_no
+        yield row_no, subject, row
 
 
 # --------------------------------------------------------------------------------------------
@@ -845,20 +853,13 @@ def _subjects_from_manifest(manifest: Path, sequences: tuple[str, ...],
     if not rows:
         raise CsvdnetInputError(manifest, "no subjects (the manifest has no data rows)")
     subjects: dict[str, Subject] = {}
-    first_row: dict[str, int] = {}
-    for row_no, row in rows:
-        subject_id = _subject_id(manifest, row_no, row["subject"])
-        if subject_id in subjects:
-            raise CsvdnetInputError(
-                manifest, f"row {row_no}: subject {subject_id} is listed twice (also row "
-                          f"{first_row[subject_id]})")
+    for row_no, subject_id, row in _unique_subject_rows(manifest, rows, "listed"):
         where = f"row {row_no} (subject {subject_id}): "
         found = {c: _manifest_file(manifest, row[c], f"{where}column {c}: ")
                  for c in sequence_columns if row[c]}
         labels = {label: (_manifest_file(manifest, row[c], f"{where}column {c}: ", label), drawn_on)
                   for c, (label, drawn_on) in label_columns.items() if row[c]}
         subjects[subject_id] = _make_subject(subject_id, found, labels, reference, manifest, where)
-        first_row[subject_id] = row_no
     return list(subjects.values())
 
 
