@@ -15,8 +15,10 @@ preprocessing config and channels is kept.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -189,9 +191,21 @@ def _remove_stale(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
+def _process_subject(subject: Subject, folder: Path, cfg: PreprocessConfig,
+                     channels: tuple[str, ...]) -> str | None:
+    """Write one subject (in this or a worker process): None, or the message of the
+    :class:`~csvdnet.errors.CsvdnetInputError` that made it fail (its old folder removed)."""
+    try:
+        _write_subject(subject, folder, cfg, channels)
+    except CsvdnetInputError as exc:
+        _remove_stale(folder)
+        return str(exc)
+    return None
+
+
 def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: PreprocessConfig, *,
                       channels: Sequence[str] | None = None, progress: bool = True,
-                      overwrite: bool = False) -> CacheSummary:
+                      overwrite: bool = False, jobs: int = 1) -> CacheSummary:
     """Preprocess every subject of a cohort into a cache folder (layout in the module doc).
 
     A subject whose input cannot be used (:class:`~csvdnet.errors.CsvdnetInputError`, e.g. a
@@ -209,6 +223,9 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
         overwrite: Redo every subject. Otherwise a subject already in the cache with the same
             config and channels is kept (a killed run resumes); set it after changing a
             subject's images or labels.
+        jobs: Subjects preprocessed at once, each in its own worker process (1 = in this
+            process). Workers write the subject folders (atomically); ``index.json`` is written
+            by this process once all have finished.
 
     Returns:
         What was written, kept and failed.
@@ -225,21 +242,43 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
     written: list[str] = []
     skipped: list[str] = []
     failed: dict[str, str] = {}
-    bar = tqdm(cohort.subjects, desc="preprocess", unit="subject", file=sys.stderr,
-               disable=not progress)
-    for subject in bar:
+    todo = []
+    for subject in cohort.subjects:
         folder = _subject_dir(out_dir, subject.id)
         if not overwrite and _is_complete(folder, config, channels):
             skipped.append(subject.id)
-            continue
-        try:
-            _write_subject(subject, folder, cfg, channels)
-        except CsvdnetInputError as exc:
-            failed[subject.id] = str(exc)
-            _remove_stale(folder)
+        else:
+            todo.append((subject, folder))
+    bar = tqdm(total=len(cohort.subjects), initial=len(skipped), desc="preprocess",
+               unit="subject", file=sys.stderr, disable=not progress)
+
+    def record(subject_id: str, error: str | None) -> None:
+        if error is None:
+            written.append(subject_id)
+        else:
+            failed[subject_id] = error
             bar.set_postfix(failed=len(failed))
-            continue
-        written.append(subject.id)
+        bar.update(1)
+
+    if jobs > 1 and len(todo) > 1:
+        # spawn, not fork: the parent may hold threads (TensorFlow, ITK) that fork would copy.
+        with concurrent.futures.ProcessPoolExecutor(
+                max_workers=min(jobs, len(todo)),
+                mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_process_subject, subject, folder, cfg, channels): subject.id
+                       for subject, folder in todo}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    record(futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    else:
+        for subject, folder in todo:
+            record(subject.id, _process_subject(subject, folder, cfg, channels))
+    bar.close()
+    written.sort(key=[s.id for s in cohort.subjects].index)
+    failed = {s.id: failed[s.id] for s in cohort.subjects if s.id in failed}
 
     done = tuple(s.id for s in cohort.subjects if s.id not in failed)
     index = {

@@ -81,11 +81,13 @@ def synth(out_dir: str, subjects: int, seed: int, profile: str, spacing: float |
 @click.option("--register/--no-register", default=None,
               help="Rigidly co-register each sequence to the reference (default on).")
 @click.option("--overwrite", is_flag=True, help="Redo subjects that are already cached.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Subjects preprocessed in parallel (worker processes).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_input_errors_exit_2
 def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: str | None,
                reference: str | None, spacing: float | None, register: bool | None,
-               overwrite: bool, quiet: bool) -> None:
+               overwrite: bool, jobs: int, quiet: bool) -> None:
     """Preprocess a COHORT (folder or manifest CSV) into a cache that training reads."""
     from csvdnet.cache import preprocess_cohort
     from csvdnet.config import load_config
@@ -104,7 +106,7 @@ def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: st
     cfg = load_config(config_path, overrides)
     subjects = read_cohort(cohort, sequences=cfg.data.channels, reference=cfg.preprocess.reference)
     summary = preprocess_cohort(subjects, out_dir, cfg.preprocess, channels=cfg.data.channels,
-                                progress=not quiet, overwrite=overwrite)
+                                progress=not quiet, overwrite=overwrite, jobs=jobs)
     click.echo(f"preprocessed {len(summary.done)} of {len(subjects)} subjects into {out_dir}")
     if summary.failed:
         for subject_id, message in summary.failed.items():

@@ -192,3 +192,22 @@ def test_reading_what_is_not_a_cache_names_the_folder(tmp_path):
         load_cache(tmp_path)
     with pytest.raises(CsvdnetInputError, match=r"s09: subject s09 is not in the cache"):
         load_cached_subject(tmp_path, "s09")
+
+
+def test_jobs_write_the_same_cache_as_one_process(cohort, tmp_path):
+    serial = preprocess_cohort(cohort, tmp_path / "serial", CFG, progress=False)
+    parallel = preprocess_cohort(cohort, tmp_path / "parallel", CFG, progress=False, jobs=2)
+
+    assert parallel.done == serial.done and parallel.written == serial.written
+    assert parallel.failed == serial.failed  # same messages, in cohort order
+    assert list(parallel.failed) == ["s03", "s04"]
+    assert ((tmp_path / "parallel" / "index.json").read_text()
+            == (tmp_path / "serial" / "index.json").read_text())
+    for subject in serial.done:
+        for name in ("image.npy", "wmh.npy") if subject == "s01" else ("image.npy",):
+            np.testing.assert_array_equal(np.load(tmp_path / "parallel" / subject / name),
+                                          np.load(tmp_path / "serial" / subject / name))
+    assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == [
+        "index.json", "s01", "s02"]
+    again = preprocess_cohort(cohort, tmp_path / "parallel", CFG, progress=False, jobs=2)
+    assert again.skipped == ("s01", "s02") and again.written == ()

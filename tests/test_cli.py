@@ -118,3 +118,13 @@ def test_bad_config_exit_2(cohort, tmp_path):
                                       "--config", str(cfg)])
     assert result.exit_code == 2 and "unknown key preprocess.spacingg" in result.output
 
+
+
+def test_preprocess_jobs_gives_the_same_cache(cohort, tmp_path):
+    args = ["preprocess", str(cohort), "--sequences", "flair,t1", "--no-register", "--quiet"]
+    assert _run(args + ["--out", str(tmp_path / "one")]).exit_code == 0
+    result = _run(args + ["--out", str(tmp_path / "two"), "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    for sid in ("s01", "s02"):
+        np.testing.assert_array_equal(np.load(tmp_path / "one" / sid / "image.npy"),
+                                      np.load(tmp_path / "two" / sid / "image.npy"))
