@@ -7,6 +7,7 @@ fast; TensorFlow is imported only inside the commands that need it.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -130,6 +131,7 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(config_path, overrides)  # every config error before TensorFlow loads
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the terminal
     from csvdnet.training import fit
 
     result = fit(cfg, resume=resume, progress=not quiet)
