@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import time
 from typing import Any, Callable
 
@@ -29,6 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _machine import cpu_model  # noqa: E402
 from csvdnet.config import ModelConfig  # noqa: E402
 from csvdnet.losses import MultiTaskLoss, soft_dice_loss  # noqa: E402
 from csvdnet.models import build_model  # noqa: E402
@@ -153,7 +153,7 @@ def main() -> None:
 
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
         "cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0],
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "matmul_gflops_before": matmul_gflops()}

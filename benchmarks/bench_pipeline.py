@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from csvdnet.data import make_dataset  # noqa: E402
 # The fake-cache writer of the tests: one writer of the cache layout outside csvdnet.cache.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _fake_cache import FakeSubject, ratings, sphere, write_cache  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 
 CHANNELS = ("flair", "t1", "t2", "swi", "dwi")
 SHAPES = ((80, 96, 80), (80, 96, 64), (64, 96, 80), (80, 80, 80))
@@ -76,16 +76,6 @@ def seconds_per_batch(dataset: tf.data.Dataset, batches: int, repeats: int,
             next(iterator)
         times.append((time.perf_counter() - start) / batches)
     return statistics.median(times)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

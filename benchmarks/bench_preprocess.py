@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from csvdnet import preprocessing as pp  # noqa: E402
 from csvdnet.config import PreprocessConfig  # noqa: E402
 from csvdnet.io import load_nifti, read_cohort  # noqa: E402
+from _machine import describe_machine  # noqa: E402
 
 _TIMES: dict[str, float] = defaultdict(float)
 
@@ -115,10 +114,9 @@ def main(argv=None) -> int:
                                                  np.asarray(truth[name]), corners)
                 errors.append((subject.id, name, angle, disp))
 
-    print(f"# preprocess_subject benchmark\n")
+    print("# preprocess_subject benchmark\n")
     print(f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"- machine: {platform.node()} {platform.machine()} {platform.processor() or ''}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"- machine: {describe_machine()}")
     print(f"- cohort: {cohort_path} ({len(subjects)} subjects), spacing {args.spacing} mm, "
           f"sequences {', '.join(cohort.sequences)}\n")
     print("| stage | median s / subject |\n|---|---|")

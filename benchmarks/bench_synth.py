@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _machine import cpu_model
 from csvdnet.atlas import load_atlas
 from csvdnet.io import load_nifti, read_ratings
 from csvdnet.synth import PROFILES, WORKING_SPACING_MM, generate_subject, subject_ids, write_preview
@@ -160,7 +161,7 @@ def _size_section(title: str, folders: list[Path]) -> list[str]:
 def _markdown(timings: list[dict], cohort: Path | None, size_folders: list[Path]) -> str:
     lines = [f"## Synthetic cohort generator ({datetime.date.today().isoformat()})", "",
              f"Machine: {platform.node() or 'unknown'}, "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, load "
+             f"{cpu_model()}, {os.cpu_count()} CPU cores, load "
              f"average {os.getloadavg()[0]:.1f} at the end (shared machine); "
              f"Python {platform.python_version()}, numpy {np.__version__}.", ""]
     if timings:

@@ -49,7 +49,8 @@ from csvdnet.training.strategy import make_strategy  # noqa: E402
 
 # The pipeline benchmark's synthetic cache writer (which uses the tests' fake-cache helper).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import cpu_model, write_synthetic_cache  # noqa: E402
+from _machine import cpu_model  # noqa: E402
+from bench_pipeline import write_synthetic_cache  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "training" / "configs" / "synthetic-demo.yaml"
 
