@@ -31,6 +31,7 @@ from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
 from csvdnet.training import fit
 from csvdnet.training.checkpoints import WEIGHTS_NAME, ema_weights
+from csvdnet.training.heldout import evaluate_run
 from csvdnet.training.plan import check_config, split_subjects
 from csvdnet.training.precision import cpu_has_bf16, resolve_policy
 from csvdnet.training.signals import stop_on_signals
@@ -305,14 +306,52 @@ def test_validation_of_a_perfect_and_of_an_empty_predictor():
 
     loss = MultiTaskLoss()
     result = validate(perfect, subjects, loss, tasks, spacing, thresholds, num_classes=5)
-    assert result.metrics == {"dice_wmh": 1.0, "dice_rssi": 1.0, "f1_cmb": 1.0,
-                              "score_accuracy": 1.0, "score_kappa": 1.0, "selection": 1.0}
+    assert result.metrics == {"dice_wmh": 1.0, "dice_rssi": 1.0, "lesion_f1_wmh": 1.0,
+                              "lesion_f1_rssi": 1.0, "f1_cmb": 1.0, "score_accuracy": 1.0,
+                              "score_kappa": 1.0, "selection": 1.0}
     assert set(result.losses) == set(tasks)
     np.testing.assert_array_equal(result.example[0], subjects[0][0][0])
     result = validate(empty, subjects, loss, tasks, spacing, thresholds, num_classes=5)
     # RSSI is absent from every reference: its Dice (1, nothing predicted) is not selected.
-    assert result.metrics == {"dice_wmh": 0.0, "dice_rssi": 1.0, "f1_cmb": 0.0,
-                              "score_accuracy": 0.0, "score_kappa": 0.0, "selection": 0.0}
+    assert result.metrics == {"dice_wmh": 0.0, "dice_rssi": 1.0, "lesion_f1_wmh": 0.0,
+                              "lesion_f1_rssi": 1.0, "f1_cmb": 0.0, "score_accuracy": 0.0,
+                              "score_kappa": 0.0, "selection": 0.0}
+
+
+def test_validation_drops_small_components_and_selects_lesion_f1_for_small_lesions():
+    # One subject, 2 mm voxels (8 mm3 each): a true lacune of 2 voxels, predicted exactly, plus a
+    # 1-voxel false positive far away; WMH: a 3-voxel line predicted as its first 2 voxels.
+    lacune = np.zeros((1, 10, 10, 10, 1), "float32")
+    lacune[0, 2, 2, 2:4] = 1.0
+    wmh = np.zeros_like(lacune)
+    wmh[0, 6, 6, 5:8] = 1.0
+    predicted_lacune = lacune.copy()
+    predicted_lacune[0, 8, 8, 8] = 0.9
+    predicted_wmh = wmh.copy()
+    predicted_wmh[0, 6, 6, 7] = 0.0
+    targets = {"wmh": wmh, "lacune": lacune}
+    outputs = {"wmh": predicted_wmh, "lacune": predicted_lacune}
+    subject = (np.zeros((1, 10, 10, 10, 1), "float32"), targets,
+               {t: np.ones(1, "float32") for t in targets})
+    args = (lambda image: outputs, [subject], MultiTaskLoss(), ("wmh", "lacune"),
+            [(2.0, 2.0, 2.0)], {"wmh": 0.5, "lacune": 0.5})
+    kept = validate(*args, num_classes=5, per_subject=True)
+    # Lacune: Dice 2*2/(3+2) = 0.8; lesions 1 true (found), 2 predicted (1 hit): p 0.5, r 1.
+    assert kept.metrics["dice_lacune"] == pytest.approx(0.8)
+    assert kept.metrics["lesion_f1_lacune"] == pytest.approx(2 / 3)
+    # WMH: Dice 2*2/(2+3) = 0.8; selection = mean(WMH Dice, lacune lesion F1).
+    assert kept.metrics["dice_wmh"] == pytest.approx(0.8)
+    assert kept.metrics["selection"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert kept.subjects == [{"dice_wmh": pytest.approx(0.8), "volume_voxels_wmh": 3.0,
+                              "lesions_true_wmh": 1, "lesions_detected_wmh": 1,
+                              "lesions_predicted_wmh": 1, "lesions_hit_wmh": 1,
+                              "dice_lacune": pytest.approx(0.8), "volume_voxels_lacune": 2.0,
+                              "lesions_true_lacune": 1, "lesions_detected_lacune": 1,
+                              "lesions_predicted_lacune": 2, "lesions_hit_lacune": 1}]
+    # 10 mm3 drops the 8 mm3 false positive but keeps the 16 mm3 lacune.
+    dropped = validate(*args, num_classes=5, min_lesion_mm3={"lacune": 10.0})
+    assert dropped.metrics["dice_lacune"] == 1.0 and dropped.metrics["lesion_f1_lacune"] == 1.0
+    assert dropped.subjects == []
 
 
 def test_overlay_colours_masks_and_picks_the_lesion_slice():
@@ -368,6 +407,31 @@ def test_run_directory_tensorboard_and_weights(cache, one_epoch):
     build_model(TINY).load_weights(run_dir / "best" / WEIGHTS_NAME)
     with pytest.raises(CsvdnetInputError, match="already holds a training run"):
         fit(make_cfg(cache, run_dir, epochs=1, ema=True), progress=False)
+
+
+def test_heldout_evaluation_repeats_the_runs_validation(cache, one_epoch, tmp_path):
+    run_dir, _ = one_epoch
+    split = json.loads((run_dir / "split.json").read_text())
+    best = json.loads((run_dir / "best" / "metrics.json").read_text())
+    # On the validation subject alone, the best (EMA) weights give what validation logged.
+    held = evaluate_run(run_dir, cache, subjects=split["validation"])
+    assert held.metrics == pytest.approx(best["metrics"])
+    assert held.subjects == tuple(split["validation"]) and held.policy == "float32"
+    assert set(held.tasks) == {"wmh", "cmb", "score"}
+    everyone = evaluate_run(run_dir, cache, weights="last")
+    assert everyone.subjects == ("s0", "s1", "s2", "s3") and len(everyone.per_subject) == 4
+    row = everyone.per_subject[0]
+    assert row["lesions_true_wmh"] == 1 and row["tp_cmb"] + row["fn_cmb"] == 1
+    assert row["score_true"] == 0
+    assert json.loads(json.dumps(everyone.to_dict()))["per_subject"]["s3"]["score_true"] == 0
+    with pytest.raises(CsvdnetInputError, match="not a training run"):
+        evaluate_run(tmp_path, cache)
+    with pytest.raises(CsvdnetInputError, match="no last weights"):
+        shutil.copytree(run_dir, tmp_path / "copy")
+        shutil.rmtree(tmp_path / "copy" / "last")
+        evaluate_run(tmp_path / "copy", cache, weights="last")
+    with pytest.raises(CsvdnetInputError, match="not a csvdnet cache"):
+        evaluate_run(run_dir, tmp_path)
 
 
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(cache, one_epoch, tmp_path):

@@ -208,7 +208,7 @@ class _EpochEnd:
         cfg = self.cfg
         result = validate(self.predict, self.validation, self.parts.loss, self.data.tasks,
                           self.data.val_spacing, cfg.inference.thresholds,
-                          cfg.model.score_classes)
+                          cfg.model.score_classes, cfg.inference.min_lesion_mm3)
         self.summaries.scalars("validation", {
             **{f"loss/{k}": v for k, v in result.losses.items()},
             **{f"metrics/{k}": v for k, v in result.metrics.items()}}, step)

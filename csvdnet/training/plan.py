@@ -80,7 +80,7 @@ def check_config(cfg: Config, replicas: int) -> None:
             raise CsvdnetInputError(key, reason)
 
 
-def _open_cache(path: str | None, key: str, channels: Sequence[str],
+def open_cache(path: str | None, key: str, channels: Sequence[str],
                 stride: int) -> tuple[Path, list[str]]:
     """Check that ``path`` is a cache with ``channels`` whose volumes fit the model stride."""
     if not path:
@@ -103,7 +103,7 @@ def _open_cache(path: str | None, key: str, channels: Sequence[str],
     return cache, sorted(ids)
 
 
-def _labelled_tasks(cache: Path, ids: Sequence[str]) -> set[str]:
+def labelled_tasks(cache: Path, ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for subject_id in ids:
         subject = load_cached_subject(cache, subject_id)
@@ -146,9 +146,9 @@ def plan_data(cfg: Config, recorded: dict[str, list[str]] | None = None) -> Trai
             cannot take, a recorded subject no longer cached, or no label for any task.
     """
     stride = 2 ** cfg.model.depth
-    cache, ids = _open_cache(cfg.data.cache, "data.cache", cfg.data.channels, stride)
+    cache, ids = open_cache(cfg.data.cache, "data.cache", cfg.data.channels, stride)
     if cfg.train.val_cache:
-        val_cache, val_all = _open_cache(cfg.train.val_cache, "train.val_cache",
+        val_cache, val_all = open_cache(cfg.train.val_cache, "train.val_cache",
                                          cfg.data.channels, stride)
         train_ids, val_ids = ids, val_all
     else:
@@ -164,7 +164,7 @@ def plan_data(cfg: Config, recorded: dict[str, list[str]] | None = None) -> Trai
 
     # A fixed-weighting layer has no variables: it only names the tasks the losses switch on.
     weighted = MultiTaskLoss(cfg.losses.task_weights).tasks
-    labelled = _labelled_tasks(cache, train_ids)
+    labelled = labelled_tasks(cache, train_ids)
     tasks = tuple(t for t in weighted if t in labelled)
     if not tasks:
         raise CsvdnetInputError(cache, "no training subject has a label for any task with a "

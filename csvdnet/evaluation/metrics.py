@@ -1,0 +1,86 @@
+"""Voxel and lesion metrics as the field's challenges compute them (../shared/DESIGN.md).
+
+Lesions are 26-connected components. A true lesion is *detected* when any predicted voxel
+overlaps it; a predicted component is a *hit* when it overlaps any true lesion (MICCAI 2017 WMH
+challenge). Counts are kept as :class:`LesionCounts` so they pool over subjects by addition and
+give a cohort F1 as well as per-subject ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+
+CONNECTIVITY = np.ones((3, 3, 3), bool)
+"""26-connectivity: a lesion is one component across faces, edges and corners."""
+
+
+def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
+    """``2 |P & R| / (|P| + |R|)`` of two masks; 1 when both are empty."""
+    reference, prediction = reference.astype(bool), prediction.astype(bool)
+    size = int(reference.sum()) + int(prediction.sum())
+    return 2.0 * float(np.sum(reference & prediction)) / size if size else 1.0
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    """``mask`` without the 26-connected components of fewer than ``min_voxels`` voxels."""
+    mask = mask.astype(bool)
+    if min_voxels <= 1:
+        return mask
+    labels, count = ndimage.label(mask, structure=CONNECTIVITY)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
+
+
+@dataclasses.dataclass
+class LesionCounts:
+    """Lesion-wise counts of one subject or of several added together.
+
+    Attributes:
+        true: True lesions.
+        detected: True lesions that a predicted voxel overlaps.
+        predicted: Predicted components.
+        hits: Predicted components that overlap a true lesion.
+    """
+
+    true: int = 0
+    detected: int = 0
+    predicted: int = 0
+    hits: int = 0
+
+    def __add__(self, other: LesionCounts) -> LesionCounts:
+        return LesionCounts(self.true + other.true, self.detected + other.detected,
+                            self.predicted + other.predicted, self.hits + other.hits)
+
+    @property
+    def recall(self) -> float:
+        """Detected / true lesions; 1 when there is no true lesion."""
+        return self.detected / self.true if self.true else 1.0
+
+    @property
+    def precision(self) -> float:
+        """Hits / predicted components; 1 when nothing is predicted."""
+        return self.hits / self.predicted if self.predicted else 1.0
+
+    @property
+    def f1(self) -> float:
+        """``2 p r / (p + r)`` (0 when both are 0)."""
+        p, r = self.precision, self.recall
+        return 2.0 * p * r / (p + r) if p + r else 0.0
+
+
+def lesion_counts(reference: np.ndarray, prediction: np.ndarray) -> LesionCounts:
+    """Lesion-wise detection counts of ``prediction`` against ``reference`` (boolean masks)."""
+    reference, prediction = reference.astype(bool), prediction.astype(bool)
+    true_labels, n_true = ndimage.label(reference, structure=CONNECTIVITY)
+    pred_labels, n_pred = ndimage.label(prediction, structure=CONNECTIVITY)
+    detected = np.unique(true_labels[prediction])
+    hits = np.unique(pred_labels[reference])
+    return LesionCounts(n_true, int(np.count_nonzero(detected)), n_pred,
+                        int(np.count_nonzero(hits)))

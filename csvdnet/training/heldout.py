@@ -1,0 +1,146 @@
+"""How well a trained run does on another cache: the held-out check of a recipe.
+
+``evaluate_run(run_dir, cache)`` rebuilds the run's network from its ``config.yaml``, loads the
+``best/`` (or ``last/``) weights and validates every subject of ``cache`` exactly as training
+validates (whole volumes at the working spacing, :func:`csvdnet.training.validation.validate`),
+adding per-subject records. It measures the network on the cache's working grid; scoring
+predictions in each subject's native space is ``csvdnet evaluate``'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from csvdnet.cache import load_cached_subject
+from csvdnet.config import Config, load_config
+from csvdnet.data import make_validation_dataset
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.losses import MultiTaskLoss
+from csvdnet.models import build_model
+from csvdnet.training.checkpoints import WEIGHTS_NAME
+from csvdnet.training.plan import labelled_tasks, open_cache
+from csvdnet.training.precision import dtype_policy, resolve_policy
+from csvdnet.training.validation import validate
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldoutResult:
+    """A run's metrics on a held-out cache.
+
+    Attributes:
+        run_dir: The run evaluated.
+        weights: ``"best"`` or ``"last"``.
+        cache: The held-out cache.
+        subjects: Subject ids, in the order of ``per_subject``.
+        tasks: Tasks evaluated (weighted by the run and labelled in the cache).
+        metrics: Pooled metrics, as validation names them.
+        losses: Mean loss per task.
+        per_subject: One record per subject (Dice, lesion and point counts, scores).
+        seconds_per_subject: Median whole-volume prediction + scoring time per subject.
+        policy: The dtype policy the network ran under (the run's).
+    """
+
+    run_dir: Path
+    weights: str
+    cache: Path
+    subjects: tuple[str, ...]
+    tasks: tuple[str, ...]
+    metrics: dict[str, float]
+    losses: dict[str, float]
+    per_subject: list[dict[str, float]]
+    seconds_per_subject: float
+    policy: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (paths as strings, per-subject records keyed by subject)."""
+        return {"run_dir": str(self.run_dir), "weights": self.weights, "cache": str(self.cache),
+                "tasks": list(self.tasks), "policy": self.policy,
+                "seconds_per_subject": self.seconds_per_subject, "metrics": self.metrics,
+                "losses": self.losses,
+                "per_subject": dict(zip(self.subjects, self.per_subject))}
+
+
+def run_config(run_dir: str | Path) -> Config:
+    """The resolved config a run recorded (``run_dir/config.yaml``).
+
+    Raises:
+        CsvdnetInputError: ``run_dir`` is not a run directory.
+    """
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        raise CsvdnetInputError(run_dir, "not a training run (no config.yaml)")
+    return load_config(config)
+
+
+def load_network(run_dir: str | Path, cfg: Config, weights: str = "best") -> keras.Model:
+    """The run's network (``cfg.model``) with the weights of ``run_dir/<weights>/``.
+
+    Build it under the dtype policy it should run in.
+
+    Raises:
+        CsvdnetInputError: ``weights`` is not ``"best"`` / ``"last"``, or the file is missing.
+    """
+    if weights not in ("best", "last"):
+        raise CsvdnetInputError(run_dir, f"weights must be 'best' or 'last', got {weights!r}")
+    path = Path(run_dir) / weights / WEIGHTS_NAME
+    if not path.is_file():
+        raise CsvdnetInputError(path, f"no {weights} weights: has the run validated yet?")
+    network = build_model(cfg.model)
+    network.load_weights(path)
+    return network
+
+
+def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best",
+                 subjects: Sequence[str] | None = None) -> HeldoutResult:
+    """Validate a trained run's network on every subject of another cache.
+
+    Args:
+        run_dir: The run directory.
+        cache: A preprocessed cache with the run's channels (and the same working spacing).
+        weights: ``"best"`` or ``"last"``.
+        subjects: Subjects to evaluate (default: all of the cache).
+
+    Returns:
+        Pooled and per-subject metrics.
+
+    Raises:
+        CsvdnetInputError: Not a run, missing weights, a cache without the run's channels or
+            whose volumes the network cannot take, or no label for any task the run trained.
+    """
+    cfg = run_config(run_dir)
+    # The run's policy: the numbers match what its validation logged.
+    policy = resolve_policy(cfg.train.mixed_precision)
+    with dtype_policy(policy):
+        network = load_network(run_dir, cfg, weights)
+        cache, ids = open_cache(str(cache), "cache", cfg.data.channels, 2 ** cfg.model.depth)
+        ids = sorted(subjects) if subjects is not None else ids
+        loss = MultiTaskLoss.from_loss_config(cfg.losses)
+        tasks = tuple(t for t in MultiTaskLoss(cfg.losses.task_weights).tasks
+                      if t in labelled_tasks(cache, ids))
+        if not tasks:
+            raise CsvdnetInputError(cache, "no subject has a label for any task the run trained")
+        spacing = [tuple(float(s) for s in load_cached_subject(cache, i).spacing) for i in ids]
+        dataset = make_validation_dataset(cache, ids, cfg.data, tasks=tasks,
+                                          score_classes=cfg.model.score_classes)
+        forward = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+        seconds: list[float] = []
+
+        def predict(image: tf.Tensor) -> dict[str, np.ndarray]:
+            started = time.perf_counter()
+            outputs = {k: np.asarray(v) for k, v in forward(image).items()}
+            seconds.append(time.perf_counter() - started)
+            return outputs
+
+        result = validate(predict, dataset, loss, tasks, spacing, cfg.inference.thresholds,
+                          cfg.model.score_classes, cfg.inference.min_lesion_mm3,
+                          per_subject=True)
+    return HeldoutResult(Path(run_dir), weights, cache, tuple(ids), tasks, result.metrics,
+                         result.losses, result.subjects,
+                         float(np.median(seconds[1:] or seconds)), policy)
