@@ -24,8 +24,8 @@ import pytest
 import tensorflow as tf
 
 from _fake_cache import FakeSubject, ratings, sphere, write_cache
-from csvdnet.config import (Config, DataConfig, LossConfig, ModelConfig, TrainConfig,
-                            dump_config, load_config)
+from csvdnet.config import (Config, DataConfig, InferenceConfig, LossConfig, ModelConfig,
+                            TrainConfig, dump_config, load_config)
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
@@ -46,6 +46,7 @@ SHAPE = (16, 16, 16)
 CHANNELS = ("flair", "swi")
 TINY = ModelConfig(input_channels=2, base_filters=4, depth=2, blocks_per_level=(1, 1, 1),
                    dropout=0.0)
+WINDOWS = InferenceConfig(window=(8, 8, 8), overlap=0.5)  # validation slides 27 windows
 
 
 def make_subject(rng: np.random.Generator, name: str, centre: tuple[int, int, int],
@@ -68,12 +69,13 @@ def cache(tmp_path_factory) -> Path:
 
 
 def make_cfg(cache: Path, run_dir: Path, **train) -> Config:
-    """Tiny run: 16^3 patches (the whole volume), whole brains every 3rd batch, 1 val subject."""
+    """Tiny run: 16^3 patches (the whole volume), whole brains every 3rd batch, 1 val subject,
+    validated by 8^3 sliding windows."""
     data = DataConfig(cache=str(cache), channels=CHANNELS, patch_size=SHAPE, whole_brain_every=3,
                       val_fraction=0.25)
     train = {"run_dir": str(run_dir), "epochs": 2, "steps_per_epoch": 3, "batch_size": 2,
              "warmup_steps": 2, "mixed_precision": "float32", **train}
-    return Config(data=data, model=TINY, train=TrainConfig(**train))
+    return Config(data=data, model=TINY, train=TrainConfig(**train), inference=WINDOWS)
 
 
 def run_script(code: str, tmp_path: Path, *args: Path, wait: bool = True) -> subprocess.Popen:
@@ -132,6 +134,8 @@ def checkpoint_values(run_dir: Path) -> dict[str, int]:
      "data.patch_size: must be multiples of 2 \\*\\* model.depth = 4"),
     (lambda c: dataclasses.replace(c, losses=LossConfig(task_weights={"lacune": 1.0})),
      "no training subject has a label for any task"),
+    (lambda c: dataclasses.replace(c, inference=InferenceConfig(window=(16, 16, 10))),
+     "inference.window: must be multiples of 2 \\*\\* model.depth = 4"),
 ])
 def test_bad_config_fails_before_any_compute(cache, tmp_path, change, match):
     cfg = change(make_cfg(cache, tmp_path / "run"))
@@ -416,6 +420,11 @@ def test_heldout_evaluation_repeats_the_runs_validation(cache, one_epoch, tmp_pa
     # On the validation subject alone, the best (EMA) weights give what validation logged.
     held = evaluate_run(run_dir, cache, subjects=split["validation"])
     assert held.metrics == pytest.approx(best["metrics"])
+    assert held.losses == pytest.approx({k.split("/")[1]: v for k, v in
+                                         one_epoch[1].history[0].items() if "val_loss" in k})
+    # Validation slid the run's 8^3 windows: one whole 16^3 window predicts otherwise.
+    whole = evaluate_run(run_dir, cache, subjects=split["validation"], window=(16, 16, 16))
+    assert whole.losses["wmh"] != pytest.approx(held.losses["wmh"], rel=1e-3)
     assert held.subjects == tuple(split["validation"]) and held.policy == "float32"
     assert set(held.tasks) == {"wmh", "cmb", "score"}
     everyone = evaluate_run(run_dir, cache, weights="last")

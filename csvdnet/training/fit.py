@@ -24,6 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from csvdnet.config import Config, TrainConfig
 from csvdnet.data import make_dataset, make_validation_dataset
+from csvdnet.inference import windowed_predictor
 from csvdnet.losses import SCORE_TASK, MultiTaskLoss
 from csvdnet.models import build_model
 from csvdnet.training.checkpoints import Checkpointer, RunDir, ema_weights, save_weights
@@ -180,8 +181,10 @@ class _EpochEnd:
                                                       tasks=data.tasks,
                                                       score_classes=cfg.model.score_classes)
         # Whole volumes of different shapes: relax the traced shape instead of one per subject.
-        self.predict = tf.function(lambda x: parts.network(x, training=False),
-                                   reduce_retracing=True)
+        forward = tf.function(lambda x: parts.network(x, training=False), reduce_retracing=True)
+        inference = cfg.inference
+        self.predict = windowed_predictor(forward, inference.window, inference.overlap,
+                                          inference.gaussian_blend)
         best = run.best / "metrics.json"
         self.best = json.loads(best.read_text(encoding="utf-8")) if best.is_file() else None
 

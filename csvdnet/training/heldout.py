@@ -2,8 +2,8 @@
 
 ``evaluate_run(run_dir, cache)`` rebuilds the run's network from its ``config.yaml``, loads the
 ``best/`` (or ``last/``) weights and validates every subject of ``cache`` exactly as training
-validates (whole volumes at the working spacing, :func:`csvdnet.training.validation.validate`),
-adding per-subject records. It measures the network on the cache's working grid; scoring
+validates (at the working spacing, dense outputs by sliding window, the score from the whole
+volume; :func:`csvdnet.training.validation.validate`), adding per-subject records. It measures the network on the cache's working grid; scoring
 predictions in each subject's native space is ``csvdnet evaluate``'s job.
 """
 
@@ -22,6 +22,7 @@ from csvdnet.cache import load_cached_subject
 from csvdnet.config import Config, load_config
 from csvdnet.data import make_validation_dataset
 from csvdnet.errors import CsvdnetInputError
+from csvdnet.inference import windowed_predictor
 from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
 from csvdnet.training.checkpoints import WEIGHTS_NAME
@@ -98,7 +99,8 @@ def load_network(run_dir: str | Path, cfg: Config, weights: str = "best") -> ker
 
 
 def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best",
-                 subjects: Sequence[str] | None = None) -> HeldoutResult:
+                 subjects: Sequence[str] | None = None,
+                 window: Sequence[int] | None = None) -> HeldoutResult:
     """Validate a trained run's network on every subject of another cache.
 
     Args:
@@ -106,6 +108,8 @@ def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best
         cache: A preprocessed cache with the run's channels (and the same working spacing).
         weights: ``"best"`` or ``"last"``.
         subjects: Subjects to evaluate (default: all of the cache).
+        window: Sliding-window size of the dense outputs (default: the run's
+            ``inference.window``; the training patch size is the natural choice).
 
     Returns:
         Pooled and per-subject metrics.
@@ -130,11 +134,13 @@ def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best
         dataset = make_validation_dataset(cache, ids, cfg.data, tasks=tasks,
                                           score_classes=cfg.model.score_classes)
         forward = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+        windowed = windowed_predictor(forward, window or cfg.inference.window,
+                                      cfg.inference.overlap, cfg.inference.gaussian_blend)
         seconds: list[float] = []
 
         def predict(image: tf.Tensor) -> dict[str, np.ndarray]:
             started = time.perf_counter()
-            outputs = {k: np.asarray(v) for k, v in forward(image).items()}
+            outputs = windowed(image)
             seconds.append(time.perf_counter() - started)
             return outputs
 

@@ -63,6 +63,12 @@ def check_config(cfg: Config, replicas: int) -> None:
         "data.patch_size": (
             all(p >= stride and p % stride == 0 for p in cfg.data.patch_size),
             f"must be multiples of 2 ** model.depth = {stride}, got {list(cfg.data.patch_size)}"),
+        "inference.window": (
+            all(w >= stride and w % stride == 0 for w in cfg.inference.window),
+            f"must be multiples of 2 ** model.depth = {stride}, got "
+            f"{list(cfg.inference.window)}"),
+        "inference.overlap": (0.0 <= cfg.inference.overlap < 1.0,
+                              f"must be in [0, 1), got {cfg.inference.overlap}"),
         "data.val_fraction": (0.0 <= cfg.data.val_fraction < 1.0,
                               f"must be in [0, 1), got {cfg.data.val_fraction}"),
         "train.epochs": (train.epochs >= 1, f"must be >= 1, got {train.epochs}"),
