@@ -3,8 +3,9 @@
 ``evaluate_run(run_dir, cache)`` rebuilds the run's network from its ``config.yaml``, loads the
 ``best/`` (or ``last/``) weights and validates every subject of ``cache`` exactly as training
 validates (at the working spacing, dense outputs by sliding window, the score from the whole
-volume; :func:`csvdnet.training.validation.validate`), adding per-subject records. It measures the network on the cache's working grid; scoring
-predictions in each subject's native space is ``csvdnet evaluate``'s job.
+volume; :func:`csvdnet.training.validation.validate`), adding per-subject records. It
+measures the network on the cache's working grid; scoring predictions in each subject's native
+space is ``csvdnet evaluate``'s job.
 """
 
 from __future__ import annotations
