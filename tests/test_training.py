@@ -31,7 +31,7 @@ from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
 from csvdnet.training import fit
 from csvdnet.training.checkpoints import WEIGHTS_NAME, ema_weights
-from csvdnet.training.heldout import evaluate_run
+from csvdnet.training.heldout import calibrate_thresholds, evaluate_run
 from csvdnet.training.plan import check_config, split_subjects
 from csvdnet.training.precision import cpu_has_bf16, resolve_policy
 from csvdnet.training.signals import stop_on_signals
@@ -441,6 +441,23 @@ def test_heldout_evaluation_repeats_the_runs_validation(cache, one_epoch, tmp_pa
         evaluate_run(tmp_path / "copy", cache, weights="last")
     with pytest.raises(CsvdnetInputError, match="not a csvdnet cache"):
         evaluate_run(run_dir, tmp_path)
+
+
+def test_thresholds_calibrate_on_the_validation_subjects(cache, one_epoch):
+    run_dir, _ = one_epoch
+    validation = json.loads((run_dir / "split.json").read_text())["validation"]
+    chosen, table = calibrate_thresholds(run_dir, grid=(0.2, 0.5, 0.8))
+    assert set(table) == {"wmh", "cmb"}  # the dense tasks the validation subject has lesions of
+    for value in (0.2, 0.8):
+        held = evaluate_run(run_dir, cache, subjects=validation,
+                            thresholds={"wmh": value, "cmb": value})
+        assert table["wmh"][value] == pytest.approx(held.metrics["dice_wmh"])
+        assert table["cmb"][value] == pytest.approx(held.metrics["f1_cmb"])
+    for task, configured in (("wmh", 0.5), ("cmb", 0.3)):
+        top = max(table[task].values())
+        best = [v for v, score in table[task].items() if score == top]
+        assert chosen[task] == min(best, key=lambda v: abs(v - configured))
+    assert chosen["rssi"] == 0.5 and chosen["epvs"] == 0.3  # nothing to calibrate on: kept
 
 
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(cache, one_epoch, tmp_path):

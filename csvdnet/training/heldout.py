@@ -11,9 +11,10 @@ space is ``csvdnet evaluate``'s job.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -29,7 +30,10 @@ from csvdnet.models import build_model
 from csvdnet.training.checkpoints import WEIGHTS_NAME
 from csvdnet.training.plan import labelled_tasks, open_cache
 from csvdnet.training.precision import dtype_policy, resolve_policy
-from csvdnet.training.validation import validate
+from csvdnet.training.validation import ValidationResult, selected_metric, validate
+
+THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+"""Candidate thresholds of :func:`calibrate_thresholds`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +103,40 @@ def load_network(run_dir: str | Path, cfg: Config, weights: str = "best") -> ker
     return network
 
 
+class _Setup:
+    """A run's network over one cache's subjects: dataset, tasks, spacing, windowed predictor."""
+
+    def __init__(self, run_dir: str | Path, cfg: Config, weights: str, cache: str | Path,
+                 subjects: Sequence[str] | None, window: Sequence[int] | None):
+        self.cfg = cfg
+        self.network = load_network(run_dir, cfg, weights)
+        self.cache, ids = open_cache(str(cache), "cache", cfg.data.channels,
+                                     2 ** cfg.model.depth)
+        self.ids = sorted(subjects) if subjects is not None else ids
+        self.loss = MultiTaskLoss.from_loss_config(cfg.losses)
+        self.tasks = tuple(t for t in MultiTaskLoss(cfg.losses.task_weights).tasks
+                           if t in labelled_tasks(self.cache, self.ids))
+        if not self.tasks:
+            raise CsvdnetInputError(self.cache,
+                                    "no subject has a label for any task the run trained")
+        self.spacing = [tuple(float(s) for s in load_cached_subject(self.cache, i).spacing)
+                        for i in self.ids]
+        self.dataset = make_validation_dataset(self.cache, self.ids, cfg.data, tasks=self.tasks,
+                                               score_classes=cfg.model.score_classes)
+        forward = tf.function(lambda x: self.network(x, training=False), reduce_retracing=True)
+        self.predict = windowed_predictor(forward, window or cfg.inference.window,
+                                          cfg.inference.overlap, cfg.inference.gaussian_blend)
+
+    def validate(self, predict: Callable[[Any], Mapping[str, Any]], batches: Iterable[Any],
+                 thresholds: Mapping[str, float], per_subject: bool = False) -> ValidationResult:
+        cfg = self.cfg
+        return validate(predict, batches, self.loss, self.tasks, self.spacing, thresholds,
+                        cfg.model.score_classes, cfg.inference.min_lesion_mm3, per_subject)
+
+
 def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best",
-                 subjects: Sequence[str] | None = None,
-                 window: Sequence[int] | None = None) -> HeldoutResult:
+                 subjects: Sequence[str] | None = None, window: Sequence[int] | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> HeldoutResult:
     """Validate a trained run's network on every subject of another cache.
 
     Args:
@@ -111,6 +146,8 @@ def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best
         subjects: Subjects to evaluate (default: all of the cache).
         window: Sliding-window size of the dense outputs (default: the run's
             ``inference.window``; the training patch size is the natural choice).
+        thresholds: Per-task thresholds replacing the run's ``inference.thresholds`` (e.g.
+            from :func:`calibrate_thresholds`).
 
     Returns:
         Pooled and per-subject metrics.
@@ -123,31 +160,76 @@ def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best
     # The run's policy: the numbers match what its validation logged.
     policy = resolve_policy(cfg.train.mixed_precision)
     with dtype_policy(policy):
-        network = load_network(run_dir, cfg, weights)
-        cache, ids = open_cache(str(cache), "cache", cfg.data.channels, 2 ** cfg.model.depth)
-        ids = sorted(subjects) if subjects is not None else ids
-        loss = MultiTaskLoss.from_loss_config(cfg.losses)
-        tasks = tuple(t for t in MultiTaskLoss(cfg.losses.task_weights).tasks
-                      if t in labelled_tasks(cache, ids))
-        if not tasks:
-            raise CsvdnetInputError(cache, "no subject has a label for any task the run trained")
-        spacing = [tuple(float(s) for s in load_cached_subject(cache, i).spacing) for i in ids]
-        dataset = make_validation_dataset(cache, ids, cfg.data, tasks=tasks,
-                                          score_classes=cfg.model.score_classes)
-        forward = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
-        windowed = windowed_predictor(forward, window or cfg.inference.window,
-                                      cfg.inference.overlap, cfg.inference.gaussian_blend)
+        setup = _Setup(run_dir, cfg, weights, cache, subjects, window)
         seconds: list[float] = []
 
         def predict(image: tf.Tensor) -> dict[str, np.ndarray]:
             started = time.perf_counter()
-            outputs = windowed(image)
+            outputs = setup.predict(image)
             seconds.append(time.perf_counter() - started)
             return outputs
 
-        result = validate(predict, dataset, loss, tasks, spacing, cfg.inference.thresholds,
-                          cfg.model.score_classes, cfg.inference.min_lesion_mm3,
-                          per_subject=True)
-    return HeldoutResult(Path(run_dir), weights, cache, tuple(ids), tasks, result.metrics,
-                         result.losses, result.subjects,
+        result = setup.validate(predict, setup.dataset,
+                                {**cfg.inference.thresholds, **(thresholds or {})},
+                                per_subject=True)
+    return HeldoutResult(Path(run_dir), weights, setup.cache, tuple(setup.ids), setup.tasks,
+                         result.metrics, result.losses, result.subjects,
                          float(np.median(seconds[1:] or seconds)), policy)
+
+
+def calibrate_thresholds(run_dir: str | Path, *, weights: str = "best",
+                         grid: Sequence[float] = THRESHOLD_GRID,
+                         window: Sequence[int] | None = None
+                         ) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
+    """Per dense task, the threshold that does best on the run's own validation subjects.
+
+    Each task's threshold is the grid value that maximises the metric the selection score uses
+    for it (WMH Dice, RSSI / lacune lesion F1, CMB / EPVS detection F1), ties going to the
+    value nearest the configured one. A task without a lesion in any validation subject keeps
+    its configured threshold: nothing there to calibrate on. Calibrate on validation subjects,
+    then apply to held-out ones, never the other way round.
+
+    Args:
+        run_dir: The run directory (its ``split.json`` names the validation subjects).
+        weights: ``"best"`` or ``"last"``.
+        grid: Candidate thresholds.
+        window: Sliding-window size (default: the run's ``inference.window``).
+
+    Returns:
+        ``(thresholds by task, {task: {threshold: metric}})``.
+
+    Raises:
+        CsvdnetInputError: Not a run, missing weights or split, or a run without validation.
+    """
+    cfg = run_config(run_dir)
+    split_path = Path(run_dir) / "split.json"
+    if not split_path.is_file():
+        raise CsvdnetInputError(run_dir, "no split.json: not a training run")
+    val_ids = json.loads(split_path.read_text(encoding="utf-8"))["validation"]
+    if not val_ids:
+        raise CsvdnetInputError(split_path, "the run has no validation subjects to calibrate on")
+    with dtype_policy(resolve_policy(cfg.train.mixed_precision)):
+        setup = _Setup(run_dir, cfg, weights, cfg.train.val_cache or cfg.data.cache, val_ids,
+                       window)
+        stored = [(image, targets, sample_weights, setup.predict(image))
+                  for image, targets, sample_weights in setup.dataset]
+    batches = [(image, targets, sample_weights)
+               for image, targets, sample_weights, _ in stored]
+    configured = dict(cfg.inference.thresholds)
+    table: dict[str, dict[float, float]] = {}
+    for value in grid:
+        outputs = iter([out for *_, out in stored])
+        result = setup.validate(lambda image: next(outputs), batches,
+                                {task: float(value) for task in configured})
+        for task in setup.tasks:
+            metric = selected_metric(task)
+            if task not in configured or not any(float(np.max(targets[task])) > 0.5
+                                         for _, targets, *_ in stored):
+                continue
+            table.setdefault(task, {})[float(value)] = result.metrics[metric]
+    chosen = dict(configured)
+    for task, scores in table.items():
+        top = max(scores.values())
+        chosen[task] = min((v for v, score in scores.items() if score == top),
+                           key=lambda v: abs(v - configured[task]))
+    return chosen, table

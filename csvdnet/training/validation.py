@@ -46,6 +46,15 @@ LESION_SELECTED = ("rssi", "lacune")
 """Segmentation tasks whose lesion-wise F1 (not Dice) counts towards the selection score."""
 
 
+def selected_metric(task: str) -> str | None:
+    """The metric of ``task`` that counts towards the selection score (None: none does)."""
+    if task in SEGMENTATION_TASKS:
+        return f"lesion_f1_{task}" if task in LESION_SELECTED else f"dice_{task}"
+    if task in DETECTION_TASKS:
+        return f"f1_{task}"
+    return "score_kappa" if task == SCORE_TASK else None
+
+
 def find_peaks(heatmap: np.ndarray, threshold: float) -> np.ndarray:
     """Local maxima (3x3x3 neighbourhood) at or above ``threshold``, plateaus merged.
 
@@ -160,12 +169,11 @@ class _Counts:
             out[f"dice_{task}"] = 2.0 * intersection / size if size else 1.0
             out[f"lesion_f1_{task}"] = self.lesions[task].f1
             if reference:
-                selected.append(out[f"lesion_f1_{task}" if task in LESION_SELECTED
-                                    else f"dice_{task}"])
+                selected.append(out[selected_metric(task)])
         for task, (tp, fp, fn) in self.detection.items():
             out[f"f1_{task}"] = 2.0 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
             if tp + fn:
-                selected.append(out[f"f1_{task}"])
+                selected.append(out[selected_metric(task)])
         if self.scores:
             true, predicted = zip(*self.scores)
             out["score_accuracy"] = float(np.mean(np.equal(true, predicted)))
