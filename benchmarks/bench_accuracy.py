@@ -1,16 +1,20 @@
 """Accuracy of a trained run on a held-out cache, against the recipe's targets.
 
-Runs :func:`csvdnet.training.heldout.evaluate_run` (whole volumes at the working spacing, the
-run's thresholds and minimum lesion sizes, exactly as training validates) and prints markdown:
-the pooled metrics next to the demo recipe's aims, per-subject medians and quartiles (the VALDO
-way of reporting), and the confusion of the total SVD score. Writes everything as JSON too.
+Runs :func:`csvdnet.training.heldout.evaluate_run` (working spacing, dense outputs by sliding
+window, the run's thresholds and minimum lesion sizes, exactly as training validates) and prints
+markdown: the pooled metrics next to the demo recipe's aims, per-subject medians and quartiles
+(the VALDO way of reporting), and the confusion of the total SVD score. With ``--calibrate`` it
+first picks each task's threshold on the run's own validation subjects
+(:func:`~csvdnet.training.heldout.calibrate_thresholds`) and evaluates the held-out cache with
+those as well. Writes everything as JSON too.
 
 Usage (the demo recipe's held-out check, training/README.md)::
 
     csvdnet synth --profile demo --subjects 24 --seed 7 --out demo/heldout
     csvdnet preprocess demo/heldout/manifest.csv --out demo/heldout-cache \\
         --config training/configs/synthetic-demo.yaml
-    python benchmarks/bench_accuracy.py --run runs/synthetic-demo --cache demo/heldout-cache
+    python benchmarks/bench_accuracy.py --run runs/synthetic-demo --cache demo/heldout-cache \\
+        --calibrate
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from csvdnet.errors import CsvdnetInputError  # noqa: E402
-from csvdnet.training.heldout import HeldoutResult, evaluate_run  # noqa: E402
+from csvdnet.training.heldout import (HeldoutResult, calibrate_thresholds,  # noqa: E402
+                                      evaluate_run)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
@@ -58,13 +63,12 @@ def _subject_f1(row: dict[str, float], task: str) -> float | None:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-def report(result: HeldoutResult) -> str:
+def report(result: HeldoutResult, title: str) -> str:
     """Markdown: pooled metrics vs aims, per-subject quartiles, score confusion."""
-    lines = [f"## Held-out accuracy — `python benchmarks/bench_accuracy.py` "
-             f"({datetime.datetime.now():%Y-%m-%d %H:%M})", "",
+    lines = [f"### {title}", "",
              f"Run `{result.run_dir}` ({result.weights} weights, {result.policy}), held-out cache "
-             f"`{result.cache}`: {len(result.subjects)} subjects; {describe_machine()}; "
-             f"whole-volume prediction {result.seconds_per_subject:.2f} s per subject (median).",
+             f"`{result.cache}`: {len(result.subjects)} subjects; prediction (sliding window + "
+             f"whole-volume score) {result.seconds_per_subject:.1f} s per subject (median).",
              "", "| metric | pooled | per-subject median [IQR] (n) | aim |", "|---|---:|---:|---:|"]
     for key, name in NAMES.items():
         if key not in result.metrics:
@@ -105,16 +109,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", choices=("best", "last"), default="best")
     parser.add_argument("--out", default="benchmarks/out/accuracy.json",
                         help="JSON with pooled and per-subject metrics")
+    parser.add_argument("--window", type=int, nargs=3, default=None,
+                        help="sliding-window size (default: the run's inference.window)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also evaluate with thresholds calibrated on the run's validation "
+                             "subjects")
     args = parser.parse_args(argv)
+    print(f"## Held-out accuracy — `python benchmarks/bench_accuracy.py` "
+          f"({datetime.datetime.now():%Y-%m-%d %H:%M})\n\n{describe_machine()}\n")
+    record = {}
     try:
-        result = evaluate_run(args.run, args.cache, weights=args.weights)
+        result = evaluate_run(args.run, args.cache, weights=args.weights, window=args.window)
+        record["configured"] = result.to_dict()
+        print(report(result, "With the run's configured thresholds"))
+        if args.calibrate:
+            chosen, table = calibrate_thresholds(args.run, weights=args.weights,
+                                                 window=args.window)
+            record["calibration"] = {"thresholds": chosen,
+                                     "validation_metric_by_threshold": table}
+            print("\nThresholds calibrated on the run's validation subjects (task: threshold, "
+                  "validation metric at each grid value):\n")
+            for task, scores in table.items():
+                grid = ", ".join(f"{v:g}: {m:.3f}" for v, m in scores.items())
+                print(f"- {task}: **{chosen[task]:g}** ({grid})")
+            calibrated = evaluate_run(args.run, args.cache, weights=args.weights,
+                                      window=args.window, thresholds=chosen)
+            record["calibrated"] = calibrated.to_dict()
+            print("\n" + report(calibrated, "With the calibrated thresholds"))
     except CsvdnetInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
-    print(report(result))
+    out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"\n(JSON: {out})")
     return 0
 
