@@ -102,6 +102,11 @@ class ModelConfig:
         decoder: ``"shared"`` U-Net decoder for all dense heads or ``"per_head"`` light decoders.
         score_classes: Ordinal classes of the total SVD score (0..4 -> 5).
         dropout: Dropout before the ordinal head.
+        head_prior: Initial foreground probability per dense head (its sigmoid bias starts at
+            the logit of it); a task not named starts at ``models.heads.HEAD_PRIOR``. Near the
+            true foreground fraction of a patch, the soft Dice of a rare-lesion head has a
+            gradient from the first step; far above it, AdamW must first walk the bias down
+            (see training/README.md).
     """
 
     input_channels: int = len(DEFAULT_SEQUENCES)
@@ -113,6 +118,7 @@ class ModelConfig:
     decoder: Literal["shared", "per_head"] = "shared"
     score_classes: int = 5
     dropout: float = 0.2
+    head_prior: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,6 +74,13 @@ def test_untrained_heads_start_at_the_prior(tiny_model):
                                [1.5, 0.5, -0.5, -1.5], atol=1e-6)
 
 
+def test_head_prior_per_task():
+    model = build_model(tiny_config(head_prior={"lacune": 1e-4, "rssi": 0.5}))
+    for task, prior in (("lacune", 1e-4), ("rssi", 0.5), ("wmh", 0.01)):
+        bias = model.get_layer(f"{task}_logits").bias.numpy()
+        np.testing.assert_allclose(bias, [math.log(prior / (1 - prior))], rtol=1e-6, atol=1e-9)
+
+
 def test_config_round_trip_gives_identical_outputs(tiny_model):
     clone = keras.Model.from_config(tiny_model.get_config())
     clone.set_weights(tiny_model.get_weights())
@@ -146,6 +153,8 @@ def test_group_count_and_level_filters():
     ({"decoder": "both"}, "model.decoder"),
     ({"score_classes": 1}, "model.score_classes"),
     ({"norm_groups": 0}, "model.norm_groups"),
+    ({"head_prior": {"score": 0.1}}, "model.head_prior"),
+    ({"head_prior": {"lacune": 0.0}}, "model.head_prior"),
 ])
 def test_bad_config_names_the_key(changes, key):
     with pytest.raises(CsvdnetInputError, match=key):

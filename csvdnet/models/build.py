@@ -9,7 +9,7 @@ from csvdnet.config import ModelConfig
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.models.decoder import PER_HEAD_WIDTH, build_decoder
 from csvdnet.models.encoder import build_encoder, level_filters
-from csvdnet.models.heads import dense_head, score_head
+from csvdnet.models.heads import HEAD_PRIOR, dense_head, score_head
 
 DENSE_TASKS = SEGMENTATION_TASKS + DETECTION_TASKS
 SCORE_TASK = "score"
@@ -30,6 +30,11 @@ def _check(cfg: ModelConfig) -> None:
         "model.norm_groups": (cfg.norm_groups == -1 or cfg.norm_groups >= 1, "must be -1 or >= 1"),
         "model.decoder": (cfg.decoder in ("shared", "per_head"), "must be 'shared' or 'per_head'"),
         "model.score_classes": (cfg.score_classes >= 2, "must be >= 2"),
+        "model.head_prior": (
+            set(cfg.head_prior) <= set(DENSE_TASKS)
+            and all(0.0 < float(v) < 1.0 for v in cfg.head_prior.values()),
+            f"must map dense tasks ({', '.join(DENSE_TASKS)}) to probabilities in (0, 1), "
+            f"got {cfg.head_prior}"),
         "model.dropout": (0.0 <= cfg.dropout < 1.0, "must be in [0, 1)"),
     }
     for key, (ok, reason) in problems.items():
@@ -66,11 +71,11 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     if cfg.decoder == "shared":
         shared = build_decoder(features, filters, cfg.norm_groups, prefix="dec")
         for task in DENSE_TASKS:
-            outputs[task] = dense_head(shared, task)
+            outputs[task] = dense_head(shared, task, cfg.head_prior.get(task, HEAD_PRIOR))
     else:
         for task in DENSE_TASKS:
             decoded = build_decoder(features, filters, cfg.norm_groups, width=PER_HEAD_WIDTH,
                                     prefix=f"dec_{task}")
-            outputs[task] = dense_head(decoded, task)
+            outputs[task] = dense_head(decoded, task, cfg.head_prior.get(task, HEAD_PRIOR))
     outputs[SCORE_TASK] = score_head(features[-1], cfg.score_classes, cfg.dropout, name=SCORE_TASK)
     return keras.Model(inputs, outputs, name="csvdnet")
