@@ -87,7 +87,7 @@ def check_config(cfg: Config, replicas: int) -> None:
 
 
 def open_cache(path: str | None, key: str, channels: Sequence[str],
-                stride: int) -> tuple[Path, list[str]]:
+               stride: int) -> tuple[Path, list[str]]:
     """Check that ``path`` is a cache with ``channels`` whose volumes fit the model stride."""
     if not path:
         raise CsvdnetInputError(key, "not set: name the preprocessed cache "
@@ -110,6 +110,7 @@ def open_cache(path: str | None, key: str, channels: Sequence[str],
 
 
 def labelled_tasks(cache: Path, ids: Sequence[str]) -> set[str]:
+    """Tasks at least one of ``ids`` carries a label for (``score``: a rated total score)."""
     found: set[str] = set()
     for subject_id in ids:
         subject = load_cached_subject(cache, subject_id)
@@ -155,7 +156,7 @@ def plan_data(cfg: Config, recorded: dict[str, list[str]] | None = None) -> Trai
     cache, ids = open_cache(cfg.data.cache, "data.cache", cfg.data.channels, stride)
     if cfg.train.val_cache:
         val_cache, val_all = open_cache(cfg.train.val_cache, "train.val_cache",
-                                         cfg.data.channels, stride)
+                                        cfg.data.channels, stride)
         train_ids, val_ids = ids, val_all
     else:
         val_cache, val_all = cache, ids
