@@ -301,6 +301,10 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainRes
     if data.unlabelled:
         logger.warning("no training subject is labelled for %s: not trained",
                        ", ".join(data.unlabelled))
+    if tuple(cfg.inference.window) != tuple(cfg.data.patch_size):
+        logger.warning("inference.window %s is not data.patch_size %s: validation windows hold "
+                       "other content than training patches, and GroupNormalization normalises "
+                       "by it", list(cfg.inference.window), list(cfg.data.patch_size))
     policy = resolve_policy(cfg.train.mixed_precision)
     with dtype_policy(policy):
         with strategy.scope():
