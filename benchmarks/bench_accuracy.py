@@ -31,6 +31,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from csvdnet.errors import CsvdnetInputError  # noqa: E402
+from csvdnet.evaluation import LesionCounts  # noqa: E402
 from csvdnet.training.heldout import (HeldoutResult, calibrate_thresholds,  # noqa: E402
                                       evaluate_run)
 
@@ -55,12 +56,11 @@ def _subject_f1(row: dict[str, float], task: str) -> float | None:
     if f"tp_{task}" in row:
         tp, fp, fn = row[f"tp_{task}"], row[f"fp_{task}"], row[f"fn_{task}"]
         return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
-    true, found = row.get(f"lesions_true_{task}"), row.get(f"lesions_predicted_{task}")
-    if true is None or true + found == 0:
+    if f"lesions_true_{task}" not in row:
         return None
-    recall = row[f"lesions_detected_{task}"] / true if true else 1.0
-    precision = row[f"lesions_hit_{task}"] / found if found else 1.0
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    counts = LesionCounts(*(int(row[f"lesions_{k}_{task}"])
+                            for k in ("true", "detected", "predicted", "hit")))
+    return counts.f1 if counts.true + counts.predicted else None
 
 
 def report(result: HeldoutResult, title: str) -> str:
