@@ -216,17 +216,16 @@ def calibrate_thresholds(run_dir: str | Path, *, weights: str = "best",
     batches = [(image, targets, sample_weights)
                for image, targets, sample_weights, _ in stored]
     configured = dict(cfg.inference.thresholds)
+    # Dense tasks with a lesion (or a point) in some validation subject: the ones to calibrate.
+    present = [task for task in setup.tasks if task in configured
+               and any(float(np.max(targets[task])) > 0.5 for _, targets, *_ in stored)]
     table: dict[str, dict[float, float]] = {}
     for value in grid:
         outputs = iter([out for *_, out in stored])
         result = setup.validate(lambda image: next(outputs), batches,
                                 {task: float(value) for task in configured})
-        for task in setup.tasks:
-            metric = selected_metric(task)
-            if task not in configured or not any(float(np.max(targets[task])) > 0.5
-                                         for _, targets, *_ in stored):
-                continue
-            table.setdefault(task, {})[float(value)] = result.metrics[metric]
+        for task in present:
+            table.setdefault(task, {})[float(value)] = result.metrics[selected_metric(task)]
     chosen = dict(configured)
     for task, scores in table.items():
         top = max(scores.values())

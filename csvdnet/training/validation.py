@@ -110,6 +110,11 @@ def quadratic_weighted_kappa(true: Sequence[int], predicted: Sequence[int],
     return 1.0 - float(np.sum(weights * observed)) / chance
 
 
+def _pooled_dice(intersection: float, size: float) -> float:
+    """Dice from ``|P & T|`` and ``|P| + |T|``; 1 when both masks are empty."""
+    return 2.0 * intersection / size if size else 1.0
+
+
 @dataclasses.dataclass
 class _Counts:
     """Pooled sufficient statistics of the validation metrics."""
@@ -166,7 +171,7 @@ class _Counts:
         out: dict[str, float] = {}
         selected: list[float] = []
         for task, (intersection, size, reference) in self.overlap.items():
-            out[f"dice_{task}"] = 2.0 * intersection / size if size else 1.0
+            out[f"dice_{task}"] = _pooled_dice(intersection, size)
             out[f"lesion_f1_{task}"] = self.lesions[task].f1
             if reference:
                 selected.append(out[selected_metric(task)])
@@ -185,7 +190,7 @@ class _Counts:
         """One subject's counts as a flat record (per-subject tables of a held-out cohort)."""
         row: dict[str, float] = {}
         for task, (intersection, size, reference) in self.overlap.items():
-            row[f"dice_{task}"] = 2.0 * intersection / size if size else 1.0
+            row[f"dice_{task}"] = _pooled_dice(intersection, size)
             row[f"volume_voxels_{task}"] = reference
             lesions = self.lesions[task]
             row.update({f"lesions_true_{task}": lesions.true,
