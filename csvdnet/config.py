@@ -133,6 +133,8 @@ class LossConfig:
         heatmap: ``"centernet"`` (penalty-reduced focal) or ``"mse"`` (foreground-weighted).
         heatmap_alpha: CenterNet alpha.
         heatmap_beta: CenterNet beta.
+        dice: Samples the segmentation Dice averages over: ``"per_sample"`` (every labelled
+            one) or ``"positive"`` (those holding a lesion; lesion-free ones keep the voxel term).
     """
 
     task_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
@@ -143,6 +145,7 @@ class LossConfig:
     heatmap: Literal["centernet", "mse"] = "centernet"
     heatmap_alpha: float = 2.0
     heatmap_beta: float = 4.0
+    dice: Literal["per_sample", "positive"] = "per_sample"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,12 @@ from csvdnet.config import LossConfig
 from csvdnet.data.targets import ordinal_targets  # one definition, shared with the pipeline
 
 SCORE_TASK = "score"
+DICE_MODES = ("per_sample", "positive")
+"""How the segmentation Dice treats samples: every labelled sample, or only those with a lesion."""
+DICE_SMOOTH = 1.0
+"""Dice smoothing used by :class:`MultiTaskLoss` (the functions' default)."""
+MSE_FOREGROUND_WEIGHT = 100.0
+"""Heatmap foreground weight used by :class:`MultiTaskLoss` (the functions' default)."""
 EPSILON = 1e-7
 """Probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logs."""
 PEAK_THRESHOLD = 1.0 - 1e-3
@@ -94,6 +100,23 @@ def _binary_focal(y_true: Tensor, y_pred: Tensor, gamma: float) -> Tensor:
 
 def _segmentation(y_true: Tensor, y_pred: Tensor, gamma: float, smooth: float) -> Tensor:
     return _soft_dice(y_true, y_pred, smooth) + _binary_focal(y_true, y_pred, gamma)
+
+
+def _has_foreground(y_true: Tensor) -> Tensor:
+    """``(B,)`` float32: 1 where the sample's binary target has a foreground voxel."""
+    return ops.cast(ops.max(_per_sample(y_true), axis=1) > 0.5, "float32")
+
+
+def _present(mask: Tensor | None, y_true: Tensor) -> Tensor:
+    """The label mask as ``(B,)`` float32; all ones when None."""
+    if mask is None:
+        return ops.ones((ops.shape(y_true)[0],), "float32")
+    return ops.reshape(ops.cast(mask, "float32"), (-1,))
+
+
+def _check_dice(dice: str) -> None:
+    if dice not in DICE_MODES:
+        raise ValueError(f"dice must be one of {', '.join(map(repr, DICE_MODES))}, got {dice!r}")
 
 
 def _centernet(y_true: Tensor, y_pred: Tensor, alpha: float, beta: float) -> Tensor:
@@ -159,7 +182,7 @@ def ordinal_decode(logits: Tensor) -> tuple[Tensor, Tensor]:
 # Plain functions: scalar, mean over the present samples.
 
 def soft_dice_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
-                   smooth: float = 1.0) -> Tensor:
+                   smooth: float = DICE_SMOOTH) -> Tensor:
     """Soft Dice loss ``1 - (2 |y p| + s) / (|y| + |p| + s)``, per sample, masked mean.
 
     Computed per sample so that a sample with an empty target is judged on its own (an empty
@@ -191,11 +214,20 @@ def binary_focal_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None
 
 
 def segmentation_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
-                      gamma: float = 2.0, smooth: float = 1.0) -> Tensor:
+                      gamma: float = 2.0, smooth: float = DICE_SMOOTH,
+                      dice: Literal["per_sample", "positive"] = "per_sample") -> Tensor:
     """Soft Dice + binary focal (``gamma = 0``: Dice + BCE), per sample, masked mean.
 
     Dice handles the extreme foreground / background imbalance at the lesion level; the voxel
     term gives well-behaved gradients early on when Dice is flat (nnU-Net's Dice + CE recipe).
+
+    ``dice="per_sample"`` averages the Dice term over every labelled sample, so a lesion-free
+    sample scores 0 only for an empty prediction. ``dice="positive"`` averages it over the
+    labelled samples that hold a lesion and leaves the lesion-free ones to the voxel term alone:
+    for a rare lesion (lacunes, RSSI), where most training patches hold none, the per-sample Dice
+    of the empty patches outweighs the few lesion patches and "predict nothing" wins; the
+    positive-sample Dice keeps the lesion patches' pull (nnU-Net's batch Dice serves the same end).
+    A batch with no lesion then gives only the voxel term (no NaN).
 
     Args:
         y_true: Binary target ``(B, X, Y, Z[, 1])``.
@@ -203,8 +235,14 @@ def segmentation_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None
         mask: Label mask ``(B,)``; None = all present.
         gamma: Focal gamma.
         smooth: Dice smoothing.
+        dice: ``"per_sample"`` or ``"positive"`` (see above).
     """
-    return masked_mean(_segmentation(y_true, y_pred, gamma, smooth), mask)
+    _check_dice(dice)
+    if dice == "per_sample":
+        return masked_mean(_segmentation(y_true, y_pred, gamma, smooth), mask)
+    present = _present(mask, y_true)
+    return (masked_mean(_soft_dice(y_true, y_pred, smooth), present * _has_foreground(y_true))
+            + masked_mean(_binary_focal(y_true, y_pred, gamma), present))
 
 
 def centernet_focal_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
@@ -226,7 +264,7 @@ def centernet_focal_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = N
 
 
 def weighted_mse_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
-                      foreground_weight: float = 100.0) -> Tensor:
+                      foreground_weight: float = MSE_FOREGROUND_WEIGHT) -> Tensor:
     """Foreground-weighted mean squared error on heatmaps, per sample, masked mean.
 
     Voxel weight ``1 + foreground_weight * y``: without it the near-empty background would teach
@@ -270,7 +308,7 @@ class _MaskedLoss(keras.losses.Loss):
 class SoftDiceLoss(_MaskedLoss):
     """Loss class of :func:`soft_dice_loss`; pass the label mask as ``sample_weight``."""
 
-    def __init__(self, smooth: float = 1.0, name: str = "soft_dice", **kwargs: Any) -> None:
+    def __init__(self, smooth: float = DICE_SMOOTH, name: str = "soft_dice", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.smooth = smooth
 
@@ -298,19 +336,37 @@ class BinaryFocalLoss(_MaskedLoss):
 
 @keras.saving.register_keras_serializable(package="csvdnet")
 class SegmentationLoss(_MaskedLoss):
-    """Loss class of :func:`segmentation_loss`; pass the label mask as ``sample_weight``."""
+    """Loss class of :func:`segmentation_loss`; pass the label mask as ``sample_weight``.
 
-    def __init__(self, gamma: float = 2.0, smooth: float = 1.0, name: str = "segmentation",
-                 **kwargs: Any) -> None:
+    With ``dice="positive"`` the two terms have different denominators (lesion samples, labelled
+    samples), which one reduction cannot express: the call then goes to the function.
+    """
+
+    def __init__(self, gamma: float = 2.0, smooth: float = DICE_SMOOTH,
+                 dice: Literal["per_sample", "positive"] = "per_sample",
+                 name: str = "segmentation", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
+        _check_dice(dice)
         self.gamma = gamma
         self.smooth = smooth
+        self.dice = dice
+
+    def __call__(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        if self.dice == "per_sample" or self.reduction in (None, "none"):
+            return super().__call__(y_true, y_pred, sample_weight)
+        return segmentation_loss(y_true, y_pred, sample_weight, self.gamma, self.smooth, self.dice)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        return _segmentation(y_true, y_pred, self.gamma, self.smooth)
+        """Per-sample values; with ``dice="positive"`` a lesion-free sample's Dice counts 0 (the
+        loss divides the Dice sum by the lesion samples, so it is not the mean of these)."""
+        if self.dice == "per_sample":
+            return _segmentation(y_true, y_pred, self.gamma, self.smooth)
+        return (_soft_dice(y_true, y_pred, self.smooth) * _has_foreground(y_true)
+                + _binary_focal(y_true, y_pred, self.gamma))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "gamma": self.gamma, "smooth": self.smooth}
+        return {**super().get_config(), "gamma": self.gamma, "smooth": self.smooth,
+                "dice": self.dice}
 
 
 @keras.saving.register_keras_serializable(package="csvdnet")
@@ -334,7 +390,7 @@ class CenterNetFocalLoss(_MaskedLoss):
 class WeightedMSELoss(_MaskedLoss):
     """Loss class of :func:`weighted_mse_loss`; pass the label mask as ``sample_weight``."""
 
-    def __init__(self, foreground_weight: float = 100.0, name: str = "weighted_mse",
+    def __init__(self, foreground_weight: float = MSE_FOREGROUND_WEIGHT, name: str = "weighted_mse",
                  **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.foreground_weight = foreground_weight
@@ -382,6 +438,9 @@ class MultiTaskLoss(keras.layers.Layer):
         heatmap: ``"centernet"`` or ``"mse"`` for ``cmb, epvs``.
         heatmap_alpha: CenterNet alpha.
         heatmap_beta: CenterNet beta.
+        dice: Which samples the segmentation Dice averages over: ``"per_sample"`` (every
+            labelled one) or ``"positive"`` (those holding a lesion; see
+            :func:`segmentation_loss`).
         **kwargs: Base layer arguments.
     """
 
@@ -389,7 +448,8 @@ class MultiTaskLoss(keras.layers.Layer):
                  weighting: Literal["fixed", "uncertainty"] = "fixed",
                  segmentation: Literal["dice_focal", "dice_bce"] = "dice_focal",
                  focal_gamma: float = 2.0, heatmap: Literal["centernet", "mse"] = "centernet",
-                 heatmap_alpha: float = 2.0, heatmap_beta: float = 4.0, **kwargs: Any) -> None:
+                 heatmap_alpha: float = 2.0, heatmap_beta: float = 4.0,
+                 dice: Literal["per_sample", "positive"] = "per_sample", **kwargs: Any) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if weighting not in ("fixed", "uncertainty"):
@@ -399,6 +459,7 @@ class MultiTaskLoss(keras.layers.Layer):
                 f"segmentation must be 'dice_focal' or 'dice_bce', got {segmentation!r}")
         if heatmap not in ("centernet", "mse"):
             raise ValueError(f"heatmap must be 'centernet' or 'mse', got {heatmap!r}")
+        _check_dice(dice)
         if task_weights is None:
             task_weights = LossConfig().task_weights
         self.task_weights = dict(task_weights)
@@ -408,6 +469,7 @@ class MultiTaskLoss(keras.layers.Layer):
         self.heatmap = heatmap
         self.heatmap_alpha = heatmap_alpha
         self.heatmap_beta = heatmap_beta
+        self.dice = dice
         self.tasks = tuple(t for t in (*SEGMENTATION_TASKS, *DETECTION_TASKS, SCORE_TASK)
                            if self.task_weights.get(t, 0.0) > 0.0)
         self.log_vars = {}
@@ -421,20 +483,55 @@ class MultiTaskLoss(keras.layers.Layer):
         """Build from the ``losses`` section of the config."""
         return cls(**dataclasses.asdict(cfg), **kwargs)
 
+    def _positive_dice(self, task: str) -> bool:
+        return task in SEGMENTATION_TASKS and self.dice == "positive"
+
+    def term_values(self, task: str, y_true: Tensor, y_pred: Tensor) -> list[Tensor]:
+        """Per-sample values ``(B,)`` of each term of a task's loss.
+
+        A task's loss is ``sum_i masked_mean(term_values[i], term_masks[i])``: one term, except
+        the ``"positive"`` segmentation loss whose Dice and voxel terms average over different
+        samples. :func:`csvdnet.training.step.replica_objective` needs the terms apart to
+        normalise each by its global-batch count.
+        """
+        if task in SEGMENTATION_TASKS:
+            gamma = self.focal_gamma if self.segmentation == "dice_focal" else 0.0
+            if self._positive_dice(task):
+                return [_soft_dice(y_true, y_pred, DICE_SMOOTH), _binary_focal(y_true, y_pred, gamma)]
+            return [_segmentation(y_true, y_pred, gamma, DICE_SMOOTH)]
+        if task in DETECTION_TASKS:
+            if self.heatmap == "centernet":
+                return [_centernet(y_true, y_pred, self.heatmap_alpha, self.heatmap_beta)]
+            return [_weighted_mse(y_true, y_pred, MSE_FOREGROUND_WEIGHT)]
+        if task == SCORE_TASK:
+            return [_coral(y_true, y_pred)]
+        raise KeyError(f"unknown task {task!r}")
+
+    def term_masks(self, task: str, y_true: Tensor, mask: Tensor | None = None) -> list[Tensor]:
+        """Per-sample weights ``(B,)`` of each term of :meth:`term_values`, from the targets and
+        the label mask alone (so they are known before the forward pass). Every term's weights
+        are within the label mask; the last term's are the label mask itself."""
+        present = _present(mask, y_true)
+        if self._positive_dice(task):
+            return [present * _has_foreground(y_true), present]
+        return [present]
+
+    def term_counts(self, y_true: Mapping[str, Tensor],
+                    masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``{task: (n_terms,) float32}``: samples each term of each task averages over."""
+        return {task: ops.stack([ops.sum(w) for w in
+                                 self.term_masks(task, y_true[task], masks.get(task))])
+                for task in self.tasks if task in y_true}
+
     def task_loss(self, task: str, y_true: Tensor, y_pred: Tensor,
                   mask: Tensor | None = None) -> Tensor:
         """The configured loss of one task (scalar, masked mean over the batch)."""
-        if task in SEGMENTATION_TASKS:
-            gamma = self.focal_gamma if self.segmentation == "dice_focal" else 0.0
-            return segmentation_loss(y_true, y_pred, mask, gamma=gamma)
-        if task in DETECTION_TASKS:
-            if self.heatmap == "centernet":
-                return centernet_focal_loss(y_true, y_pred, mask, alpha=self.heatmap_alpha,
-                                            beta=self.heatmap_beta)
-            return weighted_mse_loss(y_true, y_pred, mask)
-        if task == SCORE_TASK:
-            return coral_loss(y_true, y_pred, mask)
-        raise KeyError(f"unknown task {task!r}")
+        values = self.term_values(task, y_true, y_pred)
+        weights = self.term_masks(task, y_true, mask)
+        total = masked_mean(values[0], weights[0])
+        for value, weight in zip(values[1:], weights[1:]):
+            total = total + masked_mean(value, weight)
+        return total
 
     def call(self, y_true: Mapping[str, Tensor], y_pred: Mapping[str, Tensor],
              masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -472,4 +569,5 @@ class MultiTaskLoss(keras.layers.Layer):
         return {**super().get_config(), "task_weights": dict(self.task_weights),
                 "weighting": self.weighting, "segmentation": self.segmentation,
                 "focal_gamma": self.focal_gamma, "heatmap": self.heatmap,
-                "heatmap_alpha": self.heatmap_alpha, "heatmap_beta": self.heatmap_beta}
+                "heatmap_alpha": self.heatmap_alpha, "heatmap_beta": self.heatmap_beta,
+                "dice": self.dice}

@@ -63,6 +63,25 @@ def test_binary_focal_hand_computed():
         float(soft_dice_loss(y, p)) + bce, rel=1e-5)
 
 
+def test_positive_dice_averages_dice_over_lesion_samples_only():
+    y = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], "float32").reshape(2, 1, 1, 4, 1)
+    p = np.array([[0.8, 0.6, 0.2, 0.0], [0.5, 0, 0, 0]], "float32").reshape(2, 1, 1, 4, 1)
+    dice_lesion = 1 - (2 * 1.4 + 1) / (2 + 1.6 + 1)
+    dice_empty = 1 - 1 / (0.5 + 1)                    # the per-sample Dice of the empty sample
+    focal = [float(binary_focal_loss(y[i:i + 1], p[i:i + 1])) for i in range(2)]
+    assert float(segmentation_loss(y, p, dice="positive")) == pytest.approx(
+        dice_lesion + (focal[0] + focal[1]) / 2, rel=1e-5)
+    assert float(segmentation_loss(y, p)) == pytest.approx(
+        (dice_lesion + dice_empty + focal[0] + focal[1]) / 2, rel=1e-5)
+    # Label mask [0, 1]: the one labelled sample has no lesion, so only its voxel term is left.
+    assert float(segmentation_loss(y, p, np.array([0.0, 1.0]), dice="positive")) == pytest.approx(
+        focal[1], rel=1e-5)
+    assert float(SegmentationLoss(dice="positive")(y, p)) == pytest.approx(
+        dice_lesion + (focal[0] + focal[1]) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="dice must be one of"):
+        segmentation_loss(y, p, dice="batch")
+
+
 def test_centernet_hand_computed():
     y, p = volume([1.0, 0.5, 0.0, 0.0]), volume([0.8, 0.5, 0.1, 0.0])
     positive = (1 - 0.8) ** 2 * math.log(0.8)
@@ -135,6 +154,12 @@ LOSSES = [  # (plain function, Loss class instance, y_true, y_pred)
     (coral_loss, CoralLoss(), np.array([3.0, 1.0], "float32"),
      rng.normal(size=(2, 4)).astype("float32")),
 ]
+def positive_dice_segmentation_loss(y_true, y_pred, mask=None):
+    return segmentation_loss(y_true, y_pred, mask, dice="positive")
+
+
+LOSSES.insert(3, (positive_dice_segmentation_loss, SegmentationLoss(dice="positive"), DENSE_TRUE,
+                  DENSE_PRED))
 LOSS_IDS = [fn.__name__ for fn, *_ in LOSSES]
 
 

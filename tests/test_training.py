@@ -224,21 +224,24 @@ def test_stop_signal_sets_a_flag_instead_of_raising():
 # ---------------------------------------------------------------------------------------------
 # The objective, EMA and the validation metrics.
 
-@pytest.mark.parametrize("weighting", ["fixed", "uncertainty"])
-def test_replica_objective_on_one_replica_is_the_multitask_loss(weighting):
+@pytest.mark.parametrize("weighting,dice", [("fixed", "per_sample"), ("uncertainty", "per_sample"),
+                                            ("fixed", "positive"), ("uncertainty", "positive")])
+def test_replica_objective_on_one_replica_is_the_multitask_loss(weighting, dice):
     rng = np.random.default_rng(1)
-    loss = MultiTaskLoss(weighting=weighting)
+    loss = MultiTaskLoss(weighting=weighting, dice=dice)
     if weighting == "uncertainty":
         for i, log_var in enumerate(loss.log_vars.values()):
             log_var.assign(0.1 * i - 0.2)
     targets = {t: (rng.random((4, 8, 8, 8, 1)) > 0.9).astype("float32")
                for t in ("wmh", "rssi", "cmb")}
+    targets["wmh"][2] = 0.0  # a lesion-free labelled sample: the "positive" Dice skips it
     targets["score"] = np.array([[1, 1, 0, 0], [0] * 4, [1] * 4, [1, 0, 0, 0]], "float32")
     outputs = {t: rng.uniform(0.05, 0.95, (4, 8, 8, 8, 1)).astype("float32") for t in targets}
     outputs["score"] = rng.normal(size=(4, 4)).astype("float32")
     weights = {"wmh": np.ones(4, "float32"), "rssi": np.array([0, 1, 0, 1], "float32"),
                "cmb": np.zeros(4, "float32"), "score": np.array([1, 0, 0, 1], "float32")}
-    counts = {t: np.sum(w) for t, w in weights.items()}
+    counts = loss.term_counts(targets, weights)
+    assert [float(c) for c in counts["wmh"]] == ([3.0, 4.0] if dice == "positive" else [4.0])
     expected = loss(targets, outputs, weights)
     shares = replica_objective(loss, targets, outputs, weights, counts, replicas=1)
     assert set(shares) == set(expected)
@@ -503,18 +506,19 @@ MIRRORED = """
     rng = np.random.default_rng(0)
     targets = {"wmh": (rng.random((4, 8, 8, 8, 1)) > 0.8).astype("float32"),
                "score": np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0] * 4, [1] * 4], "float32")}
+    targets["wmh"][1] = 0.0  # replica 0: one lesion sample of two labelled; replica 1: one of one
     outputs = {"wmh": rng.uniform(0.1, 0.9, (4, 8, 8, 8, 1)).astype("float32"),
                "score": rng.normal(size=(4, 4)).astype("float32")}
     weights = {"wmh": np.array([1, 1, 0, 1], "float32"),
                "score": np.array([1, 0, 0, 0], "float32")}
     with strategy.scope():
-        loss = MultiTaskLoss(weighting="uncertainty")
+        loss = MultiTaskLoss(weighting="uncertainty", dice="positive")
 
     def shares():
         context = tf.distribute.get_replica_context()
         i = context.replica_id_in_sync_group
         part = lambda d: {k: tf.constant(v)[2 * i:2 * i + 2] for k, v in d.items()}
-        counts = context.all_reduce("sum", {k: tf.reduce_sum(v) for k, v in part(weights).items()})
+        counts = context.all_reduce("sum", loss.term_counts(part(targets), part(weights)))
         return replica_objective(loss, part(targets), part(outputs), part(weights), counts, 2)
 
     def overflow_on_second_replica():

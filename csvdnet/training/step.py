@@ -4,8 +4,9 @@ The objective is the multi-task loss of the **global** batch: for each task, the
 the samples of the whole batch that carry its label. A replica sees only its share of the batch,
 so it computes its share of that mean, ``sum over its labelled samples / labelled samples in the
 global batch``, and the optimizer's all-reduce (a SUM of gradients) adds the shares up. The
-number of labelled samples per task is all-reduced first; it comes from the label masks alone,
-so it is known before the forward pass. Averaging per-replica means instead (``loss /
+number of samples each loss term averages over (the labelled samples; for the "positive" Dice,
+the labelled samples holding a lesion) is all-reduced first; it comes from the label masks and
+targets alone, so it is known before the forward pass. Averaging per-replica means instead (``loss /
 replicas``) is biased whenever label masks are spread unevenly over the replicas, which is the
 rule for the score label (whole-brain batches only) and for partly labelled cohorts.
 """
@@ -41,7 +42,8 @@ def replica_objective(loss: MultiTaskLoss, targets: Mapping[str, Tensor],
         targets: Targets of this replica's samples by task; tasks absent here are skipped.
         outputs: Model outputs by task.
         weights: Label masks ``(B_replica,)`` by task.
-        global_counts: Labelled samples of each task in the global batch.
+        global_counts: ``{task: (n_terms,)}`` samples of the global batch each term of the task
+            averages over (:meth:`~csvdnet.losses.MultiTaskLoss.term_counts`, all-reduced).
         replicas: Replicas in sync.
 
     Returns:
@@ -52,15 +54,19 @@ def replica_objective(loss: MultiTaskLoss, targets: Mapping[str, Tensor],
     for task in loss.tasks:
         if task not in targets:
             continue
-        mask = weights[task]
-        local_mean = loss.task_loss(task, targets[task], outputs[task], mask)
-        share = local_mean * ops.divide_no_nan(ops.sum(mask), global_counts[task])
+        values = loss.term_values(task, targets[task], outputs[task])
+        masks = loss.term_masks(task, targets[task], weights[task])
+        counts = global_counts[task]
+        share = ops.zeros((), "float32")
+        for i, (value, mask) in enumerate(zip(values, masks)):
+            share = share + ops.divide_no_nan(ops.sum(value * mask), counts[i])
         shares[task] = share
         if loss.weighting == "fixed":
             total = total + loss.task_weights[task] * share
         else:
             log_var = loss.log_vars[task]
-            regulariser = ops.where(global_counts[task] > 0.0, log_var / replicas, 0.0)
+            # Every term's samples are labelled ones: the task is labelled if any term counts.
+            regulariser = ops.where(ops.max(counts) > 0.0, log_var / replicas, 0.0)
             total = total + ops.exp(-log_var) * share + regulariser
     shares["total"] = total
     return shares
@@ -127,7 +133,7 @@ def make_train_step(strategy: tf.distribute.Strategy, network: keras.Model, loss
         # tf.identity places the host-side flag on this replica's device, as all-reduce needs.
         counts = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM,
-            {**{t: ops.sum(w) for t, w in weights.items()}, _STOP: tf.identity(stop)})
+            {**loss.term_counts(targets, weights), _STOP: tf.identity(stop)})
         grads, shares = gradients(x, targets, weights, counts)
         if loss_scaling and replicas > 1:
             grads = _skip_together(grads)
