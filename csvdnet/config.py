@@ -107,6 +107,9 @@ class ModelConfig:
             true foreground fraction of a patch, the soft Dice of a rare-lesion head has a
             gradient from the first step; far above it, AdamW must first walk the bias down
             (see training/README.md).
+        score_inputs: What the ordinal score head reads: ``"encoder"`` (globally pooled deepest
+            features) or ``"encoder_and_heads"`` (also each dense head's peak probability,
+            extent and count over the whole brain, gradient stopped: ``models.HeadSummary``).
     """
 
     input_channels: int = len(DEFAULT_SEQUENCES)
@@ -119,6 +122,7 @@ class ModelConfig:
     score_classes: int = 5
     dropout: float = 0.2
     head_prior: dict[str, float] = dataclasses.field(default_factory=dict)
+    score_inputs: Literal["encoder", "encoder_and_heads"] = "encoder"
 
 
 @dataclasses.dataclass(frozen=True)

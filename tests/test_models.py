@@ -12,8 +12,8 @@ import tensorflow as tf
 from csvdnet.config import ModelConfig
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.losses import MultiTaskLoss, soft_dice_loss
-from csvdnet.models import (DENSE_TASKS, SCORE_TASK, CoralHead, ResidualBlock, build_model,
-                            group_count, level_filters)
+from csvdnet.models import (DENSE_TASKS, SCORE_TASK, CoralHead, HeadSummary, ResidualBlock,
+                            build_model, group_count, level_filters)
 
 TINY = ModelConfig(input_channels=2, base_filters=4, depth=2, blocks_per_level=(1, 1, 1),
                    norm_groups=4, score_classes=5)
@@ -27,10 +27,12 @@ def _inputs(shape: tuple[int, int, int], batch: int = 2, channels: int = 2) -> n
     return np.random.default_rng(0).normal(size=(batch, *shape, channels)).astype("float32")
 
 
-@pytest.fixture(scope="module", params=["shared", "per_head"])
+@pytest.fixture(scope="module", params=[("shared", "encoder"), ("per_head", "encoder"),
+                                        ("shared", "encoder_and_heads")])
 def tiny_model(request) -> keras.Model:
     keras.utils.set_random_seed(0)
-    return build_model(tiny_config(decoder=request.param))
+    decoder, score_inputs = request.param
+    return build_model(tiny_config(decoder=decoder, score_inputs=score_inputs))
 
 
 @pytest.fixture
@@ -105,9 +107,12 @@ def test_keras_file_round_trip_needs_no_custom_objects(tiny_model, tmp_path):
      (1, 8, 8, 8, 3)),
     (ResidualBlock(3, norm_groups=-1), (1, 4, 4, 4, 3)),
     (CoralHead(4, kernel_initializer="zeros", name="coral"), (3, 7)),
+    (HeadSummary(threshold=0.3, name="summary"), [(2, 4, 4, 4, 1)] * 2),
 ])
 def test_layer_config_round_trip(layer, shape):
-    x = np.random.default_rng(1).normal(size=shape).astype("float32")
+    rng = np.random.default_rng(1)
+    x = ([rng.uniform(size=one).astype("float32") for one in shape] if isinstance(shape, list)
+         else rng.normal(size=shape).astype("float32"))
     expected = layer(x)
     config = layer.get_config()
     clone = type(layer).from_config(config)
@@ -117,6 +122,37 @@ def test_layer_config_round_trip(layer, shape):
     np.testing.assert_allclose(clone(x), expected, rtol=1e-6)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer) and restored.get_config() == config
+
+
+def test_head_summary_hand_computed():
+    lesions = np.zeros((2, 6, 6, 6, 1), "float32")
+    lesions[0, 1, 1, 1] = 0.9                          # one peak ...
+    lesions[0, 1, 1, 2] = 0.6                          # ... whose neighbour is above but no maximum
+    lesions[0, 4, 4, 4] = 0.7                          # a second, separate peak
+    lesions[0, 4, 1, 4] = 0.4                          # below the threshold
+    points = np.zeros_like(lesions)
+    points[1, 2, 2, 2] = 0.55                          # second sample: one point, no lesion
+    got = np.asarray(HeadSummary()([lesions, points]))
+    expected = [[0.9, math.log1p(3), math.log1p(2), 0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0, 0.55, math.log1p(1), math.log1p(1)]]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="threshold"):
+        HeadSummary(threshold=1.0)
+
+
+def test_score_head_reads_the_dense_heads_without_training_them():
+    keras.utils.set_random_seed(0)
+    model = build_model(tiny_config(score_inputs="encoder_and_heads"))
+    assert model.get_layer("score").kernel.shape == (16 + 3 * len(DENSE_TASKS), 1)
+    x = tf.constant(_inputs((8, 8, 8)))
+    with tf.GradientTape() as tape:
+        score = model(x, training=True)[SCORE_TASK]
+        loss = tf.reduce_sum(score ** 2)
+    head_kernels = [model.get_layer(f"{t}_logits").kernel for t in DENSE_TASKS]
+    score_kernel = model.get_layer("score").kernel
+    grads = tape.gradient(loss, head_kernels + [score_kernel])
+    assert all(g is None or not np.any(g.numpy()) for g in grads[:-1])
+    assert np.any(grads[-1].numpy())
 
 
 def test_residual_block_projects_only_when_needed():
@@ -148,6 +184,7 @@ def test_group_count_and_level_filters():
 
 
 @pytest.mark.parametrize("changes, key", [
+    ({"score_inputs": "heads"}, "model.score_inputs"),
     ({"blocks_per_level": (1, 1)}, "model.blocks_per_level"),
     ({"blocks_per_level": (1, 0, 1)}, "model.blocks_per_level"),
     ({"decoder": "both"}, "model.decoder"),

@@ -30,6 +30,8 @@ def _check(cfg: ModelConfig) -> None:
         "model.norm_groups": (cfg.norm_groups == -1 or cfg.norm_groups >= 1, "must be -1 or >= 1"),
         "model.decoder": (cfg.decoder in ("shared", "per_head"), "must be 'shared' or 'per_head'"),
         "model.score_classes": (cfg.score_classes >= 2, "must be >= 2"),
+        "model.score_inputs": (cfg.score_inputs in ("encoder", "encoder_and_heads"),
+                               "must be 'encoder' or 'encoder_and_heads'"),
         "model.head_prior": (
             set(cfg.head_prior) <= set(DENSE_TASKS)
             and all(0.0 < float(v) < 1.0 for v in cfg.head_prior.values()),
@@ -48,7 +50,9 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     Input ``image``: ``(B, X, Y, Z, cfg.input_channels)`` channels-last, X, Y, Z multiples of
     ``2 ** cfg.depth``. Outputs (``docs/contracts.md``), all float32 under any dtype policy:
     ``wmh``, ``rssi``, ``lacune`` sigmoid probabilities and ``cmb``, ``epvs`` sigmoid heatmaps,
-    each ``(B, X, Y, Z, 1)``; ``score`` CORAL cumulative logits ``(B, cfg.score_classes - 1)``.
+    each ``(B, X, Y, Z, 1)``; ``score`` CORAL cumulative logits ``(B, cfg.score_classes - 1)``,
+    from the pooled deepest features and, with ``cfg.score_inputs == "encoder_and_heads"``, a
+    summary of what the dense heads found (:class:`~csvdnet.models.head_summary.HeadSummary`).
 
     The layers take the global dtype policy in force when this is called (set it first for mixed
     precision); the heads always compute in float32.
@@ -77,5 +81,7 @@ def build_model(cfg: ModelConfig) -> keras.Model:
             decoded = build_decoder(features, filters, cfg.norm_groups, width=PER_HEAD_WIDTH,
                                     prefix=f"dec_{task}")
             outputs[task] = dense_head(decoded, task, cfg.head_prior.get(task, HEAD_PRIOR))
-    outputs[SCORE_TASK] = score_head(features[-1], cfg.score_classes, cfg.dropout, name=SCORE_TASK)
+    dense = [outputs[t] for t in DENSE_TASKS] if cfg.score_inputs == "encoder_and_heads" else []
+    outputs[SCORE_TASK] = score_head(features[-1], cfg.score_classes, cfg.dropout, name=SCORE_TASK,
+                                     dense=dense)
     return keras.Model(inputs, outputs, name="csvdnet")

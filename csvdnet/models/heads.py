@@ -8,10 +8,12 @@ keeps small probabilities (the 1e-2 to 1e-4 range of a sparse heatmap) and the l
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import keras
 
 from csvdnet.models.coral_head import CoralHead
+from csvdnet.models.head_summary import HeadSummary
 
 HEAD_PRIOR = 0.01
 """Initial foreground probability of every dense head (RetinaNet / CenterNet bias prior).
@@ -49,16 +51,25 @@ def dense_head(features: keras.KerasTensor, task: str,
 
 
 def score_head(deepest: keras.KerasTensor, num_classes: int, dropout: float,
-               name: str = "score") -> keras.KerasTensor:
-    """Global average pool of the deepest features, dropout, CORAL logits ``(B, K - 1)`` float32.
+               name: str = "score",
+               dense: Sequence[keras.KerasTensor] = ()) -> keras.KerasTensor:
+    """CORAL logits ``(B, K - 1)`` float32 from globally pooled features.
+
+    Global average pool of the deepest features and dropout; with ``dense`` heads given, their
+    :class:`~csvdnet.models.head_summary.HeadSummary` (peak, extent, count per head, gradient
+    stopped) is concatenated before the shared CORAL projection.
 
     Args:
         deepest: Deepest encoder features.
         num_classes: Ordinal classes K.
-        dropout: Dropout rate before the projection.
+        dropout: Dropout rate on the pooled encoder features.
         name: Output name.
+        dense: Dense head outputs the score head also reads (none: encoder features only).
     """
     x = keras.layers.GlobalAveragePooling3D(dtype="float32", name=f"{name}_pool")(deepest)
     x = keras.layers.Dropout(dropout, dtype="float32", name=f"{name}_dropout")(x)
+    if dense:
+        summary = HeadSummary(name=f"{name}_head_summary")(list(dense))
+        x = keras.layers.Concatenate(dtype="float32", name=f"{name}_features")([x, summary])
     return CoralHead(num_classes, kernel_initializer=small_kernel_initializer(), dtype="float32",
                      name=name)(x)
