@@ -67,6 +67,9 @@ class DataConfig:
         patch_size: Training patch size in voxels at the working spacing.
         heatmap_sigma_mm: Gaussian sigma of the CMB / EPVS detection heatmaps.
         lesion_oversample: Probability that a patch is centred on a lesion voxel / point.
+        lesion_task_weights: Relative odds of each dense task being the one a lesion-centred
+            patch is centred on (among the tasks the subject has lesions of); unnamed tasks
+            weigh 1. Raise a rare, hard marker (lacunes) above the frequent ones.
         whole_brain_every: Every N-th training batch is a batch of whole (padded) brains so that
             the ordinal score head sees whole-brain features (0 = never).
         modality_dropout: Probability of blanking each input channel (never all of them).
@@ -82,6 +85,7 @@ class DataConfig:
     patch_size: IntTriple = (64, 64, 64)
     heatmap_sigma_mm: float = 2.0
     lesion_oversample: float = 0.6
+    lesion_task_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     whole_brain_every: int = 4
     modality_dropout: float = 0.1
     augment: bool = True

@@ -222,3 +222,7 @@ def test_bad_arguments_are_input_errors(cache):
         make_dataset(cache, ["s0"], CFG, batch_size=1, start_step=-1)
     with pytest.raises(CsvdnetInputError, match="not in the cache"):
         make_validation_dataset(cache, ["nobody"], CFG)
+    for weights in ({"lacuna": 2.0}, {"lacune": -1.0}):
+        with pytest.raises(CsvdnetInputError, match="data.lesion_task_weights"):
+            make_dataset(cache, ["s0"], dataclasses.replace(CFG, lesion_task_weights=weights),
+                         batch_size=1)

@@ -77,6 +77,31 @@ def test_patch_origin_on_a_lesion_and_uniform(cache):
     np.testing.assert_array_equal(origin, [0, 0, 0])
 
 
+def test_lesion_task_weights_set_the_odds_of_the_centred_task(cache):
+    # Subject "a": a wmh ball at (4, 5, 6); cmb served but without points. Add an epvs point
+    # far away by serving subject "b" (epvs at (2, 30, 4.5)) and checking which one is centred.
+    patch = np.array([4, 4, 4])
+    draws = np.random.default_rng(1).uniform(size=(400, 5))
+
+    def origins(weights, on_lesion=True):
+        source = CacheSource(cache, ["b"], ("flair",), ("wmh", "epvs"), weights)
+        return np.array([source.patch_origin(np.int64(0), np.bool_(on_lesion), d, patch)
+                         for d in draws])
+
+    centre = origins(None) + (patch - 1) / 2            # epvs: the only task with a lesion
+    assert np.all(np.abs(centre - [2.0, 30.0, 4.5]) <= patch / 4 + 0.5)
+    # Weight 0: never centred on it; the uniform fallback instead.
+    np.testing.assert_array_equal(origins({"epvs": 0.0}), origins(None, on_lesion=False))
+    wmh_and_cmb = CacheSource(cache, ["a"], ("flair",), ("wmh", "cmb"), {"wmh": 3.0})
+    assert [w for w, _ in wmh_and_cmb._lesion_candidates(0)] == [3.0]  # cmb has no points
+    # Two tasks with lesions, odds 1 : 3 -> the first is picked for draws[0] < 0.25.
+    two = CacheSource(cache, ["a"], ("flair",), ("wmh",))
+    two._candidates[0] = [(1.0, np.array([[4.0, 5.0, 6.0]])), (3.0, np.array([[20.0] * 3]))]
+    picks = [two.patch_origin(np.int64(0), np.bool_(True), d, patch)[0] < 10 for d in draws]
+    assert np.mean(picks) == pytest.approx(np.mean(draws[:, 0] < 0.25))
+    assert np.mean(picks) == pytest.approx(0.25, abs=0.06)
+
+
 def test_whole_brain_shape_is_the_max_extent_rounded_to_pad_multiple(cache):
     assert whole_brain_shape(cache) == (32, 48, 32)
 

@@ -237,6 +237,12 @@ def _check(cfg: DataConfig, tasks: Sequence[str], batch_size: int) -> None:
         raise CsvdnetInputError("train.batch_size", f"must be >= 1, got {batch_size}")
     if any(p < 1 for p in cfg.patch_size):
         raise CsvdnetInputError("data.patch_size", f"must be positive, got {cfg.patch_size}")
+    weights = cfg.lesion_task_weights
+    dense = SEGMENTATION_TASKS + DETECTION_TASKS
+    if not set(weights) <= set(dense) or any(float(w) < 0.0 for w in weights.values()):
+        raise CsvdnetInputError("data.lesion_task_weights",
+                                f"must map dense tasks ({', '.join(dense)}) to weights >= 0, "
+                                f"got {weights}")
 
 
 def make_dataset(cache_dir: str | os.PathLike, subject_ids: Sequence[str], cfg: DataConfig, *,
@@ -269,7 +275,7 @@ def make_dataset(cache_dir: str | os.PathLike, subject_ids: Sequence[str], cfg: 
     _check(cfg, tasks, batch_size)
     if start_step < 0:
         raise CsvdnetInputError("start_step", f"must be >= 0, got {start_step}")
-    source = CacheSource(cache_dir, subject_ids, cfg.channels, tasks)
+    source = CacheSource(cache_dir, subject_ids, cfg.channels, tasks, cfg.lesion_task_weights)
     builder = _SampleBuilder(source, cfg, tasks, score_classes, augmentation)
     schedule = BatchSchedule(cfg.whole_brain_every)
     rated = np.flatnonzero(np.isfinite(source.total_score))

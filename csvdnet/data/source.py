@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -80,6 +80,8 @@ class CacheSource:
         subject_ids: Subjects to draw from, in order.
         channels: Input channels, in order (a subset / reordering of the cache's channels).
         tasks: Label tasks served (segmentation and detection task names; others ignored).
+        lesion_task_weights: Relative odds that a lesion-centred patch picks each task (among
+            the tasks the subject has lesions of); a task not named weighs 1, 0 never picks it.
 
     Attributes:
         subject_ids: As given.
@@ -95,7 +97,8 @@ class CacheSource:
     """
 
     def __init__(self, cache_dir: str | os.PathLike, subject_ids: Sequence[str],
-                 channels: Sequence[str], tasks: Sequence[str]):
+                 channels: Sequence[str], tasks: Sequence[str],
+                 lesion_task_weights: Mapping[str, float] | None = None):
         index, cached = load_cache(cache_dir)
         self.cache_dir = cache_dir
         self.subject_ids = list(subject_ids)
@@ -120,7 +123,8 @@ class CacheSource:
         self.total_score = np.array([_total_score(s) for s in subjects], np.float32)
         self._points = [{t: np.asarray(s.points.get(t, np.zeros((0, 3))), np.float32).reshape(-1, 3)
                          for t in self.detection} for s in subjects]
-        self._candidates: dict[int, list[np.ndarray]] = {}
+        self.lesion_task_weights = dict(lesion_task_weights or {})
+        self._candidates: dict[int, list[tuple[float, np.ndarray]]] = {}
         self._open = functools.lru_cache(maxsize=OPEN_SUBJECTS)(self._load)
 
     def __len__(self) -> int:
@@ -129,28 +133,31 @@ class CacheSource:
     def _load(self, subject: int) -> CachedSubject:
         return load_cached_subject(self.cache_dir, self.subject_ids[subject])
 
-    def _lesion_candidates(self, subject: int) -> list[np.ndarray]:
-        """Per served task with lesions: ``(n, 3)`` float voxel positions to centre patches on.
+    def _lesion_candidates(self, subject: int) -> list[tuple[float, np.ndarray]]:
+        """Per served task with lesions and a weight > 0: ``(weight, (n, 3) float voxel
+        positions)`` to centre patches on.
 
         Built on first use (it reads whole masks once) and kept; concurrent first uses build
         the same lists, so no lock is needed.
         """
         if subject not in self._candidates:
             cached = self._open(subject)
-            found = [np.argwhere(cached.masks[t]).astype(np.float32)
+            found = [(t, np.argwhere(cached.masks[t]).astype(np.float32))
                      for t in self.segmentation if t in cached.masks]
-            found += [self._points[subject][t] for t in self.detection]
+            found += [(t, self._points[subject][t]) for t in self.detection]
             self._candidates[subject] = [
-                c[::math.ceil(len(c) / MAX_LESION_CANDIDATES)] for c in found if len(c)]
+                (weight, c[::math.ceil(len(c) / MAX_LESION_CANDIDATES)]) for t, c in found
+                if len(c) and (weight := float(self.lesion_task_weights.get(t, 1.0))) > 0.0]
         return self._candidates[subject]
 
     def patch_origin(self, subject: np.integer, on_lesion: np.bool_, draws: np.ndarray,
                      patch: np.ndarray) -> np.ndarray:
         """First voxel of a training patch.
 
-        On a lesion: a random lesion voxel / point of a random served task that has lesions,
-        jittered within the central half of the patch so lesions are not always dead centre.
-        Otherwise (or when the subject has no lesions) uniform over the positions that keep
+        On a lesion: a random lesion voxel / point of a served task that has lesions, the task
+        drawn with the odds of ``lesion_task_weights`` (uniform by default), jittered within the
+        central half of the patch so lesions are not always dead centre. Otherwise (or when the
+        subject has no lesions of a task with weight > 0) uniform over the positions that keep
         the patch inside the volume, centred where the volume is smaller than the patch.
 
         Args:
@@ -165,7 +172,10 @@ class CacheSource:
         patch = np.asarray(patch, np.int64)
         candidates = self._lesion_candidates(int(subject)) if on_lesion else []
         if candidates:
-            task = candidates[int(draws[0] * len(candidates))]
+            odds = np.cumsum([weight for weight, _ in candidates])
+            pick = min(int(np.searchsorted(odds / odds[-1], draws[0], side="right")),
+                       len(candidates) - 1)
+            task = candidates[pick][1]
             centre = task[int(draws[1] * len(task))]
             jitter = (draws[2:] - 0.5) * patch / 2
             return np.floor(centre - (patch - 1) / 2 + jitter + 0.5).astype(np.int32)
