@@ -351,7 +351,8 @@ class SegmentationLoss(_MaskedLoss):
         self.smooth = smooth
         self.dice = dice
 
-    def __call__(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+    def __call__(self, y_true: Tensor, y_pred: Tensor,
+                 sample_weight: Tensor | None = None) -> Tensor:
         if self.dice == "per_sample" or self.reduction in (None, "none"):
             return super().__call__(y_true, y_pred, sample_weight)
         return segmentation_loss(y_true, y_pred, sample_weight, self.gamma, self.smooth, self.dice)
@@ -497,7 +498,8 @@ class MultiTaskLoss(keras.layers.Layer):
         if task in SEGMENTATION_TASKS:
             gamma = self.focal_gamma if self.segmentation == "dice_focal" else 0.0
             if self._positive_dice(task):
-                return [_soft_dice(y_true, y_pred, DICE_SMOOTH), _binary_focal(y_true, y_pred, gamma)]
+                return [_soft_dice(y_true, y_pred, DICE_SMOOTH),
+                        _binary_focal(y_true, y_pred, gamma)]
             return [_segmentation(y_true, y_pred, gamma, DICE_SMOOTH)]
         if task in DETECTION_TASKS:
             if self.heatmap == "centernet":
