@@ -30,9 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from csvdnet import preprocessing as pp  # noqa: E402
+from nibabel.affines import apply_affine  # noqa: E402
+
 from csvdnet.config import PreprocessConfig  # noqa: E402
 from csvdnet.io import load_nifti, read_cohort  # noqa: E402
+from csvdnet.preprocessing import subject as pp  # noqa: E402
+from csvdnet.preprocessing.grid import _centre_corners  # noqa: E402
 from _machine import describe_machine  # noqa: E402
 
 _TIMES: dict[str, float] = defaultdict(float)
@@ -62,7 +65,7 @@ def registration_error(est: np.ndarray, true: np.ndarray,
     """(rotation angle in degrees, max displacement in mm over ``corners``) between transforms."""
     rel = est[:3, :3].T @ true[:3, :3]
     angle = np.degrees(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1.0, 1.0)))
-    disp = pp._apply(est, corners) - pp._apply(true, corners)
+    disp = apply_affine(est, corners) - apply_affine(true, corners)
     return float(angle), float(np.linalg.norm(disp, axis=1).max())
 
 
@@ -105,8 +108,8 @@ def main(argv=None) -> int:
         if truth_file.is_file():
             truth = json.loads(truth_file.read_text())["sequence_transforms"]
             start, stop = (np.asarray(b) for b in meta.brain_box)
-            corners = pp._apply(meta.working_affine,
-                                start + pp._centre_corners(stop - start + 1) - 0.5)
+            corners = apply_affine(meta.working_affine,
+                                   start + _centre_corners(stop - start + 1) - 0.5)
             for name in meta.channels:
                 if name == meta.reference or name not in truth:
                     continue

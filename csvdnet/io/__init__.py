@@ -1,0 +1,47 @@
+"""Reading and writing what csvdnet exchanges with users: NIfTI images, labels, ratings, cohorts.
+
+Everything a user hands csvdnet enters through this package, so every way a file can be unusable
+ends here as a :class:`~csvdnet.errors.CsvdnetInputError` naming the file and the reason.
+
+Modules, one concept each:
+
+- :mod:`csvdnet.io.nifti`: :class:`Image`, :func:`load_nifti` (header, size and voxel checks,
+  4-D diffusion series), :func:`save_nifti`.
+- :mod:`csvdnet.io.labels`: :func:`load_mask` (on the grid of its sequence), point labels
+  (:func:`read_points`, :func:`write_points`).
+- :mod:`csvdnet.io.ratings`: :class:`Ratings`, ``ratings.csv``.
+- :mod:`csvdnet.io.cohort`: :class:`Subject`, :class:`Cohort`, :func:`read_cohort` (subject
+  folders or a manifest CSV), :func:`load_subject`.
+- :mod:`csvdnet.io.csvtable`: the CSV conventions shared by points, ratings and manifests.
+
+Every public name is re-exported here: ``from csvdnet.io import load_nifti`` is the way to import.
+"""
+
+from csvdnet.io.cohort import Cohort, Subject, load_subject, read_cohort
+from csvdnet.io.labels import KNOWN_LABELS, POINT_LABELS, load_mask, read_points, write_points
+from csvdnet.io.nifti import (B1000_RANGE, NIFTI_SUFFIXES, Image, ImageKind, PathLike,
+                              load_nifti, save_nifti)
+from csvdnet.io.ratings import RATING_FIELDS, Ratings, read_ratings, write_ratings
+
+__all__ = [
+    "B1000_RANGE",
+    "KNOWN_LABELS",
+    "NIFTI_SUFFIXES",
+    "POINT_LABELS",
+    "RATING_FIELDS",
+    "Cohort",
+    "Image",
+    "ImageKind",
+    "PathLike",
+    "Ratings",
+    "Subject",
+    "load_mask",
+    "load_nifti",
+    "load_subject",
+    "read_cohort",
+    "read_points",
+    "read_ratings",
+    "save_nifti",
+    "write_points",
+    "write_ratings",
+]

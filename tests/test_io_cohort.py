@@ -1,0 +1,203 @@
+"""csvdnet.io.cohort: cohort folders and manifests, located and loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _nifti_files import LPS, RAMP, raises_input_error
+from csvdnet.io import Ratings, load_subject, read_cohort, save_nifti
+
+# --------------------------------------------------------------------------------------------
+# Cohorts: folder form
+
+def touch(root: Path, *names: str) -> None:
+    """Empty files: discovery only locates files, it must never read them."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).touch()
+
+
+def make_cohort_folder(root: Path) -> Path:
+    touch(root, "s02/flair.nii.gz", "s02/t1.nii", "s02/dwi.nii.gz", "s02/labels/wmh.nii.gz",
+          "s02/labels/rssi@dwi.nii.gz", "s02/labels/cmb.csv", "s02/labels/notes.txt",
+          "s01/flair.nii", "s01/flair.nii.bak", "backup/flair.nii.bak", "docs/readme.txt",
+          ".s03.part/flair.nii.gz")
+    (root / "s01" / "labels").mkdir()
+    (root / "ratings.csv").write_text("subject,fazekas_pv,cmb_count\ns02,2,3\n")
+    return root
+
+
+def test_cohort_folder_discovery(tmp_path):
+    root = make_cohort_folder(tmp_path / "cohort")
+
+    cohort = read_cohort(root)
+
+    assert [s.id for s in cohort] == ["s01", "s02"] and len(cohort) == 2
+    assert cohort.root == root and cohort.manifest is None
+    assert cohort.sequences == ("flair", "t1", "t2", "swi", "dwi") and cohort.reference == "flair"
+    s01, s02 = cohort["s01"], cohort["s02"]
+    assert s01.sequences == {"flair": root / "s01" / "flair.nii"}
+    assert s01.labels == {} and s01.present_labels() == () and s01.ratings is None
+    assert list(s02.sequences) == ["flair", "t1", "dwi"]  # cohort order, not file order
+    assert s02.sequences["dwi"] == root / "s02" / "dwi.nii.gz"
+    assert s02.labels == {"wmh": root / "s02/labels/wmh.nii.gz",
+                          "rssi": root / "s02/labels/rssi@dwi.nii.gz",
+                          "cmb": root / "s02/labels/cmb.csv"}
+    assert s02.label_sequence == {"wmh": "flair", "rssi": "dwi", "cmb": "flair"}
+    assert s02.present_labels() == ("wmh", "rssi", "cmb")  # lacune, epvs absent, not faked
+    assert s02.ratings == Ratings(fazekas_pv=2, cmb_count=3)
+    with pytest.raises(KeyError, match="s03"):
+        cohort["s03"]
+
+
+def test_cohort_folder_with_fewer_sequences(tmp_path):
+    root = make_cohort_folder(tmp_path / "cohort")
+    (root / "s02" / "labels" / "rssi@dwi.nii.gz").unlink()
+
+    cohort = read_cohort(root, sequences=("t1", "flair"))
+
+    assert list(cohort["s02"].sequences) == ["t1", "flair"]
+
+
+@pytest.mark.parametrize("change, at, reason", [
+    (lambda root: (root / "s01/flair.nii").rename(root / "s01/t1.nii"), "s01",
+     r"no flair image \(the reference sequence\)"),
+    (lambda root: touch(root, "s01/labels/wmh_mask.nii.gz"), "s01/labels/wmh_mask.nii.gz",
+     "unknown label 'wmh_mask' .*wmh, rssi, lacune, cmb, epvs, regions, brain_mask"),
+    (lambda root: touch(root, "s01/labels/rssi@dwi.nii.gz"), "s01",
+     r"label rssi \(rssi@dwi.nii.gz\) is drawn on dwi, but the subject has no dwi image"),
+    (lambda root: touch(root, "s01/labels/rssi@adc.nii.gz"), "s01/labels/rssi@adc.nii.gz",
+     "label 'rssi@adc' is drawn on 'adc', which is not one of the sequences"),
+    (lambda root: touch(root, "s01/labels/wmh.csv"), "s01/labels",
+     "wmh.csv: label wmh must be a .nii/.nii.gz file"),
+    (lambda root: touch(root, "s01/labels/cmb.csv", "s01/labels/cmb.nii.gz"), "s01/labels",
+     "two files for label cmb: cmb.csv and cmb.nii.gz"),
+    (lambda root: touch(root, "s01/flair.nii.gz"), "s01", "both flair.nii.gz and flair.nii"),
+    (lambda root: (root / "ratings.csv").write_text("subject,cmb_count\ns09,1\n"), "ratings.csv",
+     "subject s09 is rated but not in the cohort"),
+], ids=["no-reference", "unknown-label", "label-sequence-absent", "label-sequence-unknown",
+        "mask-as-csv", "two-files", "two-flairs", "stranger-rated"])
+def test_bad_cohort_folders_are_refused(tmp_path, change, at, reason):
+    root = make_cohort_folder(tmp_path / "cohort")
+    change(root)
+
+    with raises_input_error(root / at, reason):
+        read_cohort(root)
+
+
+def test_cohort_path_must_exist_and_hold_subjects(tmp_path):
+    with raises_input_error(tmp_path / "absent", "cohort folder or manifest not found"):
+        read_cohort(tmp_path / "absent")
+    touch(tmp_path, "docs/flair.nii.bak")
+    with raises_input_error(tmp_path, "no subject folders"):
+        read_cohort(tmp_path)
+    with raises_input_error(tmp_path, "reference sequence 'flair' is not one of the sequences"):
+        read_cohort(tmp_path, sequences=("t1",))
+
+
+def test_load_subject_loads_sequences_in_cohort_order(tmp_path):
+    root = tmp_path / "cohort"
+    (root / "s01").mkdir(parents=True)
+    save_nifti(RAMP + 1, np.eye(4), root / "s01" / "t1.nii.gz")
+    save_nifti(RAMP, LPS, root / "s01" / "flair.nii.gz")
+
+    images = load_subject(read_cohort(root)["s01"])
+
+    assert list(images) == ["flair", "t1"]
+    assert np.array_equal(images["t1"].data, RAMP + 1)
+    np.testing.assert_allclose(images["flair"].affine, LPS, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Cohorts: manifest form
+
+MANIFEST_FILES = ("data/s01_flair.nii.gz", "data/s01_t1.nii", "data/s01_wmh.nii.gz",
+                  "data/s01_cmb.csv", "data/s02_flair.nii.gz", "data/s02_dwi.nii.gz",
+                  "data/s02_rssi.nii.gz")
+
+
+def make_manifest(tmp_path: Path, rows: str, header: str | None = None) -> Path:
+    study = tmp_path / "study"
+    touch(study, *MANIFEST_FILES)
+    manifest = study / "manifest.csv"
+    header = "subject,flair,t1,dwi,wmh,rssi@dwi,cmb" if header is None else header
+    manifest.write_text(f"{header}\n{rows}")
+    return manifest
+
+
+def test_manifest_paths_resolve_against_the_manifest(tmp_path, monkeypatch):
+    study = tmp_path / "study"
+    manifest = make_manifest(tmp_path, "s01,data/s01_flair.nii.gz,data/s01_t1.nii,,"
+                                       "data/s01_wmh.nii.gz,,./data/s01_cmb.csv\n"
+                                       f"s02,data/s02_flair.nii.gz,,{study}/data/s02_dwi.nii.gz,,"
+                                       "data/s02_rssi.nii.gz,\n")
+    (study / "ratings.csv").write_text("subject,total_score\ns01,1\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+
+    cohort = read_cohort(Path("..") / "study" / "manifest.csv")
+
+    data = study / "data"
+    assert cohort.root == study and cohort.manifest == manifest
+    assert [s.id for s in cohort] == ["s01", "s02"]
+    s01, s02 = cohort["s01"], cohort["s02"]
+    assert s01.sequences == {"flair": data / "s01_flair.nii.gz", "t1": data / "s01_t1.nii"}
+    assert s01.labels == {"wmh": data / "s01_wmh.nii.gz", "cmb": data / "s01_cmb.csv"}
+    assert s01.label_sequence == {"wmh": "flair", "cmb": "flair"}
+    assert s01.ratings == Ratings(total_score=1)
+    assert s02.sequences == {"flair": data / "s02_flair.nii.gz", "dwi": data / "s02_dwi.nii.gz"}
+    assert s02.labels == {"rssi": data / "s02_rssi.nii.gz"}
+    assert s02.label_sequence == {"rssi": "dwi"}
+    assert s02.ratings is None
+
+
+def test_manifest_sequences_follow_cohort_order_and_unused_ones_are_ignored(tmp_path):
+    manifest = make_manifest(tmp_path, "s01,data/s01_t1.nii,data/s02_dwi.nii.gz,"
+                                       "data/s01_flair.nii.gz\n", "subject,t1,dwi,flair")
+
+    cohort = read_cohort(manifest, sequences=("flair", "t1"))
+
+    assert list(cohort["s01"].sequences) == ["flair", "t1"]
+
+
+@pytest.mark.parametrize("header, rows, reason", [
+    (None, "s01,data/s01_flair.nii.gz,,,,,\ns01,data/s02_flair.nii.gz,,,,,\n",
+     r"row 3: subject s01 is listed twice \(also row 2\)"),
+    ("subject,flare", "s01,data/s01_flair.nii.gz\n",
+     r"unknown column 'flare' \(known: subject, flair, t1, t2, swi, dwi, wmh, rssi, lacune, cmb, "
+     "epvs, regions, brain_mask, or <label>@<sequence>\\)"),
+    ("id,flair", "s01,data/s01_flair.nii.gz\n", r"missing column\(s\) subject"),
+    (None, "s01,data/s01_flair.nii.gz,,,data/s01_lacune.nii.gz,,\n",
+     r"row 2 \(subject s01\): column wmh: .*s01_lacune.nii.gz does not exist"),
+    (None, "", r"no subjects \(the manifest has no data rows\)"),
+    ("", "", r"missing column\(s\) subject \(header: none\)"),
+    (None, "s01,,data/s01_t1.nii,,,,\n", r"row 2 \(subject s01\): no flair image"),
+    (None, "s01,data/s01_flair.nii.gz,,,data/s01_cmb.csv,,\n",
+     r"row 2 \(subject s01\): column wmh: s01_cmb.csv: label wmh must be a .nii/.nii.gz file"),
+    (None, "s01,data/s01_cmb.csv,,,,,\n",
+     r"row 2 \(subject s01\): column flair: s01_cmb.csv: a sequence must be a .nii/.nii.gz file"),
+    (None, "s01,data/s01_flair.nii.gz,,,,data/s02_rssi.nii.gz,\n",
+     r"row 2 \(subject s01\): label rssi \(s02_rssi.nii.gz\) is drawn on dwi, but the subject has "
+     "no dwi image"),
+    ("subject,flair,rssi@adc", "s01,data/s01_flair.nii.gz,\n",
+     "column 'rssi@adc': label 'rssi@adc' is drawn on 'adc', which is not one of the sequences"),
+], ids=["duplicate", "unknown-column", "no-subject-column", "missing-file", "no-rows", "empty-file",
+        "no-reference", "mask-as-csv", "sequence-as-csv", "label-sequence-absent",
+        "label-sequence-unknown"])
+def test_bad_manifests_are_refused_naming_the_manifest_and_row(tmp_path, header, rows, reason):
+    manifest = make_manifest(tmp_path, rows, header)
+
+    with raises_input_error(manifest, reason):
+        read_cohort(manifest)
+
+
+def test_manifest_ratings_for_unknown_subject_are_refused(tmp_path):
+    manifest = make_manifest(tmp_path, "s01,data/s01_flair.nii.gz,,,,,\n")
+    ratings = manifest.parent / "ratings.csv"
+    ratings.write_text("subject,cmb_count\ns01,0\ns02,1\n")
+
+    with raises_input_error(ratings, "subject s02 is rated but not in the cohort"):
+        read_cohort(manifest)

@@ -1,0 +1,48 @@
+"""Rigid co-registration: a planted head motion is recovered; nothing to register, nothing run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from _phantom import (BRAIN, LESION, SHAPE, SPACING, apply, cfg, dice, expected_channel, grid,
+                      image, rotation, rotation_error_degrees, truth_mask)
+from csvdnet.io import Image
+from csvdnet.preprocessing import preprocess_labels, preprocess_subject, subject
+
+def test_registration_recovers_a_planted_head_motion(tmp_path):
+    affine = grid(SHAPE, SPACING)
+    motion = rotation(3.0, (1.0, 0.5, 0.3))
+    motion[:3, 3] = [3.0, -2.0, 2.0]  # 4.1 mm
+    images = {"flair": image(affine, SHAPE, folder=tmp_path),
+              "t1": image(affine, SHAPE, "t1", motion=motion, folder=tmp_path)}
+    array, meta = preprocess_subject(images, cfg(register=True))
+
+    found = meta.sequence_transforms["t1"]
+    np.testing.assert_array_equal(meta.sequence_transforms["flair"], np.eye(4))
+    assert rotation_error_degrees(found, motion) < 1.0
+    extremes = np.array(BRAIN[0]) + np.concatenate([np.diag(BRAIN[1]), -np.diag(BRAIN[1])])
+    assert np.max(np.linalg.norm(apply(found, extremes) - apply(motion, extremes), axis=1)) < 1.0
+
+    brain = truth_mask(meta.working_affine, meta.working_shape, *BRAIN)
+    assert np.corrcoef(array[..., 1][brain], expected_channel(meta, "t1", "t1")[brain])[0, 1] > 0.95
+    # Labels drawn on t1 (in t1's scanner frame) follow its registration.
+    brain_t1 = truth_mask(affine, SHAPE, *BRAIN, motion=motion).astype(np.float32)
+    masks, points = preprocess_labels(
+        meta, {"wmh": Image(brain_t1, affine)}, {"cmb": apply(motion, [LESION[0]])},
+        label_sequence={"wmh": "t1", "cmb": "t1"})
+    unmoved, _ = preprocess_labels(meta, {"wmh": Image(brain_t1, affine)})  # taken as flair's
+    assert dice(masks["wmh"], brain) > 0.95 > dice(unmoved["wmh"], brain) + 0.05
+    assert np.all(np.abs(points["cmb"][0] - meta.world_to_working([LESION[0]])[0]) < 0.5)
+
+
+def test_registration_runs_only_when_there_is_something_to_register(monkeypatch):
+    def fail(*_):
+        raise AssertionError("registration should not run")
+
+    monkeypatch.setattr(subject, "register_rigid", fail)
+    affine = grid(SHAPE, SPACING)
+    _, meta = preprocess_subject({"flair": image(affine, SHAPE)}, cfg(register=True))
+    assert list(meta.sequence_transforms) == ["flair"]
+    _, meta = preprocess_subject({"flair": image(affine, SHAPE),
+                                  "t1": image(affine, SHAPE, "t1")}, cfg(register=False))
+    np.testing.assert_array_equal(meta.sequence_transforms["t1"], np.eye(4))
