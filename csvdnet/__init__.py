@@ -10,3 +10,5 @@ DEFAULT_SEQUENCES = ("flair", "t1", "t2", "swi", "dwi")
 SEGMENTATION_TASKS = ("wmh", "rssi", "lacune")
 DETECTION_TASKS = ("cmb", "epvs")
 LABEL_NAMES = SEGMENTATION_TASKS + DETECTION_TASKS
+SCORE_TASK = "score"
+"""The ordinal total-score task (the CORAL head's output key)."""

@@ -8,7 +8,7 @@ Every loss comes as a plain function and a ``keras.losses.Loss`` subclass comput
 - heatmaps (cmb, epvs): :func:`centernet_focal_loss` / :class:`CenterNetFocalLoss` or
   :func:`weighted_mse_loss` / :class:`WeightedMSELoss`;
 - ordinal score: :func:`coral_loss` / :class:`CoralLoss`, with :func:`ordinal_targets` and
-  :func:`ordinal_decode`;
+  :func:`~csvdnet.models.coral_head.ordinal_decode` (re-exported);
 - all tasks together: :class:`MultiTaskLoss` (fixed or learned uncertainty weights).
 
 Label masks: a subject may lack any label. Each loss is first computed **per sample** (shape
@@ -32,11 +32,12 @@ from typing import Any, Literal, Mapping
 import keras
 from keras import ops
 
-from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.config import LossConfig
 from csvdnet.data.targets import ordinal_targets  # one definition, shared with the pipeline
+# Re-exported for older callers: the decoding lives beside the head whose logits it decodes.
+from csvdnet.models.coral_head import ordinal_decode  # noqa: F401
 
-SCORE_TASK = "score"
 DICE_MODES = ("per_sample", "positive")
 """How the segmentation Dice treats samples: every labelled sample, or only those with a lesion."""
 DICE_SMOOTH = 1.0
@@ -151,31 +152,6 @@ def _as_levels(y_true: Tensor, num_classes: int) -> Tensor:
     if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes - 1:
         return y_true
     return ordinal_targets(ops.reshape(y_true, (-1,)), num_classes)
-
-
-# --------------------------------------------------------------------------------------------
-# CORAL helpers.
-
-def ordinal_decode(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """Predicted class and class probabilities from CORAL cumulative logits.
-
-    Args:
-        logits: ``(B, K - 1)`` cumulative logits, ``sigmoid(logits[:, k]) = P(y > k)``.
-
-    Returns:
-        ``(classes, probabilities)``: int32 ``(B,)`` = number of cumulative probabilities > 0.5,
-        and float32 ``(B, K)`` = differences of consecutive cumulative probabilities
-        (``P(y = k) = P(y > k - 1) - P(y > k)``), clipped at 0 and renormalised so that logits that
-        are not rank-consistent still give a distribution.
-    """
-    cumulative = ops.sigmoid(ops.cast(logits, "float32"))
-    classes = ops.sum(ops.cast(cumulative > 0.5, "int32"), axis=1)
-    batch = ops.shape(cumulative)[0]
-    upper = ops.concatenate([ops.ones((batch, 1)), cumulative], axis=1)
-    lower = ops.concatenate([cumulative, ops.zeros((batch, 1))], axis=1)
-    probabilities = ops.maximum(upper - lower, 0.0)
-    probabilities = probabilities / ops.sum(probabilities, axis=1, keepdims=True)
-    return classes, probabilities
 
 
 # --------------------------------------------------------------------------------------------

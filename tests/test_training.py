@@ -38,8 +38,7 @@ from csvdnet.training.signals import stop_on_signals
 from csvdnet.training.step import replica_objective
 from csvdnet.training.strategy import cluster_workers, make_strategy
 from csvdnet.training.summaries import TASK_COLOURS, overlay, overlay_images
-from csvdnet.training.validation import (find_peaks, match_points, quadratic_weighted_kappa,
-                                         selection_score, validate)
+from csvdnet.training.validation import selection_score, validate
 
 TESTS = Path(__file__).parent
 SHAPE = (16, 16, 16)
@@ -261,29 +260,7 @@ def test_ema_weights_are_swapped_in_and_back():
     assert np.all(averaged > trained) and np.array_equal(variable.numpy(), trained)
 
 
-def test_detection_peaks_and_matching():
-    heatmap = np.zeros((12, 12, 12), "float32")
-    heatmap[2, 2, 2] = 0.9
-    heatmap[8, 8, 3:5] = 0.6  # a plateau of two voxels: one peak at its centre
-    heatmap[8, 2, 2] = 0.2  # below the threshold
-    np.testing.assert_allclose(find_peaks(heatmap, 0.3), [[2, 2, 2], [8, 8, 3.5]])
-    assert find_peaks(np.zeros((4, 4, 4)), 0.3).shape == (0, 3)
-    true = np.array([[2.0, 2.0, 4.0], [8.0, 8.0, 3.0], [0.0, 11.0, 11.0]])
-    # Along z, 2 mm voxels: (2,2,2)-(2,2,4) is 4 mm apart (matched), (8,8,3.5)-(8,8,3) is 1 mm.
-    assert match_points(find_peaks(heatmap, 0.3), true, (1.0, 1.0, 2.0)) == (2, 0, 1)
-    assert match_points(find_peaks(heatmap, 0.3), true, (1.0, 1.0, 2.5)) == (1, 1, 2)
-    # One-to-one: two predictions near one true point find it once.
-    assert match_points(np.array([[0.0, 0, 0], [1.0, 0, 0]]), np.array([[0.5, 0, 0]]),
-                        (1, 1, 1)) == (1, 1, 0)
-
-
-def test_kappa_and_selection_score():
-    assert quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 3], 5) == 1.0
-    assert quadratic_weighted_kappa([2, 2], [2, 2], 5) == 1.0
-    assert quadratic_weighted_kappa([0, 4], [4, 0], 5) < 0.0
-    # By hand: disagreement (3, 4) weighs 1/16; chance = sum over true {0,1,2,3} x predicted
-    # {0,1,2,4} of (i - j)^2 / 16 / 4 = 56 / 64; kappa = 1 - (1/16) / (56/64) = 13/14.
-    assert quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 4], 5) == pytest.approx(13 / 14)
+def test_selection_score():
     assert selection_score([0.8, 0.4, 0.6]) == pytest.approx(0.6)
     assert np.isnan(selection_score([]))
 

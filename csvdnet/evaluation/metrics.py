@@ -13,8 +13,10 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-CONNECTIVITY = np.ones((3, 3, 3), bool)
-"""26-connectivity: a lesion is one component across faces, edges and corners."""
+# One definition, in the lowest stage that needs it; re-exported here for older callers.
+from csvdnet.inference.postprocess import CONNECTIVITY, remove_small_components
+
+__all__ = ["CONNECTIVITY", "LesionCounts", "dice", "lesion_counts", "remove_small_components"]
 
 
 def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
@@ -22,20 +24,6 @@ def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
     reference, prediction = reference.astype(bool), prediction.astype(bool)
     size = int(reference.sum()) + int(prediction.sum())
     return 2.0 * float(np.sum(reference & prediction)) / size if size else 1.0
-
-
-def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
-    """``mask`` without the 26-connected components of fewer than ``min_voxels`` voxels."""
-    mask = mask.astype(bool)
-    if min_voxels <= 1:
-        return mask
-    labels, count = ndimage.label(mask, structure=CONNECTIVITY)
-    if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
 
 
 @dataclasses.dataclass

@@ -5,10 +5,10 @@ loading a ``.keras`` file or a config can refer to them (they are registered und
 """
 
 from csvdnet.models.build import DENSE_TASKS, INPUT_NAME, SCORE_TASK, build_model
-from csvdnet.models.coral_head import CoralHead
+from csvdnet.models.coral_head import CoralHead, ordinal_decode
 from csvdnet.models.encoder import level_filters
 from csvdnet.models.head_summary import HeadSummary
 from csvdnet.models.residual_block import ResidualBlock, group_count
 
 __all__ = ["DENSE_TASKS", "INPUT_NAME", "SCORE_TASK", "CoralHead", "HeadSummary", "ResidualBlock",
-           "build_model", "group_count", "level_filters"]
+           "build_model", "group_count", "level_filters", "ordinal_decode"]

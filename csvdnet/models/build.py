@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.config import ModelConfig
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.models.decoder import PER_HEAD_WIDTH, build_decoder
@@ -12,7 +12,6 @@ from csvdnet.models.encoder import build_encoder, level_filters
 from csvdnet.models.heads import HEAD_PRIOR, dense_head, score_head
 
 DENSE_TASKS = SEGMENTATION_TASKS + DETECTION_TASKS
-SCORE_TASK = "score"
 INPUT_NAME = "image"
 
 

@@ -1,4 +1,8 @@
-"""``CoralHead``: rank-consistent ordinal logits (CORAL, Cao et al. 2020)."""
+"""``CoralHead``: rank-consistent ordinal logits (CORAL, Cao et al. 2020), and their decoding.
+
+:func:`ordinal_decode` is the TensorFlow decoding; :func:`csvdnet.scoring.ordinal_probabilities`
+is its numpy twin for code that runs without TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import math
 from typing import Any
 
 import keras
+from keras import ops
+
+Tensor = Any
 
 
 @keras.saving.register_keras_serializable(package="csvdnet")
@@ -61,3 +68,25 @@ class CoralHead(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_classes": self.num_classes,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+def ordinal_decode(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Predicted class and class probabilities from CORAL cumulative logits.
+
+    Args:
+        logits: ``(B, K - 1)`` cumulative logits, ``sigmoid(logits[:, k]) = P(y > k)``.
+
+    Returns:
+        ``(classes, probabilities)``: int32 ``(B,)`` = number of cumulative probabilities > 0.5,
+        and float32 ``(B, K)`` = differences of consecutive cumulative probabilities
+        (``P(y = k) = P(y > k - 1) - P(y > k)``), clipped at 0 and renormalised so that logits that
+        are not rank-consistent still give a distribution.
+    """
+    cumulative = ops.sigmoid(ops.cast(logits, "float32"))
+    classes = ops.sum(ops.cast(cumulative > 0.5, "int32"), axis=1)
+    batch = ops.shape(cumulative)[0]
+    upper = ops.concatenate([ops.ones((batch, 1)), cumulative], axis=1)
+    lower = ops.concatenate([cumulative, ops.zeros((batch, 1))], axis=1)
+    probabilities = ops.maximum(upper - lower, 0.0)
+    probabilities = probabilities / ops.sum(probabilities, axis=1, keepdims=True)
+    return classes, probabilities

@@ -13,13 +13,16 @@ truth, by the same definitions a rater uses, so they agree with the labels exact
   basal ganglia region, counted per hemisphere (the CSV's ``side`` column) and per axial slice
   of the reference grid (the voxel axis closest to world z); the largest count is graded;
 - Fazekas grades: as planted (the WMH were drawn to match them);
-- total score: :func:`staals_total` (Staals et al., Neurology 2014); RSSI are never added.
+- total score: :func:`csvdnet.scoring.staals_total` (Staals et al., Neurology 2014); RSSI are
+  never added.
+
+The rating definitions themselves live in :mod:`csvdnet.scoring` (one home for synth, predict and
+evaluate); the names re-exported here keep old imports working.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +31,8 @@ from scipy import ndimage
 from csvdnet.atlas import REGION_CODES
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.io import Ratings
+from csvdnet.scoring import (EPVS_GRADE_LIMITS, epvs_grade, max_side_slice_count, staals_total,
+                             wmh_point)
 
 __all__ = ["DEFAULT_PREVALENCE", "EPVS_GRADE_LIMITS", "Plan", "check_prevalence",
            "count_components", "epvs_bg_count", "epvs_grade", "recount", "sample_plan",
@@ -35,10 +40,6 @@ __all__ = ["DEFAULT_PREVALENCE", "EPVS_GRADE_LIMITS", "Plan", "check_prevalence"
 
 DEFAULT_PREVALENCE = (0.2, 0.2, 0.2, 0.2, 0.2)
 """Probability of a total SVD score of 0, 1, 2, 3, 4: balanced, for training an ordinal head."""
-
-EPVS_GRADE_LIMITS = (0, 10, 20, 40)
-"""Basal ganglia EPVS grade = number of these limits the count exceeds: 0 none, 1 1-10,
-2 11-20, 3 21-40, 4 > 40."""
 
 _MARKERS = ("wmh", "lacune", "cmb", "epvs")
 # How often each marker is the positive one when only some are (WMH and EPVS are the most
@@ -133,27 +134,6 @@ def sample_plan(rng: np.random.Generator, prevalence: np.ndarray, rssi_prevalenc
                 cmb_lobar_fraction=float(rng.random()), lacune_count=lacunes, rssi_count=rssi)
 
 
-def epvs_grade(count: int) -> int:
-    """Basal ganglia EPVS grade (0-4) of a count on one side of one slice."""
-    return int(sum(count > limit for limit in EPVS_GRADE_LIMITS))
-
-
-def wmh_point(fazekas_pv: int, fazekas_deep: int) -> bool:
-    """Staals WMH point: periventricular Fazekas 3 and/or deep Fazekas >= 2."""
-    return fazekas_pv == 3 or fazekas_deep >= 2
-
-
-def staals_total(fazekas_pv: int, fazekas_deep: int, epvs_bg_grade: int, cmb_count: int,
-                 lacune_count: int) -> int:
-    """Total SVD score (Staals et al., Neurology 2014), 0-4; RSSI are not part of it.
-
-    One point each for: >= 1 lacune; >= 1 microbleed; periventricular Fazekas 3 and/or deep
-    Fazekas >= 2; basal ganglia EPVS grade >= 2.
-    """
-    return (int(lacune_count >= 1) + int(cmb_count >= 1) + int(wmh_point(fazekas_pv, fazekas_deep))
-            + int(epvs_bg_grade >= 2))
-
-
 def count_components(mask: np.ndarray) -> int:
     """Number of 26-connected components of a mask (the VALDO / WMH challenge convention)."""
     return int(ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3)))[1])
@@ -172,20 +152,7 @@ def epvs_bg_count(world: np.ndarray, sides: Sequence[str], regions: np.ndarray,
     Returns:
         The count the basal ganglia EPVS grade is taken from.
     """
-    world = np.asarray(world, dtype=np.float64).reshape(-1, 3)
-    if len(world) == 0:
-        return 0
-    inverse = np.linalg.inv(affine)
-    voxels = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
-    inside = np.all((voxels >= 0) & (voxels < regions.shape), axis=1)
-    in_bg = np.zeros(len(world), dtype=bool)
-    in_bg[inside] = regions[tuple(voxels[inside].T)] == REGION_CODES["basal_ganglia"]
-    if not in_bg.any():
-        return 0
-    slice_axis = int(np.argmax(np.abs(affine[2, :3])))
-    keys = zip(np.asarray(sides)[in_bg].tolist(), voxels[in_bg, slice_axis].tolist())
-    per_side_and_slice = Counter(keys)
-    return per_side_and_slice.most_common(1)[0][1]
+    return max_side_slice_count(world, sides, regions, affine, REGION_CODES["basal_ganglia"])
 
 
 def recount(plan: Plan, lacune_mask: np.ndarray, rssi_mask: np.ndarray, cmb_count: int,

@@ -11,10 +11,11 @@ total does):
   a true lesion detected by any overlapping predicted voxel (MICCAI 2017 WMH challenge,
   :mod:`csvdnet.evaluation.metrics`), counts pooled over subjects.
 - ``f1_<task>`` (cmb, epvs): predicted points are the local maxima (3x3x3) of the heatmap at or
-  above ``inference.thresholds[task]`` (a plateau counts once, at its centre); true points are
-  the target's peak voxels. Points are matched one-to-one, closest first, when within
-  :data:`MATCH_DISTANCE_MM`; ``F1 = 2 TP / (2 TP + FP + FN)``, 1 when there is nothing to find
-  and nothing found.
+  above ``inference.thresholds[task]`` (a plateau counts once, at its centre;
+  :func:`csvdnet.inference.postprocess.find_peaks`); true points are the target's peak voxels.
+  Points are matched one-to-one, closest first, when within
+  :data:`csvdnet.evaluation.detection.MATCH_DISTANCE_MM`; ``F1 = 2 TP / (2 TP + FP + FN)``, 1
+  when there is nothing to find and nothing found.
 - ``score_accuracy`` and ``score_kappa`` (quadratic-weighted Cohen's kappa) of the ordinal head's
   class (CORAL decoding) against the rated total SVD score.
 
@@ -32,15 +33,13 @@ import dataclasses
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage, optimize, spatial
 
-from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
-from csvdnet.evaluation.metrics import LesionCounts, lesion_counts, remove_small_components
-from csvdnet.losses import PEAK_THRESHOLD, SCORE_TASK, MultiTaskLoss, ordinal_decode
-
-MATCH_DISTANCE_MM = 4.0
-"""A predicted point within this distance of a true point finds it: about the radius of a
-blooming microbleed plus one working voxel (1.5 mm) of localisation error."""
+from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
+from csvdnet.evaluation.detection import match_points, quadratic_weighted_kappa
+from csvdnet.evaluation.metrics import LesionCounts, lesion_counts
+from csvdnet.inference.postprocess import find_peaks, remove_small_components
+from csvdnet.losses import PEAK_THRESHOLD, MultiTaskLoss
+from csvdnet.models.coral_head import ordinal_decode
 
 LESION_SELECTED = ("rssi", "lacune")
 """Segmentation tasks whose lesion-wise F1 (not Dice) counts towards the selection score."""
@@ -53,61 +52,6 @@ def selected_metric(task: str) -> str | None:
     if task in DETECTION_TASKS:
         return f"f1_{task}"
     return "score_kappa" if task == SCORE_TASK else None
-
-
-def find_peaks(heatmap: np.ndarray, threshold: float) -> np.ndarray:
-    """Local maxima (3x3x3 neighbourhood) at or above ``threshold``, plateaus merged.
-
-    Args:
-        heatmap: ``(X, Y, Z)`` heatmap.
-        threshold: Minimum peak value.
-
-    Returns:
-        float ``(N, 3)`` voxel coordinates (plateau centres).
-    """
-    peaks = (heatmap >= threshold) & (ndimage.maximum_filter(heatmap, size=3) == heatmap)
-    labels, count = ndimage.label(peaks, structure=np.ones((3, 3, 3)))
-    if count == 0:
-        return np.zeros((0, 3))
-    return np.asarray(ndimage.center_of_mass(peaks, labels, range(1, count + 1)), float)
-
-
-def match_points(predicted: np.ndarray, true: np.ndarray, spacing: Sequence[float],
-                 max_distance_mm: float = MATCH_DISTANCE_MM) -> tuple[int, int, int]:
-    """One-to-one matching of predicted to true points within ``max_distance_mm``.
-
-    A minimum-cost assignment where pairs farther than the limit cost more than any set of
-    valid pairs maximises the number of matches, then minimises their distances.
-
-    Returns:
-        ``(true positives, false positives, false negatives)``.
-    """
-    if len(predicted) == 0 or len(true) == 0:
-        return 0, len(predicted), len(true)
-    scale = np.asarray(spacing, float)
-    distance = spatial.distance.cdist(predicted * scale, true * scale)
-    too_far = distance > max_distance_mm
-    rows, cols = optimize.linear_sum_assignment(np.where(too_far, 1e9, distance))
-    matched = int(np.sum(~too_far[rows, cols]))
-    return matched, len(predicted) - matched, len(true) - matched
-
-
-def quadratic_weighted_kappa(true: Sequence[int], predicted: Sequence[int],
-                             num_classes: int) -> float:
-    """Cohen's kappa with quadratic disagreement weights ``(i - j)^2 / (K - 1)^2``.
-
-    1 for perfect agreement; 0 for chance-level; 1 if both raters use one and the same class
-    (no disagreement possible), 0 if they use one class each that differ.
-    """
-    observed = np.zeros((num_classes, num_classes))
-    np.add.at(observed, (np.asarray(true, int), np.asarray(predicted, int)), 1.0)
-    classes = np.arange(num_classes)
-    weights = (classes[:, None] - classes[None, :]) ** 2 / (num_classes - 1) ** 2
-    expected = np.outer(observed.sum(1), observed.sum(0)) / max(observed.sum(), 1.0)
-    chance = float(np.sum(weights * expected))
-    if chance == 0.0:
-        return float(np.sum(weights * observed) == 0.0)
-    return 1.0 - float(np.sum(weights * observed)) / chance
 
 
 def _pooled_dice(intersection: float, size: float) -> float:
@@ -142,7 +86,7 @@ class _Counts:
             self.lesions[task] = (self.lesions.get(task, LesionCounts())
                                   + lesion_counts(reference, predicted))
         elif task in DETECTION_TASKS:
-            found = match_points(find_peaks(pred[..., 0], threshold),
+            found = match_points(find_peaks(pred[..., 0], threshold)[0],
                                  np.argwhere(true[..., 0] >= PEAK_THRESHOLD), spacing)
             stats = self.detection.setdefault(task, [0, 0, 0])
             for i, n in enumerate(found):
