@@ -26,16 +26,19 @@ from csvdnet import DEFAULT_SEQUENCES
 from csvdnet.atlas import REGION_CODES
 from csvdnet.fsutil import atomic_path
 from csvdnet.io import Image, Ratings, load_nifti, read_cohort, read_points
+from csvdnet.slices import MARKER_COLOURS, slice_levels
 from csvdnet.synth.geometry import box_corners
 
 __all__ = ["write_preview"]
 
 _PIXEL_MM = 1.0
 _MARGIN_MM = 8.0
-_MASK_STYLE = {"wmh": ("#ffd400", "WMH"), "lacune": ("#00e5ff", "lacune"),
-               "rssi": ("#ff3df5", "RSSI")}
+_MASK_STYLE = {"wmh": (MARKER_COLOURS["wmh"], "WMH"),
+               "lacune": (MARKER_COLOURS["lacune"], "lacune"),
+               "rssi": (MARKER_COLOURS["rssi"], "RSSI")}
 # Hollow circles (colour, marker area in points^2, label), so the dot under them stays visible.
-_POINT_STYLE = {"cmb": ("#ff2a2a", 70, "microbleed"), "epvs": ("#39ff14", 14, "EPVS")}
+_POINT_STYLE = {"cmb": (MARKER_COLOURS["cmb"], 70, "microbleed"),
+                "epvs": (MARKER_COLOURS["epvs"], 14, "EPVS")}
 _LEVEL_REGIONS = ("basal_ganglia", "ventricles", "centrum_semiovale")
 # Points are shown on a plane when their centre is this close: EPVS run through several slices.
 _POINT_SLAB_MM = 3.0
@@ -151,15 +154,6 @@ def _world_box(image: Image, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return world.min(axis=0), world.max(axis=0)
 
 
-def _slice_levels(image: Image) -> tuple[np.ndarray, int]:
-    """World z of each slice of ``image`` along its most axial voxel axis, and that axis."""
-    axis = int(np.argmax(np.abs(image.affine[2, :3])))
-    centre = (np.array(image.shape) - 1) / 2
-    voxels = np.tile(centre, (image.shape[axis], 1))
-    voxels[:, axis] = np.arange(image.shape[axis])
-    return voxels @ image.affine[2, :3] + image.affine[2, 3], axis
-
-
 def _levels(reference: Image, regions: Image | None, masks: dict[str, Image],
             microbleeds: np.ndarray, z_lo: float, z_hi: float) -> list[float]:
     """Axial levels (world z) to show, inferior to superior.
@@ -168,7 +162,7 @@ def _levels(reference: Image, regions: Image | None, masks: dict[str, Image],
     the slices richest in WMH, lacune and RSSI voxels, and the level of the first microbleed.
     """
     def busiest(volume: Image, values: list[float]) -> float | None:
-        z, axis = _slice_levels(volume)
+        z, axis = slice_levels(volume.affine, volume.shape)
         counts = np.isin(volume.data, values).sum(axis=tuple(a for a in range(3) if a != axis))
         return float(z[np.argmax(counts)]) if counts.max() > 0 else None
 
