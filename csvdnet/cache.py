@@ -43,15 +43,20 @@ __all__ = [
     "INDEX_FORMAT",
     "INDEX_VERSION",
     "MASK_LABELS",
+    "PREPROCESS_FORMAT",
+    "PREPROCESS_VERSION",
     "CacheSummary",
     "CachedSubject",
     "load_cache",
     "load_cached_subject",
     "preprocess_cohort",
+    "preprocess_record",
 ]
 
 INDEX_FORMAT = "csvdnet-cache"
 INDEX_VERSION = 1
+PREPROCESS_FORMAT = "csvdnet-preprocess"
+PREPROCESS_VERSION = 1
 MASK_LABELS = SEGMENTATION_TASKS + ("regions",)
 """Labels stored as working-grid ``<name>.npy`` arrays (``regions`` as a uint8 label map)."""
 
@@ -368,3 +373,32 @@ def load_cached_subject(cache_dir: str | os.PathLike, subject_id: str) -> Cached
         ratings=record["ratings"],
         labels=tuple(record["labels"]),
     )
+
+
+def preprocess_record(cache_dir: str | os.PathLike,
+                      channels: Sequence[str] | None = None) -> dict[str, Any]:
+    """The cache's preprocessing, as a model trained on it must repeat it (``preprocess.json``).
+
+    Args:
+        cache_dir: The cache folder.
+        channels: The network's input channels, in order (a subset / reordering of the cache's;
+            default: all of the cache's).
+
+    Returns:
+        ``{"format": "csvdnet-preprocess", "version": 1, "channels": [...], "cache_channels":
+        [...], "preprocess": {PreprocessConfig as written in index.json}, "pad_multiple": int}``.
+
+    Raises:
+        CsvdnetInputError: Not a cache, or a channel the cache does not hold.
+    """
+    index, _ = load_cache(cache_dir)
+    cache_channels = [str(c) for c in index["channels"]]
+    chosen = cache_channels if channels is None else [str(c) for c in channels]
+    missing = [c for c in chosen if c not in cache_channels]
+    if missing:
+        raise CsvdnetInputError(cache_dir, f"no channel {', '.join(missing)} in the cache (it has "
+                                           f"{', '.join(cache_channels)})")
+    preprocess = dict(index["preprocess"])
+    return {"format": PREPROCESS_FORMAT, "version": PREPROCESS_VERSION, "channels": chosen,
+            "cache_channels": cache_channels, "preprocess": preprocess,
+            "pad_multiple": int(preprocess["pad_multiple"])}

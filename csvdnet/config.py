@@ -21,9 +21,13 @@ import yaml
 
 from csvdnet import DEFAULT_SEQUENCES
 from csvdnet.errors import CsvdnetInputError
+from csvdnet.scoring import RULE_SETS
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
+# Built from the rule sets themselves, so a config names only rule sets that exist and a wrong
+# name is reported with the file and the dotted key like any other bad value.
+RuleSetName = Literal[tuple(RULE_SETS)]  # type: ignore[valid-type]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +212,8 @@ class InferenceConfig:
         mirror: Test-time mirroring along the left-right axis.
         thresholds: Probability / heatmap thresholds per task.
         min_lesion_mm3: Components smaller than this are dropped, per segmentation task.
-        rule_set: Scoring rule set (``"staals2014"`` or ``"caa_svd"``).
+        rule_sets: Scoring rule sets reported, by name (keys of
+            :data:`csvdnet.scoring.RULE_SETS`: ``"staals-2014"``, ``"caa-svd-2016"``).
     """
 
     window: IntTriple = (128, 128, 128)
@@ -219,7 +224,7 @@ class InferenceConfig:
         "wmh": 0.5, "rssi": 0.5, "lacune": 0.5, "cmb": 0.3, "epvs": 0.3})
     min_lesion_mm3: dict[str, float] = dataclasses.field(default_factory=lambda: {
         "wmh": 3.0, "rssi": 10.0, "lacune": 10.0})
-    rule_set: str = "staals2014"
+    rule_sets: tuple[RuleSetName, ...] = ("staals-2014", "caa-svd-2016")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -167,3 +167,13 @@ def test_ordinal_probabilities_match_the_tf_decoding():
                                1 / (1 + np.exp(-consistent)), atol=1e-12)
     np.testing.assert_array_equal(np.sum(ordinal_probabilities(consistent)[1] > 0.5, axis=1),
                                   ordinal_class(consistent))
+
+
+def test_config_names_rule_sets_that_exist():
+    from csvdnet.config import load_config
+
+    assert load_config(None).inference.rule_sets == tuple(RULE_SETS)
+    chosen = load_config(None, ["inference.rule_sets=[caa-svd-2016]"]).inference.rule_sets
+    assert chosen == ("caa-svd-2016",)
+    with pytest.raises(CsvdnetInputError, match=r"inference.rule_sets\[0\].*'staals-2014'"):
+        load_config(None, ["inference.rule_sets=[staals2014]"])

@@ -374,6 +374,9 @@ def test_run_directory_tensorboard_and_weights(cache, one_epoch):
                                                                          epochs=1, ema=True))
     split = json.loads((run_dir / "split.json").read_text())
     assert len(split["validation"]) == 1 and len(split["train"]) == 3
+    record = json.loads((run_dir / "preprocess.json").read_text())  # the cache's, copied
+    assert record["channels"] == list(CHANNELS) and record["pad_multiple"] == 8
+    assert record["preprocess"] == json.loads((cache / "index.json").read_text())["preprocess"]
     for folder in ("best", "last"):
         assert (run_dir / folder / WEIGHTS_NAME).is_file()
     assert json.loads((run_dir / "best" / "metrics.json").read_text())["step"] == 3

@@ -3,6 +3,8 @@
 Layout of ``train.run_dir``::
 
     config.yaml            resolved config of the latest (re)start
+    preprocess.json        the cache's preprocessing (channels, spacing, normalisation, pad
+                           multiple): what prediction repeats (csvdnet.training.record)
     split.json             training / validation subjects (a resumed run keeps them)
     logs/train, logs/validation   TensorBoard event files
     checkpoints/           tf.train.CheckpointManager: network, loss log-variances, optimizer

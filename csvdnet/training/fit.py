@@ -22,14 +22,16 @@ import tensorflow as tf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from csvdnet import SCORE_TASK
 from csvdnet.config import Config, TrainConfig
 from csvdnet.data import make_dataset, make_validation_dataset
 from csvdnet.inference import windowed_predictor
-from csvdnet.losses import SCORE_TASK, MultiTaskLoss
+from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
 from csvdnet.training.checkpoints import Checkpointer, RunDir, ema_weights, save_weights
 from csvdnet.training.plan import TrainingData, check_config, plan_data
 from csvdnet.training.precision import dtype_policy, resolve_policy
+from csvdnet.training.record import write_preprocess_record
 from csvdnet.training.signals import stop_on_signals
 from csvdnet.training.step import Batch, TrainStep, make_train_step
 from csvdnet.training.strategy import is_chief, make_strategy, worker_id
@@ -274,7 +276,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainRes
 
     Every config and data problem is reported before any compute. The run directory
     (``cfg.train.run_dir``, layout in :mod:`csvdnet.training.checkpoints`) receives the resolved
-    config, the subject split, TensorBoard logs, a resumable checkpoint at every epoch end and on
+    config, the cache's preprocessing record (``preprocess.json``), the subject split, TensorBoard logs, a resumable checkpoint at every epoch end and on
     SIGINT / SIGTERM, and the network weights of the best and of the last validated epoch.
 
     Args:
@@ -298,6 +300,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainRes
     chief = is_chief(strategy)
     if chief:
         run.record(cfg, data.split())
+        write_preprocess_record(run.path, cfg.data.cache, cfg.data.channels)
     if data.unlabelled:
         logger.warning("no training subject is labelled for %s: not trained",
                        ", ".join(data.unlabelled))

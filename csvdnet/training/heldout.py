@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -20,8 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from csvdnet.cache import load_cached_subject
-from csvdnet.config import Config, load_config
+from csvdnet.cache import load_cache, load_cached_subject
+from csvdnet.config import Config, to_dict
 from csvdnet.data import make_validation_dataset
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference import windowed_predictor
@@ -30,7 +31,10 @@ from csvdnet.models import build_model
 from csvdnet.training.checkpoints import WEIGHTS_NAME
 from csvdnet.training.plan import labelled_tasks, open_cache
 from csvdnet.training.precision import dtype_policy, resolve_policy
+from csvdnet.training.record import load_preprocess_record, run_config
 from csvdnet.training.validation import ValidationResult, selected_metric, validate
+
+logger = logging.getLogger(__name__)
 
 THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 """Candidate thresholds of :func:`calibrate_thresholds`."""
@@ -73,18 +77,6 @@ class HeldoutResult:
                 "per_subject": dict(zip(self.subjects, self.per_subject))}
 
 
-def run_config(run_dir: str | Path) -> Config:
-    """The resolved config a run recorded (``run_dir/config.yaml``).
-
-    Raises:
-        CsvdnetInputError: ``run_dir`` is not a run directory.
-    """
-    config = Path(run_dir) / "config.yaml"
-    if not config.is_file():
-        raise CsvdnetInputError(run_dir, "not a training run (no config.yaml)")
-    return load_config(config)
-
-
 def load_network(run_dir: str | Path, cfg: Config, weights: str = "best") -> keras.Model:
     """The run's network (``cfg.model``) with the weights of ``run_dir/<weights>/``.
 
@@ -103,6 +95,17 @@ def load_network(run_dir: str | Path, cfg: Config, weights: str = "best") -> ker
     return network
 
 
+def _warn_if_preprocessed_differently(cache: Path, trained: Any) -> None:
+    """Warn when ``cache`` was not preprocessed as the run's training cache was."""
+    made = load_cache(cache)[0]["preprocess"]
+    expected = to_dict(trained)
+    differ = sorted(k for k in set(made) | set(expected) if made.get(k) != expected.get(k))
+    if differ:
+        logger.warning("%s was preprocessed unlike the run's training cache (%s): the network "
+                       "sees inputs it was not trained on", cache,
+                       "; ".join(f"{k} {made.get(k)!r} vs {expected.get(k)!r}" for k in differ))
+
+
 class _Setup:
     """A run's network over one cache's subjects: dataset, tasks, spacing, windowed predictor."""
 
@@ -110,8 +113,9 @@ class _Setup:
                  subjects: Sequence[str] | None, window: Sequence[int] | None):
         self.cfg = cfg
         self.network = load_network(run_dir, cfg, weights)
-        self.cache, ids = open_cache(str(cache), "cache", cfg.data.channels,
-                                     2 ** cfg.model.depth)
+        record = load_preprocess_record(run_dir, cfg)
+        self.cache, ids = open_cache(str(cache), "cache", record.channels, 2 ** cfg.model.depth)
+        _warn_if_preprocessed_differently(self.cache, record.preprocess)
         self.ids = sorted(subjects) if subjects is not None else ids
         self.loss = MultiTaskLoss.from_loss_config(cfg.losses)
         self.tasks = tuple(t for t in MultiTaskLoss(cfg.losses.task_weights).tasks

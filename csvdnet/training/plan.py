@@ -8,10 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
+from csvdnet import SCORE_TASK
 from csvdnet.cache import load_cache, load_cached_subject
 from csvdnet.config import Config
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.losses import SCORE_TASK, MultiTaskLoss
+from csvdnet.losses import MultiTaskLoss
 
 
 @dataclasses.dataclass(frozen=True)
