@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -139,3 +140,53 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
     click.echo(f"{state}: epoch {result.epoch}, step {result.step}, run directory {result.run_dir}")
     if result.interrupted:
         sys.exit(130)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="Model directory: a training run (written by `csvdnet train`).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (per-subject folders, scores.tsv, errors.tsv; BIDS "
+                   "derivatives for a BIDS input).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Subjects in flight at once (threads; preprocessing overlaps the network).")
+@click.option("--tta", is_flag=True,
+              help="Left-right flip test-time augmentation (about twice the network time).")
+@click.option("--rules", default=None,
+              help="Comma-separated rule sets to score (default: the model's; known: "
+                   "staals-2014, caa-svd-2016).")
+@click.option("--weights", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Which weights of a training run.")
+@click.option("--overwrite", is_flag=True, help="Redo subjects that are already done.")
+@click.option("--quiet", is_flag=True, help="No line per subject.")
+@_input_errors_exit_2
+def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
+            rules: str | None, weights: str, overwrite: bool, quiet: bool) -> None:
+    """Find, measure and rate the CSVD markers of every subject of INPUT.
+
+    INPUT is one subject's folder (<sequence>.nii[.gz] files), a cohort folder, a manifest CSV
+    or a BIDS dataset.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
+    from csvdnet.inference.predictor import Predictor
+
+    rule_sets = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
+    predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta)
+    subjects, problems, bids = open_input(input_path, predictor.info.channels,
+                                          predictor.preprocess_cfg.reference)
+    total = len(subjects) + len(problems)
+    summary = predict_cohort(predictor, subjects, out_dir, bids=bids,
+                             source=Path(input_path), jobs=jobs, overwrite=overwrite,
+                             on_subject=None if quiet else progress_printer(total),
+                             problems=problems)
+    failed = {**problems, **summary.failed}
+    click.echo(f"predicted {len(summary.done)}, skipped {len(summary.skipped)} already done, "
+               f"failed {len(failed)} of {total} subjects into {out_dir}")
+    if failed:
+        for subject_id, message in failed.items():
+            click.echo(f"failed {subject_id}: {message}", err=True)
+        click.echo(f"error: {len(failed)} of {total} subjects failed (see "
+                   f"{Path(out_dir) / 'errors.tsv'})", err=True)
+        sys.exit(1)

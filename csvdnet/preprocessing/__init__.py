@@ -16,7 +16,8 @@ from csvdnet.preprocessing.brain_mask import auto_brain_mask
 from csvdnet.preprocessing.labels import preprocess_labels
 from csvdnet.preprocessing.meta import META_VERSION, PreprocessMeta
 from csvdnet.preprocessing.registration import register_rigid
-from csvdnet.preprocessing.subject import MIN_OVERLAP, preprocess_subject
+from csvdnet.preprocessing.subject import (MIN_OVERLAP, preprocess_subject,
+                                           preprocess_subject_and_mask)
 
 __all__ = [
     "META_VERSION",
@@ -25,5 +26,6 @@ __all__ = [
     "auto_brain_mask",
     "preprocess_labels",
     "preprocess_subject",
+    "preprocess_subject_and_mask",
     "register_rigid",
 ]

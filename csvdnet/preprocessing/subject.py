@@ -146,14 +146,27 @@ def preprocess_subject(images: Mapping[str, Image], cfg: PreprocessConfig,
                        brain_mask: Image | None = None) -> tuple[np.ndarray, PreprocessMeta]:
     """Bring one subject's sequences onto the normalised working grid (see the module doc).
 
+    :func:`preprocess_subject_and_mask` without the brain mask; arguments, result and errors
+    as there.
+    """
+    array, meta, _ = preprocess_subject_and_mask(images, cfg, brain_mask)
+    return array, meta
+
+
+def preprocess_subject_and_mask(images: Mapping[str, Image], cfg: PreprocessConfig,
+                                brain_mask: Image | None = None
+                                ) -> tuple[np.ndarray, PreprocessMeta, np.ndarray]:
+    """:func:`preprocess_subject`, also returning the brain region it used on the working grid.
+
     Args:
         images: Sequence name -> image, in channel order; must include ``cfg.reference``.
         cfg: Preprocessing settings.
         brain_mask: Brain mask on the reference grid, used when ``cfg.brain_mask == "label"``.
 
     Returns:
-        ``(array, meta)``: float32 ``(X, Y, Z, C)`` array in the channel order of ``images``,
-        and the :class:`PreprocessMeta` that inverts it.
+        ``(array, meta, brain)``: float32 ``(X, Y, Z, C)`` array in the channel order of
+        ``images``, the :class:`PreprocessMeta` that inverts it, and the bool brain region
+        (``cfg.brain_mask``) on the working grid (QC pictures show it).
 
     Raises:
         CsvdnetInputError: Reference sequence missing; a sequence not covering the brain; a
@@ -224,4 +237,4 @@ def preprocess_subject(images: Mapping[str, Image], cfg: PreprocessConfig,
         brain_mask=cfg.brain_mask,
         config=config_to_dict(cfg),
     )
-    return np.stack(channels, axis=-1), meta
+    return np.stack(channels, axis=-1), meta, mask

@@ -1,0 +1,277 @@
+"""One subject's MRI in, every marker found, measured and rated out: :class:`Predictor`.
+
+``Predictor.from_dir(model_dir)`` loads a trained run directory (``csvdnet train``); its
+working spacing, channels and normalisation come from the run's ``preprocess.json`` (the
+cache's record), never from a config that could disagree with the cache. ``predict(subject)``
+then runs, timing each stage:
+
+1. **load** the subject's sequences (the model's channels; a missing one is an error naming it,
+   unless the model was trained with modality dropout: then the channel is blanked as training
+   blanked it, and the report flags it);
+2. **preprocess** exactly as the cache was made (co-registration, working grid, normalisation);
+3. **network**: dense outputs by Gaussian-blended sliding windows of the training patch size,
+   the ordinal score from one whole-volume pass (``csvdnet.inference.sliding_window``);
+   optional left-right flip test-time augmentation averages both passes;
+4. **invert**: probabilities back onto the reference grid by trilinear interpolation; masks
+   are thresholded there (never nearest-neighbour upsampling of a working-grid mask, which
+   loses small lesions);
+5. **postprocess**: components of the segmentation masks, heatmap peaks of CMB / EPVS (found on
+   the isotropic working grid, as validation finds them, then mapped to world mm);
+6. **regions**: the MNI152 region atlas registered to the subject (``csvdnet.inference.regions``),
+   region and side of every finding;
+7. **scoring**: measured quantities (``csvdnet.inference.measure``), every rule set
+   (``csvdnet.scoring``), the ordinal head's class probabilities and the agreement flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.inference import postprocess
+from csvdnet.inference.result import Finding, ModelInfo, OrdinalScore, SubjectResult
+
+__all__ = ["Predictor", "flip_average"]
+
+STAALS = "staals-2014"
+"""The rule set the ordinal head is compared with (the head is trained on the Staals total)."""
+
+LR_AXIS = 0
+"""The working grid is canonical RAS: axis 0 runs left -> right, the axis a flip mirrors."""
+
+PEAK_MIN_DISTANCE_MM = 3.0
+"""Two CMB / EPVS peaks closer than this are one finding: the heatmaps' Gaussians (sigma
+2 mm) of two real findings this close would merge into one peak anyway."""
+
+
+class _Clock:
+    """Seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+
+def flip_average(predict: Callable[[np.ndarray], Mapping[str, np.ndarray]],
+                 batch: np.ndarray, axis: int = LR_AXIS) -> dict[str, np.ndarray]:
+    """Average ``predict`` over ``batch`` and its mirror image along spatial ``axis``.
+
+    Dense outputs of the mirrored pass are mirrored back before averaging; the score logits
+    (not spatial) are averaged as they are.
+    """
+    plain = predict(batch)
+    mirrored = predict(np.flip(batch, axis=axis + 1).copy())
+    out = {}
+    for task, value in plain.items():
+        other = np.asarray(mirrored[task])
+        if other.ndim == 5:
+            other = np.flip(other, axis=axis + 1)
+        out[task] = (np.asarray(value) + other) / 2.0
+    return out
+
+
+class Predictor:
+    """A loaded model and everything needed to rate a subject with it.
+
+    Build it with :meth:`from_dir`. ``forward`` maps a ``(1, X, Y, Z, C)`` float32 batch to the
+    network's outputs by task; the rest is plain numpy.
+    """
+
+    def __init__(self, forward: Callable[[Any], Mapping[str, Any]], info: ModelInfo,
+                 preprocess_cfg: Any, *, window: Sequence[int], overlap: float,
+                 gaussian: bool, rule_sets: Sequence[str], score_classes: int = 5,
+                 tta: bool = False) -> None:
+        from csvdnet.inference.sliding_window import windowed_predictor
+        from csvdnet.scoring import RULE_SETS
+
+        unknown = [name for name in rule_sets if name not in RULE_SETS]
+        if unknown:
+            raise CsvdnetInputError("--rules", f"unknown rule set(s) {', '.join(unknown)}; "
+                                               f"known: {', '.join(RULE_SETS)}")
+        self.info = info
+        self.preprocess_cfg = preprocess_cfg
+        self.rule_sets = tuple(rule_sets)
+        self.score_classes = int(score_classes)
+        self.window = tuple(int(w) for w in window)
+        self.overlap = float(overlap)
+        self.tta = tta
+        self._windowed = windowed_predictor(forward, window, overlap, gaussian)
+
+    # ------------------------------------------------------------------------------------
+    # Loading.
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, *, weights: str = "best",
+                 rule_sets: Sequence[str] | None = None, tta: bool = False) -> Predictor:
+        """Load a model directory: a training run (``config.yaml``, ``best/`` / ``last/``).
+
+        Args:
+            model_dir: The directory.
+            weights: ``"best"`` (falls back to ``"last"`` when the run never validated) or
+                ``"last"``.
+            rule_sets: Rule sets to score (default: the run's ``inference.rule_sets``).
+            tta: Left-right flip test-time augmentation.
+
+        Raises:
+            CsvdnetInputError: Not a model directory, missing or unreadable weights, or a run
+                whose preprocessing record is unusable.
+        """
+        from csvdnet.inference.model_loading import load_run
+
+        return load_run(cls, Path(model_dir), weights=weights, rule_sets=rule_sets, tta=tta)
+
+    # ------------------------------------------------------------------------------------
+    # Prediction.
+
+    def _network(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        batch = np.asarray(array, np.float32)[None]
+        if self.tta:
+            return flip_average(self._windowed, batch)
+        return dict(self._windowed(batch))
+
+    def _load(self, subject: Any) -> tuple[dict[str, Any], list[str]]:
+        """The subject's images in the model's channel order, and the channels it lacks."""
+        from csvdnet.io import load_nifti
+
+        channels = self.info.channels
+        missing = [name for name in channels if name not in subject.sequences]
+        reference = self.preprocess_cfg.reference
+        if reference in missing:
+            raise CsvdnetInputError(subject.id, f"the reference sequence {reference!r} is "
+                                                f"missing: nothing to put the outputs on")
+        if missing and not self.info.modality_dropout:
+            raise CsvdnetInputError(
+                subject.id, f"sequence(s) {', '.join(missing)} missing: the model "
+                            f"{self.info.id} needs {', '.join(channels)} and was trained "
+                            f"without modality dropout")
+        images = {name: load_nifti(subject.sequences[name])
+                  for name in channels if name not in missing}
+        return images, missing
+
+    def predict(self, subject: Any) -> SubjectResult:
+        """Predict, measure and rate one subject (a :class:`csvdnet.io.Subject`).
+
+        Raises:
+            CsvdnetInputError: Any problem with the subject's files or sequences.
+        """
+        from csvdnet.inference import measure as measuring
+        from csvdnet.inference import regions as regioning
+        from csvdnet.preprocessing import preprocess_subject_and_mask
+        from csvdnet.scoring import ordinal_class, ordinal_probabilities, score
+
+        clock = _Clock()
+        flags: list[str] = []
+        with clock("load"):
+            images, missing = self._load(subject)
+        with clock("preprocess"):
+            array, meta, brain_working = preprocess_subject_and_mask(images,
+                                                                     self.preprocess_cfg)
+            if missing:  # blank, as modality dropout blanks a channel in training
+                present = list(images)
+                full = np.zeros(array.shape[:3] + (len(self.info.channels),), np.float32)
+                for c, name in enumerate(self.info.channels):
+                    if name in images:
+                        full[..., c] = array[..., present.index(name)]
+                array = full
+                flags.append(f"sequence(s) {', '.join(missing)} missing: predicted without "
+                             f"them (the model was trained with modality dropout); "
+                             f"findings they show best may be missed")
+        with clock("network"):
+            outputs = self._network(array)
+        reference = images[meta.reference]
+        affine = np.asarray(reference.affine, np.float64)
+        voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+        dense = [t for t in SEGMENTATION_TASKS + DETECTION_TASKS if t in outputs]
+        with clock("invert"):
+            probabilities = {t: meta.invert(outputs[t][0, ..., 0], order=1).astype(np.float32)
+                             for t in dense}
+            sequences = meta.invert(array, order=1).astype(np.float32)
+            sequences = {name: sequences[..., c] for c, name in enumerate(self.info.channels)
+                         if name in images}
+            brain = meta.invert(brain_working.astype(np.float32), order=1) >= 0.5
+        thresholds = self.info.thresholds
+        masks: dict[str, np.ndarray] = {}
+        raw: dict[str, list[tuple[np.ndarray, float, float | None]]] = {}
+        with clock("postprocess"):
+            for task in dense:
+                if task in SEGMENTATION_TASKS:
+                    min_voxels = self.info.min_lesion_mm3.get(task, 0.0) / voxel_mm3
+                    masks[task] = postprocess.threshold_mask(probabilities[task],
+                                                             thresholds[task], min_voxels)
+                    raw[task] = [(c.centroid_world, c.max_prob, c.volume_mm3) for c in
+                                 postprocess.components(masks[task], probabilities[task], affine)]
+                else:
+                    heatmap = outputs[task][0, ..., 0]
+                    peaks, values = postprocess.find_peaks(
+                        heatmap, thresholds[task], spacing=meta.spacing,
+                        min_distance_mm=PEAK_MIN_DISTANCE_MM)
+                    world = meta.working_to_world(peaks) if len(peaks) else np.zeros((0, 3))
+                    raw[task] = [(w, float(v), None) for w, v in zip(world, values)]
+                    masks[task] = postprocess.threshold_mask(probabilities[task],
+                                                             thresholds[task], 0)
+        with clock("regions"):
+            source = images.get("t1", reference)
+            world_to_mni = regioning.template_to_subject(source)
+            regions = regioning.subject_regions(reference.shape, affine, world_to_mni)
+            findings = {}
+            for task, items in raw.items():
+                items = sorted(items, key=lambda item: -item[1])
+                world = np.asarray([w for w, _, _ in items], np.float64).reshape(-1, 3)
+                names, sides = regioning.region_and_side(world, regions, affine, world_to_mni)
+                voxels = _world_to_voxel(world, affine)
+                findings[task] = [
+                    Finding(task=task, index=i + 1, world=tuple(map(float, w)),
+                            voxel=tuple(map(float, v)), confidence=float(conf),
+                            volume_mm3=None if vol is None else float(vol), region=region,
+                            side=side)
+                    for i, ((w, conf, vol), v, region, side) in enumerate(
+                        zip(items, voxels, names, sides))]
+        with clock("scoring"):
+            points = {t: np.asarray([f.world for f in findings[t]], np.float64).reshape(-1, 3)
+                      for t in DETECTION_TASKS if t in findings}
+            point_sides = {t: [f.side for f in findings[t]] for t in points}
+            measurements, quantities = measuring.measure(
+                {t: masks[t] for t in SEGMENTATION_TASKS if t in masks}, points, point_sides,
+                regions, affine)
+            scores = {name: score(name, measurements) for name in self.rule_sets}
+            logits = np.asarray(outputs["score"])[0]
+            class_probs, cumulative = ordinal_probabilities(logits)
+            ordinal = OrdinalScore(total=int(ordinal_class(logits)),
+                                   class_probabilities=tuple(map(float, class_probs)),
+                                   cumulative=tuple(map(float, cumulative)))
+            staals = scores.get(STAALS) or score(STAALS, measurements)
+            agreement = None if staals.total is None else ordinal.total == staals.total
+            if agreement is False:
+                flags.append(f"the ordinal head's total SVD score ({ordinal.total}) differs from "
+                             f"the Staals score of the measured markers ({staals.total}): "
+                             f"check the findings by eye")
+        return SubjectResult(
+            subject=subject.id,
+            inputs={name: str(subject.sequences[name]) for name in images},
+            reference=meta.reference, reference_path=str(reference.path), affine=affine,
+            shape=tuple(int(n) for n in reference.shape[:3]), probabilities=probabilities,
+            masks=masks, findings=findings, regions=regions, brain_mask=brain,
+            world_to_mni=world_to_mni, measurements=measurements, quantities=quantities,
+            scores=scores, ordinal=ordinal, agreement=agreement, flags=flags,
+            sequences=sequences,
+            sequence_transforms={k: np.asarray(v) for k, v in meta.sequence_transforms.items()},
+            model=self.info, timings=dict(clock.seconds))
+
+
+def _world_to_voxel(world: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    from nibabel.affines import apply_affine
+
+    return apply_affine(np.linalg.inv(affine), world) if len(world) else np.zeros((0, 3))

@@ -1,0 +1,160 @@
+"""Predictor: geometry of every output, missing sequences, test-time flips, cohort runs.
+
+The network is replaced by an oracle that thresholds the FLAIR channel: what these tests check
+is everything around the network (preprocessing, windows, inversion onto the reference grid,
+postprocessing, files), which must put a finding exactly where the input shows it whatever
+the input's orientation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from _oracle import SHAPE, normalised_level, oracle_predictor, write_subject
+from _phantom import LESION, rotation
+
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.inference import outputs
+from csvdnet.inference.cohort import open_input, predict_cohort
+from csvdnet.inference.predictor import Predictor, flip_average
+from csvdnet.io import Subject
+
+
+@pytest.fixture(autouse=True)
+def mni_identity(monkeypatch):
+    """The phantom sits at the MNI origin: skip the template registration (tested apart)."""
+    from csvdnet.inference import regions
+
+    monkeypatch.setattr(regions, "template_to_subject", lambda *a, **k: np.eye(4))
+
+
+@pytest.mark.parametrize("orientation, turn", [("RAS", None), ("LPS", None),
+                                               ("PIR", rotation(20.0, (1.0, 2.0, 0.5)))])
+def test_findings_land_on_the_planted_lesion_in_every_orientation(tmp_path, orientation, turn):
+    subject = write_subject(tmp_path / "s1", orientation, turn)
+    result = oracle_predictor(normalised_level(subject)).predict(subject)
+    reference = nib.load(subject.sequences["flair"])
+    assert result.shape == SHAPE and np.allclose(result.affine, reference.affine)
+
+    folder = outputs.write_subject(result, tmp_path / "out")
+    for path in folder.glob("*.nii.gz"):
+        written = nib.load(path)
+        assert written.shape == SHAPE, path.name
+        assert np.allclose(written.affine, reference.affine, atol=1e-4), path.name
+    assert nib.load(folder / "wmh_prob.nii.gz").get_data_dtype() == np.float32
+
+    # The mask is the lesion core: its world centroid is the planted centre.
+    mask = np.asarray(nib.load(folder / "wmh_mask.nii.gz").dataobj) > 0
+    centroid = nib.affines.apply_affine(reference.affine, np.argwhere(mask).mean(axis=0))
+    np.testing.assert_allclose(centroid, LESION[0], atol=1.0)
+    (finding,) = result.findings["wmh"]
+    np.testing.assert_allclose(finding.world, LESION[0], atol=1.0)
+    # Volume of the core above 950 of a sigmoid-edged 4 mm ball: ~ (4 - 1 mm * ln 19 / 4)^3 ...
+    # bounded loosely by the ball itself.
+    assert 0 < finding.volume_mm3 < 4 / 3 * np.pi * 4 ** 3
+    lesions = list(csv.DictReader(open(folder / "wmh_lesions.tsv"), delimiter="\t"))
+    assert len(lesions) == 1 and float(lesions[0]["x"]) == pytest.approx(LESION[0][0], abs=1.0)
+    dseg = np.asarray(nib.load(folder / "csvd_dseg.nii.gz").dataobj)
+    assert set(np.unique(dseg)) == {0, 1} and np.array_equal(dseg == 1, mask)
+    assert json.loads((folder / "report.json").read_text())["subject"] == "s1"
+
+
+def test_masks_are_thresholded_on_the_reference_grid(tmp_path):
+    """The mask is the interpolated probability thresholded on the reference grid (never a
+    working-grid mask brought back by nearest neighbour)."""
+    subject = write_subject(tmp_path / "s1", "RAS")
+    predictor = oracle_predictor(normalised_level(subject))
+    result = predictor.predict(subject)
+    prob, mask = result.probabilities["wmh"], result.masks["wmh"]
+    assert prob.dtype == np.float32
+    np.testing.assert_array_equal(mask, prob >= 0.5)
+
+
+def test_missing_sequence_is_an_error_unless_the_model_can_do_without(tmp_path):
+    subject = write_subject(tmp_path / "s1", "RAS")
+    lacking = Subject(id="s1", sequences={"flair": subject.sequences["flair"]})
+    with pytest.raises(CsvdnetInputError, match="t1 missing"):
+        oracle_predictor(0.0).predict(lacking)
+    level = normalised_level(Subject(id="s1", sequences={"flair": subject.sequences["flair"]}))
+    result = oracle_predictor(level, dropout=True).predict(lacking)
+    assert any("t1" in flag and "missing" in flag for flag in result.flags)
+    assert len(result.findings["wmh"]) == 1
+    no_reference = Subject(id="s2", sequences={"t1": subject.sequences["t1"]})
+    with pytest.raises(CsvdnetInputError, match="reference sequence 'flair' is missing"):
+        oracle_predictor(0.0, dropout=True).predict(no_reference)
+
+
+def test_flip_average_mirrors_dense_outputs_back():
+    def predict(batch):  # a left-right asymmetric "network"
+        ramp = np.arange(batch.shape[1], dtype=float)[None, :, None, None, None]
+        return {"wmh": np.broadcast_to(ramp, batch.shape[:4] + (1,)) + batch[..., :1],
+                "score": np.array([[batch[0, 0, 0, 0, 0], 0.0]])}
+
+    batch = np.zeros((1, 4, 2, 2, 1))
+    batch[0, 0] = 8.0
+    out = flip_average(predict, batch)
+    # ramp (0..3) averaged with its mirror (3..0): 1.5 everywhere; the input itself comes
+    # back to where it was.
+    np.testing.assert_allclose(out["wmh"][0, :, 0, 0, 0], [9.5, 1.5, 1.5, 1.5])
+    np.testing.assert_allclose(out["score"], [[4.0, 0.0]])  # (8 + 0) / 2: not mirrored
+
+
+def test_tta_predictor_finds_the_same_lesion(tmp_path):
+    subject = write_subject(tmp_path / "s1", "LPS")
+    level = normalised_level(subject)
+    plain = oracle_predictor(level).predict(subject)
+    flipped = oracle_predictor(level, tta=True).predict(subject)
+    assert len(flipped.findings["wmh"]) == 1
+    assert abs(flipped.findings["wmh"][0].world[0] - plain.findings["wmh"][0].world[0]) < 1.0
+
+
+def test_unknown_rule_set_is_refused():
+    with pytest.raises(CsvdnetInputError, match="unknown rule set"):
+        Predictor(lambda b: {}, oracle_predictor(0.0).info, oracle_predictor(0.0).preprocess_cfg,
+                                        window=(16,) * 3, overlap=0.25, gaussian=True,
+                                        rule_sets=("fazekas-1987",))
+
+
+def test_cohort_run_records_a_corrupt_subject_and_skips_finished_ones(tmp_path):
+    cohort = tmp_path / "cohort"
+    subjects = [write_subject(cohort / f"s{i}", "RAS") for i in range(3)]
+    (cohort / "s1" / "flair.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    found, problems, bids = open_input(cohort, ("flair", "t1"), "flair")
+    assert [s.id for s in found] == ["s0", "s1", "s2"] and not problems and not bids
+    predictor = oracle_predictor(normalised_level(subjects[0]))
+    calls = []
+    original = predictor.predict
+    predictor.predict = lambda s: calls.append(s.id) or original(s)
+
+    out = tmp_path / "out"
+    summary = predict_cohort(predictor, found, out)
+    assert sorted(summary.done) == ["s0", "s2"] and list(summary.failed) == ["s1"]
+    assert "s1" in summary.failed["s1"] or "flair" in summary.failed["s1"]
+    errors = list(csv.DictReader(open(out / "errors.tsv"), delimiter="\t"))
+    assert [e["subject"] for e in errors] == ["s1"] and errors[0]["error"] == "input"
+    scores = list(csv.DictReader(open(out / "scores.tsv"), delimiter="\t"))
+    assert [r["subject"] for r in scores] == ["s0", "s2"]
+    assert {"staals_total", "caa_svd_total", "ordinal_total", "agreement"} <= set(scores[0])
+    assert scores[0]["ordinal_total"] == "2"  # cumulative logits 3, 1, -1, -3
+
+    # A killed run: s2's folder half-written, its row lost. The rerun redoes s2 (and the
+    # still-corrupt s1) but not s0.
+    (out / "s2" / "report.json").unlink()
+    (out / ".s2.x1y2.part").mkdir()
+    calls.clear()
+    summary = predict_cohort(predictor, found, out)
+    assert summary.skipped == ["s0"] and sorted(calls) == ["s1", "s2"]
+    assert not list(out.glob(".*.part"))
+    assert [r["subject"] for r in csv.DictReader(open(out / "scores.tsv"), delimiter="\t")] \
+        == ["s0", "s2"]
+
+
+def test_single_subject_folder_is_an_input(tmp_path):
+    subject = write_subject(tmp_path / "patient7", "RAS")
+    found, problems, bids = open_input(tmp_path / "patient7", ("flair", "t1"), "flair")
+    assert [s.id for s in found] == ["patient7"] and found[0].sequences == subject.sequences
