@@ -129,28 +129,31 @@ def window(volume: np.ndarray, brain: np.ndarray, indices: list[int], axis: int
     return float(lo), float(hi) * 1.1 if hi > lo else float(lo) + 1.0
 
 
-def montage_slices(result: SubjectResult, n: int = 4) -> list[int]:
+def montage_slices(result: SubjectResult, n: int = 5) -> list[int]:
     """Reference-grid slice indices for the montage, inferior to superior.
 
-    The ``n`` slices holding the most finding centres (segmented lesion centres and detected
-    points alike), at least ~6 mm apart so each shows new anatomy; evenly spaced brain slices
-    fill in when there are fewer findings.
+    First the slice of the most confident finding of each marker, rarest markers first
+    (a single microbleed or lacune must be seen, however many EPVS another slice has); then the
+    slices holding the most finding centres. Slices are at least ~6 mm apart so each shows new
+    anatomy; evenly spaced brain slices fill in when there are fewer findings.
     """
     view = AxialView.of(result.affine)
     depth = int(result.shape[view.axis])
     gap = max(1, round(6.0 / view.spacing[2]))
+
+    def level(finding: Finding) -> int:
+        return int(np.clip(round(finding.voxel[view.axis]), 0, depth - 1))
+
     counts = np.zeros(depth)
     for findings in result.findings.values():
         for finding in findings:
-            k = int(np.clip(round(finding.voxel[view.axis]), 0, depth - 1))
-            counts[k] += 1
+            counts[level(finding)] += 1
+    by_rarity = sorted((f for f in result.findings.values() if f), key=len)
+    candidates = [level(findings[0]) for findings in by_rarity]
+    candidates += [int(k) for k in np.argsort(-counts, kind="stable") if counts[k] > 0]
+    candidates += qc_slices(result, n + 2)[1:-1]  # inner levels of the brain fill in
     chosen: list[int] = []
-    for k in np.argsort(-counts, kind="stable"):
-        if counts[k] == 0 or len(chosen) == n:
-            break
-        if all(abs(int(k) - c) >= gap for c in chosen):
-            chosen.append(int(k))
-    for k in qc_slices(result, n + 2)[1:-1]:  # inner levels of the brain fill in
+    for k in candidates:
         if len(chosen) == n:
             break
         if all(abs(k - c) >= gap for c in chosen):
@@ -212,15 +215,17 @@ def findings_panel(result: SubjectResult, canvas: Canvas, sequence: str, index: 
                    grey_window: tuple[float, float], overlays: bool = True) -> np.ndarray:
     """One montage panel: a sequence's slice with mask outlines and point rings (RGB floats)."""
     rgb = canvas.grey(result.sequences[sequence], index, grey_window)
-    if overlays:
-        for task in MASK_MARKERS:
-            if task in result.masks:
-                paint_outline(rgb, canvas.plane(result.masks[task], index).astype(bool),
-                              MARKER_COLOURS[task])
-        for task in POINT_MARKERS:
-            if task in result.findings:
-                paint_rings(rgb, points_on_slice(canvas, result.findings[task], index),
-                            _RING_PX[task], MARKER_COLOURS[task])
+    if not overlays:
+        return rgb
+    # Drawn from the most numerous to the rarest, so crowded EPVS rings never hide a lesion's
+    # outline or a microbleed.
+    for task in ("epvs", *MASK_MARKERS, "cmb"):
+        if task in POINT_MARKERS and task in result.findings:
+            paint_rings(rgb, points_on_slice(canvas, result.findings[task], index),
+                        _RING_PX[task], MARKER_COLOURS[task])
+        elif task in result.masks and task in MASK_MARKERS:
+            paint_outline(rgb, canvas.plane(result.masks[task], index).astype(bool),
+                          MARKER_COLOURS[task])
     return rgb
 
 
