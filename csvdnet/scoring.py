@@ -27,8 +27,9 @@ import numpy as np
 
 from csvdnet.errors import CsvdnetInputError
 
-__all__ = ["CSO_EPVS_LIMIT", "EPVS_GRADE_LIMITS", "Measurements", "RULE_SETS", "RuleScore",
-           "RuleSet", "epvs_grade", "max_side_slice_count", "ordinal_class",
+__all__ = ["CSO_EPVS_LIMIT", "EPVS_GRADE_LIMITS", "FAZEKAS_DEEP_LIMITS", "FAZEKAS_PV_LIMITS",
+           "Measurements", "RULE_SETS", "RuleScore", "RuleSet", "WmhFeatures", "epvs_grade",
+           "fazekas_deep_from", "fazekas_pv_from", "max_side_slice_count", "ordinal_class",
            "ordinal_probabilities", "score", "staals_total", "wmh_point"]
 
 EPVS_GRADE_LIMITS = (0, 10, 20, 40)
@@ -135,6 +136,78 @@ class Measurements:
     def epvs_cso_grade(self) -> int | None:
         """Centrum semiovale EPVS grade (0-4)."""
         return None if self.epvs_cso_count is None else epvs_grade(self.epvs_cso_count)
+
+
+@dataclasses.dataclass(frozen=True)
+class WmhFeatures:
+    """What the Fazekas grades are read from, measured on a WMH mask and a region map.
+
+    Computed by :func:`csvdnet.inference.measure.wmh_features`, which defines them; a WMH
+    component is periventricular when it touches the white matter lining of the ventricles or
+    lies wholly inside the 10 mm periventricular band, deep otherwise.
+
+    Attributes:
+        total_ml: All WMH.
+        pv_ml: Periventricular WMH.
+        pv_lining_fraction: Share of the white matter lining (within 3 mm of the ventricles)
+            covered by periventricular WMH: small for caps, most of it for a halo.
+        pv_beyond_band_ml: Periventricular WMH more than 10 mm from the ventricles (irregular
+            extension into the deep white matter).
+        pv_reach_mm: 99th percentile of the periventricular WMH's distance to the ventricles.
+        deep_ml: Deep WMH.
+        deep_count: Deep WMH components (26-connected).
+        deep_largest_ml: The largest deep component (foci, merging clusters, confluent areas).
+    """
+
+    total_ml: float
+    pv_ml: float
+    pv_lining_fraction: float
+    pv_beyond_band_ml: float
+    pv_reach_mm: float
+    deep_ml: float
+    deep_count: int
+    deep_largest_ml: float
+
+
+FAZEKAS_PV_LIMITS = {"lining_1": 0.02, "lining_2": 0.41, "beyond_band_ml_3": 5.8}
+"""Periventricular Fazekas thresholds: grade 1 from this share of the lining covered, grade 2
+(halo) from ``lining_2``, grade 3 from this many ml beyond the band. Midpoints between the
+planted grades of a synthetic calibration cohort (true WMH labels; ``benchmarks/bench_regions.py``,
+RESULTS.md)."""
+
+FAZEKAS_DEEP_LIMITS = {"count_1": 1, "largest_ml_2": 0.125, "largest_ml_3": 1.43}
+"""Deep Fazekas thresholds: grade 1 from this many deep components, grade 2 (beginning
+confluence) from a largest component of this many ml, grade 3 (large confluent areas) from
+``largest_ml_3``. Calibrated as :data:`FAZEKAS_PV_LIMITS`."""
+
+
+def fazekas_pv_from(features: WmhFeatures) -> int:
+    """Periventricular Fazekas grade (0-3) from measured WMH features.
+
+    0 absent; 1 caps or a pencil-thin lining (little of the lining covered); 2 a smooth halo
+    (most of the lining covered, inside the band); 3 irregular, extending into the deep white
+    matter (periventricular lesion volume beyond the 10 mm band).
+    """
+    limits = FAZEKAS_PV_LIMITS
+    if features.pv_beyond_band_ml >= limits["beyond_band_ml_3"]:
+        return 3
+    if features.pv_lining_fraction >= limits["lining_2"]:
+        return 2
+    return 1 if features.pv_lining_fraction >= limits["lining_1"] else 0
+
+
+def fazekas_deep_from(features: WmhFeatures) -> int:
+    """Deep white matter Fazekas grade (0-3) from measured WMH features.
+
+    0 absent; 1 punctate foci; 2 beginning confluence (a cluster of merging foci is the largest
+    deep lesion); 3 large confluent areas.
+    """
+    limits = FAZEKAS_DEEP_LIMITS
+    if features.deep_count < limits["count_1"]:
+        return 0
+    if features.deep_largest_ml >= limits["largest_ml_3"]:
+        return 3
+    return 2 if features.deep_largest_ml >= limits["largest_ml_2"] else 1
 
 
 @dataclasses.dataclass(frozen=True)
