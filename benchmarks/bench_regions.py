@@ -1,0 +1,204 @@
+"""Regions and Fazekas rules on synthetic subjects: prints a markdown section for RESULTS.md.
+
+1. Template registration (:func:`csvdnet.inference.regions.template_to_subject`) on ``--subjects``
+   demo-profile subjects, from the T1 and from the FLAIR: Dice per region of the region map it
+   gives on the FLAIR grid against the true ``labels/regions.nii.gz``, seconds per subject; beside
+   it the moments-only start (``atlas.world_to_mni_from_mask`` of the true brain mask) and the
+   synthetic warp's own linear part (``synth.json``), the best an affine could be expected to do.
+2. Fazekas rule (:func:`csvdnet.scoring.fazekas_pv_from` / ``fazekas_deep_from``): features of
+   the TRUE WMH labels of a calibration cohort (seed A) give the thresholds that separate its
+   planted grades best (printed, to compare with the constants in ``csvdnet.scoring``); the
+   constants are then scored on another cohort (seed B): confusion matrices with the true region
+   maps, and with the registered ones (T1).
+
+Usage::
+
+    python benchmarks/bench_regions.py --work /tmp/bench_regions [--subjects 6] [--cal 40]
+
+Cohorts are generated under ``--work`` (demo profile; reused when already there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
+
+from csvdnet.atlas import REGION_NAMES, load_atlas, world_to_mni_from_mask  # noqa: E402
+from csvdnet.inference.measure import wmh_features  # noqa: E402
+from csvdnet.inference.regions import subject_regions, template_to_subject  # noqa: E402
+from csvdnet.io import load_nifti  # noqa: E402
+from csvdnet.scoring import (FAZEKAS_DEEP_LIMITS, FAZEKAS_PV_LIMITS,  # noqa: E402
+                             fazekas_deep_from, fazekas_pv_from)
+from csvdnet.synth import generate_cohort  # noqa: E402
+
+_CODES = range(1, 10)
+
+
+def _cpu_flags() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags)
+    return "?"
+
+
+def _cohort(work: Path, name: str, n: int, seed: int) -> Path:
+    root = work / name
+    if not (root / "ratings.csv").exists():
+        generate_cohort(root, n, seed, profile="demo", progress=False)
+    return root
+
+
+def _array(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    image = nib.load(str(path))  # nibabel: a WMH label may be empty (load_nifti refuses that)
+    return np.asarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else float("nan")
+
+
+def registration(root: Path, n: int) -> None:
+    rows: dict[str, list[list[float]]] = {}
+    seconds: dict[str, list[tuple[float, float]]] = {}
+    load_atlas(2)
+    template_to_subject(load_nifti(root / "sub-0000" / "t1.nii.gz"))  # warm caches
+    for i in range(n):
+        folder = root / f"sub-{i:04d}"
+        flair = load_nifti(folder / "flair.nii.gz")
+        true, _ = _array(folder / "labels" / "regions.nii.gz")
+        record = json.loads((folder / "synth.json").read_text())
+        brain, _ = _array(folder / "labels" / "brain_mask.nii.gz")
+        maps = {"warp's linear part (oracle)": np.array(record["world_to_mni_affine"]),
+                "moments of the true brain mask": world_to_mni_from_mask(brain, flair.affine)}
+        for sequence in ("t1", "flair"):
+            image = load_nifti(folder / f"{sequence}.nii.gz")
+            wall, cpu = time.perf_counter(), time.process_time()
+            world_to_mni = template_to_subject(image)
+            seconds.setdefault(sequence, []).append((time.perf_counter() - wall,
+                                                     time.process_time() - cpu))
+            # The sequence's world -> MNI, composed with the reference -> sequence motion.
+            to_sequence = np.array(record["sequence_transforms"][sequence])
+            maps[f"registration from {sequence.upper()}"] = world_to_mni @ to_sequence
+        for name, matrix in maps.items():
+            pred = subject_regions(flair.shape, flair.affine, matrix)
+            rows.setdefault(name, []).append([_dice(pred == c, true == c) for c in _CODES])
+    print(f"\n### Template registration: region Dice on the FLAIR grid ({n} demo subjects)\n")
+    print("| world -> MNI | " + " | ".join(REGION_NAMES[c] for c in _CODES) + " | mean |")
+    print("|---" * (len(_CODES) + 2) + "|")
+    for name, values in rows.items():
+        values = np.array(values)
+        per_region = np.nanmean(values, axis=0)
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in per_region)
+              + f" | {np.nanmean(values):.3f} |")
+    for sequence, times in seconds.items():
+        times = np.array(times)
+        lowest = np.nanmean(np.array(rows[f"registration from {sequence.upper()}"]), axis=1).min()
+        print(f"\n{sequence.upper()}: wall s per subject median {np.median(times[:, 0]):.2f} "
+              f"(range {times[:, 0].min():.2f}-{times[:, 0].max():.2f}), CPU s median "
+              f"{np.median(times[:, 1]):.2f}; lowest subject mean Dice {lowest:.3f}")
+
+
+def _features(root: Path, regions_from: str) -> list[dict]:
+    ratings = {r["subject"]: r for r in csv.DictReader(open(root / "ratings.csv"))}
+    out = []
+    for subject, r in sorted(ratings.items()):
+        folder = root / subject
+        wmh, affine = _array(folder / "labels" / "wmh.nii.gz")
+        if regions_from == "true":
+            regions, _ = _array(folder / "labels" / "regions.nii.gz")
+        else:
+            record = json.loads((folder / "synth.json").read_text())
+            world_to_mni = template_to_subject(load_nifti(folder / "t1.nii.gz"))
+            regions = subject_regions(wmh.shape, affine,
+                                      world_to_mni @ np.array(record["sequence_transforms"]["t1"]))
+        features = wmh_features(wmh > 0, regions.astype(np.uint8), affine)
+        out.append(dict(pv=int(r["fazekas_pv"]), deep=int(r["fazekas_deep"]), features=features))
+    return out
+
+
+def _best_threshold(low: list[float], high: list[float]) -> tuple[float, int]:
+    """Threshold t (grade up from t) with the fewest errors; ties: the middle of the widest gap."""
+    values = np.unique(np.concatenate([low, high]))
+    best = (np.inf, -1.0, 0.0)
+    for a, b in zip(values[:-1], values[1:]):
+        t = (a + b) / 2
+        errors = int(np.sum(np.asarray(low) >= t) + np.sum(np.asarray(high) < t))
+        if (errors, -(b - a)) < (best[0], best[1]):
+            best = (errors, -(b - a), t)
+    return best[2], int(best[0])
+
+
+def calibrate(rows: list[dict]) -> None:
+    def feature(grade_key: str, grades: tuple[int, ...], name: str) -> list[float]:
+        return [getattr(r["features"], name) for r in rows if r[grade_key] in grades]
+
+    boundaries = (("pv", (0,), (1, 2, 3), "pv_lining_fraction", "lining_1", FAZEKAS_PV_LIMITS),
+                  ("pv", (1,), (2,), "pv_lining_fraction", "lining_2", FAZEKAS_PV_LIMITS),
+                  ("pv", (2,), (3,), "pv_beyond_band_ml", "beyond_band_ml_3", FAZEKAS_PV_LIMITS),
+                  ("deep", (0,), (1, 2, 3), "deep_count", "count_1", FAZEKAS_DEEP_LIMITS),
+                  ("deep", (1,), (2,), "deep_largest_ml", "largest_ml_2", FAZEKAS_DEEP_LIMITS),
+                  ("deep", (2,), (3,), "deep_largest_ml", "largest_ml_3", FAZEKAS_DEEP_LIMITS))
+    print("\n| boundary | feature | lower grade range | upper grade range | best threshold "
+          "(errors) | in csvdnet.scoring |\n|---|---|---|---|---|---|")
+    for key, low_grades, high_grades, name, limit, limits in boundaries:
+        low, high = feature(key, low_grades, name), feature(key, high_grades, name)
+        t, errors = _best_threshold(low, high)
+        print(f"| {key} {low_grades[-1]} / {high_grades[0]} | {name} | {min(low):.3g}-{max(low):.3g}"
+              f" | {min(high):.3g}-{max(high):.3g} | {t:.3g} ({errors}) | {limits[limit]} |")
+
+
+def confusion(rows: list[dict], title: str) -> None:
+    print(f"\n{title}\n")
+    for key, rule in (("pv", fazekas_pv_from), ("deep", fazekas_deep_from)):
+        matrix = np.zeros((4, 4), dtype=int)
+        for r in rows:
+            matrix[r[key], rule(r["features"])] += 1
+        agree = np.trace(matrix) / matrix.sum()
+        print(f"Fazekas {key} (rows planted 0-3, columns measured 0-3), agreement {agree:.0%}:\n")
+        print("| planted \\ measured | 0 | 1 | 2 | 3 |\n|---|---|---|---|---|")
+        for g in range(4):
+            print(f"| {g} | " + " | ".join(str(v) for v in matrix[g]) + " |")
+        print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--subjects", type=int, default=6)
+    parser.add_argument("--cal", type=int, default=40)
+    parser.add_argument("--seed-a", type=int, default=11)
+    parser.add_argument("--seed-b", type=int, default=12)
+    args = parser.parse_args()
+    calibration = _cohort(args.work, "calA", args.cal, args.seed_a)
+    check = _cohort(args.work, "calB", args.cal, args.seed_b)
+    print(f"## Regions and Fazekas rules — `python benchmarks/bench_regions.py` "
+          f"({datetime.date.today()})\n")
+    print(f"{describe_machine()}; CPU flags: {_cpu_flags()}.")
+    registration(check, min(args.subjects, args.cal))
+    print(f"\n### Fazekas from WMH features: calibration on the true WMH labels and region maps "
+          f"of {args.cal} demo subjects (seed {args.seed_a})")
+    calibrate(_features(calibration, "true"))
+    confusion(_features(check, "true"), f"### Check on {args.cal} other subjects (seed "
+                                        f"{args.seed_b}), true WMH labels, true region maps")
+    start = time.perf_counter()
+    rows = _features(check, "registered")
+    confusion(rows, f"### Same subjects, true WMH labels, region maps by template registration "
+                    f"from the T1 ({(time.perf_counter() - start) / len(rows):.2f} s per subject "
+                    f"incl. features)")
+
+
+if __name__ == "__main__":
+    main()
