@@ -147,7 +147,8 @@ def calibrate(rows: list[dict]) -> None:
 
     boundaries = (("pv", (0,), (1, 2, 3), "pv_lining_fraction", "lining_1", FAZEKAS_PV_LIMITS),
                   ("pv", (1,), (2,), "pv_lining_fraction", "lining_2", FAZEKAS_PV_LIMITS),
-                  ("pv", (2,), (3,), "pv_beyond_band_ml", "beyond_band_ml_3", FAZEKAS_PV_LIMITS),
+                  ("pv", (2,), (3,), "pv_reach_mm", "reach_mm_3", FAZEKAS_PV_LIMITS),
+                  ("pv", (2,), (3,), "pv_beyond_band_ml", None, FAZEKAS_PV_LIMITS),
                   ("deep", (0,), (1, 2, 3), "deep_count", "count_1", FAZEKAS_DEEP_LIMITS),
                   ("deep", (1,), (2,), "deep_largest_ml", "largest_ml_2", FAZEKAS_DEEP_LIMITS),
                   ("deep", (2,), (3,), "deep_largest_ml", "largest_ml_3", FAZEKAS_DEEP_LIMITS))
@@ -156,8 +157,9 @@ def calibrate(rows: list[dict]) -> None:
     for key, low_grades, high_grades, name, limit, limits in boundaries:
         low, high = feature(key, low_grades, name), feature(key, high_grades, name)
         t, errors = _best_threshold(low, high)
-        print(f"| {key} {low_grades[-1]} / {high_grades[0]} | {name} | {min(low):.3g}-{max(low):.3g}"
-              f" | {min(high):.3g}-{max(high):.3g} | {t:.3g} ({errors}) | {limits[limit]} |")
+        print(f"| {key} {low_grades[-1]} / {high_grades[0]} | {name} | "
+              f"{min(low):.3g}-{max(low):.3g} | {min(high):.3g}-{max(high):.3g} | "
+              f"{t:.3g} ({errors}) | {limits.get(limit, '-')} |")
 
 
 def confusion(rows: list[dict], title: str) -> None:

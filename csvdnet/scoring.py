@@ -169,9 +169,11 @@ class WmhFeatures:
     deep_largest_ml: float
 
 
-FAZEKAS_PV_LIMITS = {"lining_1": 0.02, "lining_2": 0.41, "beyond_band_ml_3": 5.8}
+FAZEKAS_PV_LIMITS = {"lining_1": 0.02, "lining_2": 0.41, "reach_mm_3": 11.9}
 """Periventricular Fazekas thresholds: grade 1 from this share of the lining covered, grade 2
-(halo) from ``lining_2``, grade 3 from this many ml beyond the band. Midpoints between the
+(halo) from ``lining_2``, grade 3 when the periventricular lesion reaches this far (mm) from the
+ventricles (past the 10 mm band: the volume out there varies with the fingers' thickness, the
+reach does not). Midpoints between the
 planted grades of a synthetic calibration cohort (true WMH labels; ``benchmarks/bench_regions.py``,
 RESULTS.md)."""
 
@@ -186,10 +188,10 @@ def fazekas_pv_from(features: WmhFeatures) -> int:
 
     0 absent; 1 caps or a pencil-thin lining (little of the lining covered); 2 a smooth halo
     (most of the lining covered, inside the band); 3 irregular, extending into the deep white
-    matter (periventricular lesion volume beyond the 10 mm band).
+    matter (the periventricular lesion reaches past the 10 mm band).
     """
     limits = FAZEKAS_PV_LIMITS
-    if features.pv_beyond_band_ml >= limits["beyond_band_ml_3"]:
+    if features.pv_reach_mm >= limits["reach_mm_3"]:
         return 3
     if features.pv_lining_fraction >= limits["lining_2"]:
         return 2

@@ -59,6 +59,7 @@ def test_full_halo_around_the_ventricle_is_pv_2(regions: np.ndarray,
     assert f.pv_lining_fraction == 1.0  # every lining voxel is covered
     assert f.pv_ml == pytest.approx(halo.sum() * VOXEL_ML)
     assert f.pv_beyond_band_ml == 0 and f.deep_count == 0
+    assert f.pv_reach_mm == pytest.approx(6.0, abs=0.5)
     assert fazekas_pv_from(f) == 2 and fazekas_deep_from(f) == 0
 
 
@@ -84,6 +85,7 @@ def test_halo_extending_beyond_the_band_is_pv_3(regions: np.ndarray,
     assert beyond == 8 * 10 * (40 - 29)
     assert f.pv_beyond_band_ml == pytest.approx(beyond * VOXEL_ML)  # 7.04 ml
     assert f.deep_count == 0  # the finger belongs to the periventricular lesion
+    assert f.pv_reach_mm > 12.0  # the halo alone reaches 6 mm
     assert fazekas_pv_from(f) == 3
 
 

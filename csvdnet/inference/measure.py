@@ -7,31 +7,38 @@ grades). Everything is measured on the reference grid, in world mm.
 WMH: periventricular vs deep, and the Fazekas grades
 ----------------------------------------------------
 Distances to the ventricles are Euclidean, in mm, from the region map's ``ventricles``
-(:func:`ventricle_distance`). The periventricular band is :data:`csvdnet.atlas.PERIVENTRICULAR_MM`
-(10 mm) wide. A 26-connected WMH component is **periventricular** when it has a voxel in the
-white matter lining of the ventricles (within :data:`LINING_MM`) or lies wholly inside the band (a
-piece of a cap or halo cut off on the reference grid); all its voxels are then periventricular, including fingers reaching beyond the band (that reach is what Fazekas PV 3
-means). Every other component is **deep**. ``wmh_periventricular_ml`` / ``wmh_deep_ml`` split the
-WMH volume that way.
+(:func:`ventricle_distance`). The periventricular band is
+:data:`csvdnet.atlas.PERIVENTRICULAR_MM` (10 mm) wide. A 26-connected WMH component is
+**periventricular** when it has a voxel in the white matter lining of the ventricles (within
+:data:`LINING_MM`) or lies wholly inside the band (a piece of a cap or halo cut off on the
+reference grid); all its voxels are then periventricular, including fingers reaching beyond the
+band (that reach is what Fazekas PV 3 means). Every other component is **deep**.
+``wmh_periventricular_ml`` / ``wmh_deep_ml`` split the WMH volume that way.
 
 The features (:class:`csvdnet.scoring.WmhFeatures`, computed by :func:`wmh_features`) follow how
 the synthetic cohort plants each grade (:mod:`csvdnet.synth.lesions`) and what the grades mean
 (Fazekas et al. 1987):
 
-- PV 1, caps at the frontal / occipital horns and a pencil-thin lining: periventricular WMH
-  cover a small part of the lining (``pv_lining_fraction``);
-- PV 2, a smooth halo: the lining is covered all round, the lesion stays inside the band;
-- PV 3, irregular extension into the deep WM: periventricular WMH reach beyond the band
-  (``pv_beyond_band_ml``: their volume more than 10 mm from the ventricles);
-- deep 1, punctate foci: small separate deep components;
-- deep 2, beginning confluence: clusters of merging foci, deep components of intermediate size;
-- deep 3, large confluent areas: large deep components (``deep_largest_ml``); a confluent area
-  that merges with a periventricular lesion is still counted when the part of the lesion beyond
-  the band is large (``pv_beyond_band_ml`` above the deep-3 size).
+- PV 0 / 1: caps at the frontal / occipital horns, with or without a pencil-thin lining, cover
+  a small part of the lining (``pv_lining_fraction`` 0.05-0.21 on the synthetic cohort);
+- PV 2, a smooth halo: most of the lining is covered (0.59-0.67; the rest is lining the halo
+  misses at the reference grid's slice spacing) and the lesion stays inside the band;
+- PV 3, irregular extension into the deep WM: the periventricular lesion reaches past the band
+  (``pv_reach_mm``, the 99th percentile of its distances to the ventricles: 14-35 mm vs <= 6 mm
+  for a halo);
+- deep 0: no deep component;
+- deep 1, punctate foci: separate small deep components (``deep_largest_ml`` <= 0.1 ml);
+- deep 2, beginning confluence: clusters of merging foci (largest 0.15-0.45 ml);
+- deep 3, large confluent areas (largest >= 1.5 ml).
 
-The grades are :func:`csvdnet.scoring.fazekas_pv_from` / :func:`~csvdnet.scoring.fazekas_deep_from`;
-their thresholds were calibrated on the true WMH labels of a synthetic cohort and checked on
-another (``benchmarks/bench_regions.py``, confusion matrices in ``benchmarks/RESULTS.md``).
+Known confusions: a deep confluent area that merges with a periventricular halo makes it read
+as PV 3 (its reach), and a PV 3 finger cut off beyond the band counts as a deep lesion. The
+grades are :func:`csvdnet.scoring.fazekas_pv_from` / :func:`~csvdnet.scoring.fazekas_deep_from`;
+their thresholds were calibrated on the true WMH labels of one synthetic cohort and checked on
+another (``benchmarks/bench_regions.py``, confusion matrices in ``benchmarks/RESULTS.md``). On
+real data the region map comes from an affine template registration: enlarged ventricles move
+the true lining a few mm off the atlas's, which the 3 mm lining and the 12 mm reach tolerate
+only in part.
 
 Other markers
 -------------
@@ -53,7 +60,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from csvdnet.atlas import DEEP_REGIONS, LOBAR_REGIONS, PERIVENTRICULAR_MM, REGION_CODES, REGION_NAMES
+from csvdnet.atlas import (DEEP_REGIONS, LOBAR_REGIONS, PERIVENTRICULAR_MM, REGION_CODES,
+                           REGION_NAMES)
 from csvdnet.scoring import (Measurements, WmhFeatures, fazekas_deep_from, fazekas_pv_from,
                              max_side_slice_count)
 
@@ -202,9 +210,9 @@ def _point_codes(world: np.ndarray, regions: np.ndarray, affine: np.ndarray) -> 
 def _cmb_counts(codes: np.ndarray) -> tuple[int, int, int]:
     """(lobar, deep, infratentorial) microbleeds from their region codes (see module docs)."""
     lobar = np.isin(codes, LOBAR_REGIONS + (REGION_CODES["csf"], REGION_CODES["background"]))
+    deep = np.isin(codes, DEEP_REGIONS + (REGION_CODES["ventricles"],))
     infratentorial = np.isin(codes, _INFRATENTORIAL)
-    return (int(np.count_nonzero(lobar)), int(np.count_nonzero(~lobar & ~infratentorial)),
-            int(np.count_nonzero(infratentorial)))
+    return tuple(int(np.count_nonzero(where)) for where in (lobar, deep, infratentorial))
 
 
 def measure(masks: Mapping[str, np.ndarray], points: Mapping[str, np.ndarray],
