@@ -1,14 +1,51 @@
 """Evaluation against reference labels: voxel, lesion, detection and score metrics.
 
-:mod:`~csvdnet.evaluation.metrics` follows the MICCAI 2017 WMH challenge and VALDO 2021
-conventions (../shared/DESIGN.md); :mod:`~csvdnet.evaluation.detection` matches points and
-measures ordinal agreement. Training validation and the held-out accuracy benchmark use them,
-and so will ``csvdnet evaluate``.
+One definition of each metric, used by training validation, the held-out accuracy benchmark
+and ``csvdnet evaluate`` alike (../shared/DESIGN.md, "Evaluation conventions"):
+
+- :mod:`~csvdnet.evaluation.metrics`: Dice, 26-connected lesion counts;
+- :mod:`~csvdnet.evaluation.segmentation`: the MICCAI 2017 WMH challenge metrics (HD95, AVD,
+  lesion recall / F1, the label-2 exclusion);
+- :mod:`~csvdnet.evaluation.detection`: one-to-one point matching, quadratic-weighted kappa;
+- :mod:`~csvdnet.evaluation.points`: VALDO-style detection (matching to objects, counts, FROC,
+  regions);
+- :mod:`~csvdnet.evaluation.agreement`: Bland-Altman, ICC(A,1), Spearman, confusion matrices,
+  bootstrap intervals (imports scikit-learn: loaded on first use);
+- :mod:`~csvdnet.evaluation.evaluate`: :func:`evaluate`, the ``csvdnet evaluate`` command's
+  library call (loaded on first use).
 """
 
-from csvdnet.evaluation.detection import MATCH_DISTANCE_MM, match_points, quadratic_weighted_kappa
+from typing import Any
+
+from csvdnet.evaluation.detection import (MATCH_DISTANCE_MM, match_pairs, match_points,
+                                          quadratic_weighted_kappa)
 from csvdnet.evaluation.metrics import (LesionCounts, dice, lesion_counts,
                                         remove_small_components)
+from csvdnet.evaluation.points import (DetectionCounts, TrueObjects, froc, match_detections,
+                                       match_radius)
+from csvdnet.evaluation.segmentation import (SegmentationMetrics, absolute_volume_difference,
+                                             challenge_masks, hausdorff95, segmentation_metrics)
 
-__all__ = ["MATCH_DISTANCE_MM", "LesionCounts", "dice", "lesion_counts", "match_points",
-           "quadratic_weighted_kappa", "remove_small_components"]
+_LAZY = {"evaluate": "csvdnet.evaluation.evaluate", "Evaluation": "csvdnet.evaluation.evaluate",
+         "bland_altman": "csvdnet.evaluation.agreement", "icc_a1": "csvdnet.evaluation.agreement",
+         "spearman": "csvdnet.evaluation.agreement",
+         "count_agreement": "csvdnet.evaluation.agreement",
+         "ordinal_agreement": "csvdnet.evaluation.agreement",
+         "bootstrap_ci": "csvdnet.evaluation.agreement"}
+
+__all__ = ["MATCH_DISTANCE_MM", "DetectionCounts", "Evaluation", "LesionCounts",
+           "SegmentationMetrics", "TrueObjects", "absolute_volume_difference", "bland_altman",
+           "bootstrap_ci", "challenge_masks", "count_agreement", "dice", "evaluate", "froc",
+           "hausdorff95", "icc_a1", "lesion_counts", "match_detections", "match_pairs",
+           "match_points", "match_radius", "ordinal_agreement", "quadratic_weighted_kappa",
+           "remove_small_components", "segmentation_metrics", "spearman"]
+
+
+def __getattr__(name: str) -> Any:
+    # scikit-learn and matplotlib load only when these are used, not when training validation
+    # imports the metrics.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, spatial
 
-__all__ = ["MATCH_DISTANCE_MM", "match_points", "quadratic_weighted_kappa"]
+__all__ = ["MATCH_DISTANCE_MM", "match_pairs", "match_points", "quadratic_weighted_kappa"]
 
 MATCH_DISTANCE_MM = 4.0
 """A predicted point within this distance of a true point finds it: about the radius of a
@@ -40,10 +40,29 @@ def match_points(predicted: np.ndarray, true: np.ndarray, spacing: Sequence[floa
     scale = np.asarray(spacing, float)
     distance = spatial.distance.cdist(np.asarray(predicted, float) * scale,
                                       np.asarray(true, float) * scale)
+    matched = len(match_pairs(distance, max_distance_mm)[0])
+    return matched, len(predicted) - matched, len(true) - matched
+
+
+def match_pairs(distance: np.ndarray, max_distance_mm: float = MATCH_DISTANCE_MM
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The matched pairs of a one-to-one matching (the rule of :func:`match_points`).
+
+    Args:
+        distance: ``(N predicted, M true)`` distances in mm (any distance: between centres, or
+            from a point to the nearest part of an object).
+        max_distance_mm: Farthest a match may be.
+
+    Returns:
+        ``(predicted indices, true indices)`` of the matched pairs, in predicted order.
+    """
+    distance = np.asarray(distance, float)
+    if distance.size == 0:
+        return np.zeros(0, int), np.zeros(0, int)
     too_far = distance > max_distance_mm
     rows, cols = optimize.linear_sum_assignment(np.where(too_far, 1e9, distance))
-    matched = int(np.sum(~too_far[rows, cols]))
-    return matched, len(predicted) - matched, len(true) - matched
+    keep = ~too_far[rows, cols]
+    return rows[keep], cols[keep]
 
 
 def quadratic_weighted_kappa(true: Sequence[int], predicted: Sequence[int],
