@@ -145,7 +145,8 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
-              help="Model directory: a training run (written by `csvdnet train`).")
+              help="Model directory: a training run (`csvdnet train`) or an exported model "
+                   "(`csvdnet export`: NAME/<version>, or NAME for its highest version).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (per-subject folders, scores.tsv, errors.tsv; BIDS "
                    "derivatives for a BIDS input).")
@@ -160,9 +161,16 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
               help="Which weights of a training run.")
 @click.option("--overwrite", is_flag=True, help="Redo subjects that are already done.")
 @click.option("--quiet", is_flag=True, help="No line per subject.")
+@click.option("--serving-url", default=None,
+              help="TF Serving REST URL of the same exported model "
+                   "(http://HOST:8501/v1/models/NAME): the network runs there, the rest here.")
+@click.option("--serving-form", default="bytes", show_default=True,
+              type=click.Choice(["bytes", "inputs", "instances"]),
+              help="REST request form: raw float32 bytes (serve_bytes), columnar or row JSON.")
 @_input_errors_exit_2
 def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
-            rules: str | None, weights: str, overwrite: bool, quiet: bool) -> None:
+            rules: str | None, weights: str, overwrite: bool, quiet: bool,
+            serving_url: str | None = None, serving_form: str = "bytes") -> None:
     """Find, measure and rate the CSVD markers of every subject of INPUT.
 
     INPUT is one subject's folder (<sequence>.nii[.gz] files), a cohort folder, a manifest CSV
@@ -173,7 +181,8 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
     from csvdnet.inference.predictor import Predictor
 
     rule_sets = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
-    predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta)
+    predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta,
+                                   serving_url=serving_url, serving_form=serving_form)
     subjects, problems, bids = open_input(input_path, predictor.info.channels,
                                           predictor.preprocess_cfg.reference)
     total = len(subjects) + len(problems)
@@ -190,3 +199,64 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
         click.echo(f"error: {len(failed)} of {total} subjects failed (see "
                    f"{Path(out_dir) / 'errors.tsv'})", err=True)
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Model folder saved_models/NAME (NAME is the TF Serving model name).")
+@click.option("--version", "version", default=None, type=click.IntRange(min=1),
+              help="Version number (default: one more than the highest in --out).")
+@click.option("--weights", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Which weights of the run.")
+@click.option("--mixed-precision", is_flag=True,
+              help="Compute in float16 (GPU serving); the default float32 graph is for CPUs.")
+@click.option("--description", default=None,
+              help="Training data description for metadata.json and the model card "
+                   "(default: the run's export.description).")
+@click.option("--heldout-cache", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Preprocessed cache of unseen subjects: evaluate on it first, record the "
+                   "metrics in metadata.json and the model card.")
+@click.option("--card-notes", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Markdown appended to the model card (exact commands, seeds).")
+@_input_errors_exit_2
+def export(run_dir: str, out_dir: str, version: int | None, weights: str,
+           mixed_precision: bool, description: str | None, heldout_cache: str | None,
+           card_notes: str | None) -> None:
+    """Export RUN_DIR as a TF SavedModel (TF Serving layout) with metadata.json and a model card."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from csvdnet.export import export_run
+
+    command = ["csvdnet", "export", run_dir, "--out", out_dir, "--weights", weights]
+    for flag, value in (("--version", version), ("--description", description),
+                        ("--heldout-cache", heldout_cache), ("--card-notes", card_notes)):
+        command += [flag, str(value)] if value is not None else []
+    command += ["--mixed-precision"] if mixed_precision else []
+    result = export_run(run_dir, out_dir, version=version, weights=weights,
+                        precision="mixed_float16" if mixed_precision else "float32",
+                        description=description, heldout_cache=heldout_cache,
+                        card_notes=card_notes, command=command)
+    click.echo(f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB, "
+               f"{result.seconds:.1f} s); check: saved_model_cli show --dir {result.path} --all")
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="csvdnet-demo", show_default=True,
+              type=click.Path(file_okay=False), help="Demo folder (synthetic input, predictions).")
+@click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
+              help="Model to run (default: the shipped saved_models/csvdnet-synthetic).")
+@click.option("--seed", default=None, type=int, help="Seed of the synthetic subject.")
+@click.option("--profile", default="demo", show_default=True, type=click.Choice(["tiny", "demo"]),
+              help="Synthetic profile of the subject (tiny: coarse, for tests).")
+@_input_errors_exit_2
+def demo(out_dir: str, model_dir: str | None, seed: int | None, profile: str) -> None:
+    """Rate one synthetic subject with the shipped model and compare with its truth."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from csvdnet.demo import DEMO_SEED, format_table, run_demo
+
+    result = run_demo(out_dir, model_dir, seed=DEMO_SEED if seed is None else seed,
+                      profile=profile)
+    click.echo(format_table(result.rows))
+    click.echo(f"model {result.model}; {result.seconds:.1f} s")
+    click.echo(f"report: {result.report_html}")
+    click.echo("synthetic data and a demo model: not for clinical use")

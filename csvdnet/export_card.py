@@ -67,9 +67,10 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
         f"to the in-brain percentiles {m.get('normalisation', {}).get('clip_percentiles')} and "
         f"z-scored in the brain (`csvdnet predict` does this preprocessing).",
         f"- Dense outputs are predicted window by window: windows of {m['window']} voxels, "
-        f"overlap {m['overlap']}, Gaussian blending {'on' if m['gaussian_blend'] else 'off'}; the score from one "
-        f"whole-volume call of the `score` signature. Any size works (padded to a multiple of "
-        f"{m['stride']} inside the graph).",
+        f"overlap {m['overlap']}, Gaussian blending "
+        f"{'on' if m['gaussian_blend'] else 'off'}; the score from one whole-volume call "
+        f"of the `score` signature. Any size works (padded to a multiple of {m['stride']} "
+        f"inside the graph).",
         "- Signatures: `serving_default` (wmh, rssi, lacune, cmb, epvs, score_logits, "
         "score_probs), `score` (score_logits, score_probs), `serve_bytes` (raw float32 bytes "
         "+ shape in, the outputs of `serving_default` out).",

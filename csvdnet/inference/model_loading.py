@@ -7,6 +7,14 @@ cache it trained on: channels, working spacing, normalisation, pad multiple; rea
 ``last/``. The network is rebuilt from the config and run in float32 whatever
 policy it trained under: a bfloat16 graph is several times slower on CPUs without bfloat16
 units, and the weights are float32 either way.
+
+An **exported model** (``csvdnet export``: ``NAME/<version>/`` in TF Serving layout, or ``NAME/``
+for its highest version) is verified first (:func:`csvdnet.export_verify.verify_model`: every
+checksum of ``metadata.json``, no foreign file, a format this csvdnet reads), then loaded with
+``tf.saved_model.load``: no csvdnet model code runs, only the graph's TensorFlow ops. Its
+preprocessing, window, thresholds and rule sets come from ``metadata.json``. With a
+``serving_url`` the network step goes to TensorFlow Serving instead
+(:mod:`csvdnet.inference.serving`); the local copy then only supplies the verified metadata.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any, Sequence
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference.result import ModelInfo
 
-__all__ = ["file_sha256", "load_run"]
+__all__ = ["file_sha256", "load_model_dir", "load_run", "load_saved_model"]
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -79,4 +87,85 @@ def load_run(cls: type, run_dir: Path, *, weights: str = "best",
                     overlap=cfg.inference.overlap, gaussian=cfg.inference.gaussian_blend,
                     rule_sets=chosen, score_classes=cfg.model.score_classes, tta=tta)
     predictor.network = network
+    return predictor
+
+
+def load_model_dir(cls: type, model_dir: Path, *, weights: str = "best",
+                   rule_sets: Sequence[str] | None = None, tta: bool = False,
+                   serving_url: str | None = None, serving_form: str = "bytes") -> Any:
+    """A predictor over a training run or an exported model, whichever ``model_dir`` is.
+
+    Raises:
+        CsvdnetInputError: Neither, or a REST server asked for with a training run.
+    """
+    from csvdnet.export_verify import is_exported_model
+
+    if (model_dir / "config.yaml").is_file() or not is_exported_model(model_dir):
+        if serving_url:
+            raise CsvdnetInputError(model_dir, "--serving-url needs an exported model "
+                                               "(`csvdnet export`), not a training run")
+        return load_run(cls, model_dir, weights=weights, rule_sets=rule_sets, tta=tta)
+    return load_saved_model(cls, model_dir, rule_sets=rule_sets, tta=tta,
+                            serving_url=serving_url, serving_form=serving_form)
+
+
+def load_saved_model(cls: type, model_dir: Path, *, rule_sets: Sequence[str] | None = None,
+                     tta: bool = False, serving_url: str | None = None,
+                     serving_form: str = "bytes") -> Any:
+    """A :class:`~csvdnet.inference.predictor.Predictor` over an exported model.
+
+    Args:
+        cls: The predictor class.
+        model_dir: ``NAME/<version>`` or ``NAME`` (its highest version).
+        rule_sets: Rule sets to score (default: the model's).
+        tta: Left-right flip test-time augmentation.
+        serving_url: TF Serving REST URL of the same model: the network runs there.
+        serving_form: REST request form (``csvdnet.inference.serving.FORMS``).
+
+    Raises:
+        CsvdnetInputError: A missing, altered or foreign file, a metadata format newer than
+            this csvdnet, a SavedModel without the csvdnet signatures, an unreachable server.
+    """
+    from csvdnet.config import PreprocessConfig, from_dict
+    from csvdnet.export_verify import METADATA_NAME, SIGNATURES, verify_model
+    from csvdnet.inference.serving import RestClient, SignatureForward, in_process_caller
+
+    version_dir, metadata = verify_model(model_dir)
+    meta_path = version_dir / METADATA_NAME
+    preprocess_cfg = from_dict(PreprocessConfig, metadata["preprocess"], source=str(meta_path))
+    if serving_url:
+        client = RestClient(serving_url, metadata["version"], form=serving_form,
+                            outputs=metadata.get("signatures") and {
+                                k: v["outputs"] for k, v in metadata["signatures"].items()})
+        client.check()
+        call, where = client.predict, client.url
+    else:
+        import tensorflow as tf
+
+        try:
+            loaded = tf.saved_model.load(str(version_dir))
+        except (OSError, ValueError, tf.errors.OpError) as exc:
+            raise CsvdnetInputError(version_dir / "saved_model.pb",
+                                    f"not a loadable SavedModel ({type(exc).__name__})") from None
+        absent = [name for name in SIGNATURES if name not in loaded.signatures]
+        if absent:
+            raise CsvdnetInputError(version_dir / "saved_model.pb",
+                                    f"lacks the signature(s) {', '.join(absent)} of a csvdnet "
+                                    f"export")
+        call, where = in_process_caller(loaded), str(version_dir.resolve())
+    spacing = metadata["preprocess"].get("spacing")
+    info = ModelInfo(
+        id=f"{metadata['name']}/{metadata['version']}", path=where,
+        sha256=file_sha256(meta_path), kind="saved_model",
+        channels=tuple(metadata["channels"]),
+        spacing=tuple(float(s) for s in spacing) if spacing is not None else (0.0, 0.0, 0.0),
+        thresholds={k: float(v) for k, v in metadata["thresholds"].items()},
+        min_lesion_mm3={k: float(v) for k, v in metadata["min_lesion_mm3"].items()},
+        modality_dropout=float(metadata["modality_dropout"]) > 0.0)
+    chosen = tuple(rule_sets) if rule_sets else tuple(metadata["rule_sets"])
+    forward = SignatureForward(call, metadata["window"])
+    predictor = cls(forward, info, preprocess_cfg, window=metadata["window"],
+                    overlap=metadata["overlap"], gaussian=metadata["gaussian_blend"],
+                    rule_sets=chosen, score_classes=metadata["score_classes"], tta=tta)
+    predictor.metadata = metadata
     return predictor

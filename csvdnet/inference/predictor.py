@@ -1,8 +1,10 @@
 """One subject's MRI in, every marker found, measured and rated out: :class:`Predictor`.
 
-``Predictor.from_dir(model_dir)`` loads a trained run directory (``csvdnet train``); its
-working spacing, channels and normalisation come from the run's ``preprocess.json`` (the
-cache's record), never from a config that could disagree with the cache. ``predict(subject)``
+``Predictor.from_dir(model_dir)`` loads a trained run directory (``csvdnet train``) or an
+exported model (``csvdnet export``, optionally served by TF Serving); its working spacing,
+channels and normalisation come from the run's ``preprocess.json`` (the cache's record) or the
+export's ``metadata.json`` (a copy of it), never from a config that could disagree with the
+cache. ``predict(subject)``
 then runs, timing each stage:
 
 1. **load** the subject's sequences (the model's channels; a missing one is an error naming it,
@@ -115,23 +117,33 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, *, weights: str = "best",
-                 rule_sets: Sequence[str] | None = None, tta: bool = False) -> Predictor:
-        """Load a model directory: a training run (``config.yaml``, ``best/`` / ``last/``).
+                 rule_sets: Sequence[str] | None = None, tta: bool = False,
+                 serving_url: str | None = None, serving_form: str = "bytes") -> Predictor:
+        """Load a model directory: a training run or an exported model.
+
+        A training run holds ``config.yaml``, ``best/`` / ``last/``; an exported model
+        (``csvdnet export``) is ``NAME/<version>/``, or ``NAME/`` for its highest version,
+        every checksum verified before use.
 
         Args:
             model_dir: The directory.
             weights: ``"best"`` (falls back to ``"last"`` when the run never validated) or
-                ``"last"``.
-            rule_sets: Rule sets to score (default: the run's ``inference.rule_sets``).
+                ``"last"`` (training runs only).
+            rule_sets: Rule sets to score (default: the model's).
             tta: Left-right flip test-time augmentation.
+            serving_url: TF Serving REST URL serving the same exported model: the network step
+                goes there (``csvdnet.inference.serving``); everything else runs here.
+            serving_form: REST request form: ``"bytes"``, ``"inputs"`` or ``"instances"``.
 
         Raises:
-            CsvdnetInputError: Not a model directory, missing or unreadable weights, or a run
-                whose preprocessing record is unusable.
+            CsvdnetInputError: Not a model directory, missing or unreadable weights, a run
+                whose preprocessing record is unusable, an export that fails verification, an
+                unreachable server.
         """
-        from csvdnet.inference.model_loading import load_run
+        from csvdnet.inference.model_loading import load_model_dir
 
-        return load_run(cls, Path(model_dir), weights=weights, rule_sets=rule_sets, tta=tta)
+        return load_model_dir(cls, Path(model_dir), weights=weights, rule_sets=rule_sets,
+                              tta=tta, serving_url=serving_url, serving_form=serving_form)
 
     # ------------------------------------------------------------------------------------
     # Prediction.
