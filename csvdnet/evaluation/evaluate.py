@@ -41,7 +41,8 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import write_text_atomic
 from csvdnet.io import Cohort, read_cohort
 
-__all__ = ["EVALUATION_FORMAT_VERSION", "Evaluation", "evaluate", "summarise_cohort"]
+__all__ = ["EVALUATION_FORMAT_VERSION", "Evaluation", "evaluate", "headline", "parse_radius",
+           "summarise_cohort"]
 
 EVALUATION_FORMAT_VERSION = 1
 """Version of the ``summary.json`` layout."""
@@ -311,3 +312,46 @@ def evaluate(cohort: str | os.PathLike | Cohort, pred_dir: str | os.PathLike,
     write_text_atomic(result.summary_json, json.dumps(result.summary, indent=1) + "\n")
     write_html(result.html, result.rows, result.summary, evals, reports)
     return result
+
+
+def parse_radius(items: Sequence[str]) -> dict[str, float]:
+    """``["cmb=5", "epvs=2"]`` -> ``{"cmb": 5.0, "epvs": 2.0}`` (the CLI's ``--radius``)."""
+    radius = {}
+    for item in items:
+        task, _, value = item.partition("=")
+        try:
+            mm = float(value)
+        except ValueError:
+            mm = math.nan
+        if task not in OBJECT_TASKS or not math.isfinite(mm) or mm <= 0:
+            raise CsvdnetInputError("--radius", f"{item!r}: expected TASK=MM with TASK one of "
+                                                f"{', '.join(OBJECT_TASKS)} and MM > 0")
+        radius[task] = mm
+    return radius
+
+
+def headline(summary: Mapping[str, Any]) -> list[str]:
+    """A few lines for the terminal: who was evaluated, and the main figure of each marker."""
+    subjects = summary["subjects"]
+    lines = [f"{subjects['evaluated']} of {subjects['cohort']} subjects evaluated"]
+    if subjects["missing_prediction"]:
+        lines.append("no prediction: " + ", ".join(subjects["missing_prediction"]))
+    other = [s for s in subjects["problems"] if s not in subjects["missing_prediction"]]
+    if other:
+        lines.append(f"{len(other)} subject(s) with missing or unusable parts (see summary.json)")
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for task, entry in summary["segmentation"].items():
+        lines.append(f"{task}: Dice median {fmt(entry['per_subject']['dice']['median'])}, "
+                     f"pooled {fmt(entry['pooled_dice']['value'])}; lesion F1 pooled "
+                     f"{fmt(entry['pooled_lesions']['f1']['value'])}")
+    for task, entry in summary["detection"].items():
+        lines.append(f"{task}: detection F1 pooled {fmt(entry['pooled']['f1']['value'])}, "
+                     f"sensitivity {fmt(entry['pooled']['sensitivity'])}, FP/subject "
+                     f"{fmt(entry['false_positives_per_subject']['mean'])}")
+    for key, entry in summary["total_score"].items():
+        lines.append(f"total score ({key.replace('_', ' ')}): accuracy {fmt(entry['accuracy'])}"
+                     f", quadratic kappa {fmt(entry['kappa_quadratic'])}")
+    return lines
