@@ -235,8 +235,11 @@ class Predictor:
                     masks[task] = postprocess.threshold_mask(probabilities[task],
                                                              thresholds[task], 0)
         with clock("regions"):
-            source = images.get("t1", reference)
-            world_to_mni = regioning.template_to_subject(source)
+            # T1 shows the template's contrast best; its world is the reference's moved by
+            # the co-registration, so compose: reference world -> T1 world -> MNI.
+            source = "t1" if "t1" in images else meta.reference
+            world_to_mni = (regioning.template_to_subject(images[source])
+                            @ np.asarray(meta.sequence_transforms[source], np.float64))
             regions = regioning.subject_regions(reference.shape, affine, world_to_mni)
             findings = {}
             for task, items in raw.items():
