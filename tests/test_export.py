@@ -1,0 +1,233 @@
+"""Export: the SavedModel reproduces the Keras model, carries its metadata, and is verified on load.
+
+The tiny run (tests/_tiny_run.py) is exported once per session by ``csvdnet export``
+(conftest ``exported_model``); tests that alter an export work on a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.export_verify import (METADATA_NAME, MODEL_FORMAT_VERSION, SIGNATURES,
+                                   file_sha256, find_version_dir, verify_model)
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def loaded(exported_model):
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(exported_model))
+
+
+@pytest.fixture(scope="module")
+def keras_model(tiny_run):
+    from csvdnet.training.heldout import load_network
+    from csvdnet.training.precision import dtype_policy
+    from csvdnet.training.record import run_config
+
+    run = tiny_run[1]
+    with dtype_policy("float32"):
+        return load_network(run, run_config(run), "best")
+
+
+def _copy(exported_model: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "tiny" / "1"
+    shutil.copytree(exported_model, target)
+    return target
+
+
+def test_round_trip_matches_the_keras_model_on_a_size_off_the_stride(loaded, keras_model,
+                                                                      exported_model):
+    import tensorflow as tf
+
+    from csvdnet.scoring import ordinal_probabilities
+
+    metadata = json.loads((exported_model / METADATA_NAME).read_text())
+    stride = metadata["stride"]
+    assert stride == 4
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(2, 18, 21, 13, 5)).astype(np.float32)  # no axis a multiple of 4
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        image=tf.constant(image)).items()}
+    # The reference: pad with zeros at the high end by hand, run Keras, crop back.
+    padded = np.pad(image, [(0, 0), (0, 2), (0, 3), (0, 3), (0, 0)])
+    expected = {k: np.asarray(v) for k, v in keras_model(padded, training=False).items()}
+    for task in ("wmh", "rssi", "lacune", "cmb", "epvs"):
+        assert out[task].shape == (2, 18, 21, 13, 1)
+        np.testing.assert_allclose(out[task], expected[task][:, :18, :21, :13], atol=TOLERANCE)
+    np.testing.assert_allclose(out["score_logits"], expected["score"], atol=TOLERANCE)
+    np.testing.assert_allclose(out["score_probs"],
+                               ordinal_probabilities(expected["score"])[0], atol=TOLERANCE)
+
+    score = loaded.signatures["score"](image=tf.constant(image))
+    assert sorted(score) == ["score_logits", "score_probs"]
+    np.testing.assert_allclose(score["score_logits"].numpy(), out["score_logits"], atol=1e-6)
+
+    raw = loaded.signatures["serve_bytes"](image_bytes=tf.constant(image.tobytes()),
+                                           shape=tf.constant(image.shape, tf.int32))
+    for name, value in out.items():
+        np.testing.assert_array_equal(raw[name].numpy(), value)
+
+
+def test_layout_metadata_and_card(exported_model, tiny_run):
+    assert exported_model.name == "1" and exported_model.parent.name == "tiny"
+    assert (exported_model / "saved_model.pb").is_file()
+    assert (exported_model / "variables" / "variables.index").is_file()
+    metadata = json.loads((exported_model / METADATA_NAME).read_text())
+    record = json.loads((tiny_run[1] / "preprocess.json").read_text())
+    assert metadata["format_version"] == MODEL_FORMAT_VERSION
+    assert (metadata["name"], metadata["version"]) == ("tiny", 1)
+    assert metadata["channels"] == record["channels"]
+    assert metadata["spacing"] == record["preprocess"]["spacing"] == [4.0, 4.0, 4.0]
+    assert metadata["preprocess"] == record["preprocess"]
+    assert metadata["window"] == [16, 16, 16] and metadata["overlap"] == 0.25
+    assert metadata["precision"] == "float32"
+    assert metadata["modality_dropout"] == pytest.approx(0.1)
+    assert metadata["training"]["description"] == "tiny synthetic run"
+    assert set(metadata["versions"]) >= {"csvdnet", "tensorflow", "keras"}
+    assert set(metadata["signatures"]) == set(SIGNATURES)
+    assert "--description" in metadata["command"]
+    files = sorted(p.relative_to(exported_model).as_posix()
+                   for p in exported_model.rglob("*") if p.is_file())
+    assert sorted(metadata["files"]) == [f for f in files if f != METADATA_NAME]
+    for name, digest in metadata["files"].items():
+        assert file_sha256(exported_model / name) == digest
+    card = (exported_model / "MODEL_CARD.md").read_text()
+    assert "not for clinical use" in card and "tiny synthetic run" in card
+    assert "flair, t1, t2, swi, dwi" in card
+
+
+def test_an_existing_version_is_never_overwritten(exported_model, tiny_run):
+    from csvdnet.export import _next_version, export_run
+
+    with pytest.raises(CsvdnetInputError, match="already exists"):
+        export_run(tiny_run[1], exported_model.parent, version=1)
+    assert _next_version(exported_model.parent) == 2
+    with pytest.raises(CsvdnetInputError, match="precision"):
+        export_run(tiny_run[1], exported_model.parent, precision="float8")
+
+
+def test_name_folder_resolves_to_its_highest_version(exported_model, tmp_path):
+    copy = _copy(exported_model, tmp_path)
+    shutil.copytree(copy, copy.parent / "10")
+    assert find_version_dir(copy.parent) == copy.parent / "10"  # numeric, not string, order
+    assert verify_model(copy.parent)[0] == copy.parent / "10"
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("tamper", r"variables\.index: sha256 differs .* altered"),
+    ("missing", r"fingerprint\.pb: missing"),
+    ("foreign", r"extra\.py: not part of the exported model .* foreign"),
+    ("future", rf"metadata\.json: format_version {MODEL_FORMAT_VERSION + 1} is newer"),
+    ("not_ours", r"metadata\.json: not a csvdnet model"),
+    ("escape", r"metadata\.json: files: '\.\./x' is not a plain path"),
+    ("link", r"link\.pb: is a symbolic link"),
+])
+def test_damaged_exports_are_refused_naming_the_file(exported_model, tmp_path, damage,
+                                                      message):
+    copy = _copy(exported_model, tmp_path)
+    meta_path = copy / METADATA_NAME
+    metadata = json.loads(meta_path.read_text())
+    if damage == "tamper":
+        with open(copy / "variables" / "variables.index", "ab") as handle:
+            handle.write(b"\0")
+    elif damage == "missing":
+        (copy / "fingerprint.pb").unlink()
+    elif damage == "foreign":
+        (copy / "variables" / "extra.py").write_text("import os\n")
+    elif damage == "link":
+        os.symlink(copy / "saved_model.pb", copy / "link.pb")
+    else:
+        if damage == "future":
+            metadata["format_version"] = MODEL_FORMAT_VERSION + 1
+        elif damage == "not_ours":
+            metadata["format"] = "someone-elses-model"
+        else:
+            metadata["files"]["../x"] = "0" * 64
+        meta_path.write_text(json.dumps(metadata))
+    with pytest.raises(CsvdnetInputError, match=message) as caught:
+        verify_model(copy)
+    assert "\n" not in str(caught.value)
+
+
+def test_predictor_refuses_a_tampered_export_before_loading_it(exported_model, tmp_path):
+    from csvdnet.inference.predictor import Predictor
+
+    copy = _copy(exported_model, tmp_path)
+    with open(copy / "saved_model.pb", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(CsvdnetInputError, match=r"saved_model\.pb: sha256 differs"):
+        Predictor.from_dir(copy)
+    (copy / METADATA_NAME).unlink()
+    with pytest.raises(CsvdnetInputError, match=r"metadata\.json: missing"):
+        Predictor.from_dir(copy)
+
+
+def test_predictor_loads_an_export_as_its_run(exported_model, tiny_run):
+    from csvdnet.inference.predictor import Predictor
+
+    exported = Predictor.from_dir(exported_model.parent)  # NAME folder: highest version
+    run = Predictor.from_dir(tiny_run[1])
+    assert exported.info.kind == "saved_model" and exported.info.id == "tiny/1"
+    assert exported.info.sha256 == file_sha256(exported_model / METADATA_NAME)
+    assert exported.info.channels == run.info.channels
+    assert exported.info.thresholds == run.info.thresholds
+    assert exported.preprocess_cfg == run.preprocess_cfg
+    assert (exported.window, exported.overlap, exported.rule_sets) == \
+        (run.window, run.overlap, run.rule_sets)
+
+
+@pytest.mark.slow
+def test_saved_model_cli_lists_the_three_signatures(exported_model):
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli), "show", "--dir", str(exported_model), "--all"],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert shown.returncode == 0, shown.stderr
+    for name in SIGNATURES:
+        assert f"signature_def['{name}']" in shown.stdout
+    for name in ("image", "image_bytes", "shape", "wmh", "epvs", "score_logits", "score_probs"):
+        assert f"['{name}']" in shown.stdout
+
+
+@pytest.mark.slow
+def test_plain_tensorflow_runs_the_export_without_csvdnet(exported_model):
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "out = m.signatures['serving_default'](image=tf.zeros([1, 9, 10, 11, 5]))\n"
+        "assert 'csvdnet' not in sys.modules, 'csvdnet was imported'\n"
+        "print(sorted(out), out['wmh'].shape)\n")
+    ran = subprocess.run([sys.executable, "-c", script, str(exported_model)], cwd="/",
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ""})
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ("['cmb', 'epvs', 'lacune', 'rssi', 'score_logits', 'score_probs', 'wmh'] "
+            "(1, 9, 10, 11, 1)") in ran.stdout
+
+
+@pytest.mark.slow
+def test_mixed_precision_export_keeps_float32_signatures(tiny_run, tmp_path, loaded):
+    import tensorflow as tf
+
+    from csvdnet.export import export_run
+
+    result = export_run(tiny_run[1], tmp_path / "tiny16", precision="mixed_float16")
+    assert result.metadata["precision"] == "mixed_float16" and result.path.name == "1"
+    half = tf.saved_model.load(str(result.path))
+    image = tf.constant(np.random.default_rng(0).normal(size=(1, 16, 16, 16, 5)), tf.float32)
+    low = half.signatures["serving_default"](image=image)
+    full = loaded.signatures["serving_default"](image=image)
+    assert low["wmh"].dtype == tf.float32
+    np.testing.assert_allclose(low["wmh"].numpy(), full["wmh"].numpy(), atol=0.05)
