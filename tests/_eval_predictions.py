@@ -55,9 +55,12 @@ def write_truth_as_prediction(cohort: Path, pred: Path, edits: dict[str, Edits] 
         edit = edits.get(subject.id, Edits())
         folder = outputs.subject_dir(pred, subject.id, bids)
         folder.mkdir(parents=True, exist_ok=True)
+        grid = load_nifti(subject.sequences["flair"])
         for task in SEGMENTATION_TASKS:
-            label = load_nifti(subject.labels[task], kind="labelmap")
-            mask = np.rint(label.data) == 1
+            # predict writes every map; an unlabelled task gets an empty one here.
+            label = (load_nifti(subject.labels[task], kind="labelmap")
+                     if task in subject.labels else grid)
+            mask = (np.rint(label.data) == 1) & (task in subject.labels)
             mask = edit.masks.get(task, lambda m: m)(mask)
             save_nifti(mask.astype(np.uint8), label.affine,
                        folder / name(subject.id, bids, task, "mask"), dtype=np.uint8)

@@ -10,13 +10,16 @@ and ``csvdnet evaluate`` alike (../shared/DESIGN.md, "Evaluation conventions"):
 - :mod:`~csvdnet.evaluation.points`: VALDO-style detection (matching to objects, counts, FROC,
   regions);
 - :mod:`~csvdnet.evaluation.agreement`: Bland-Altman, ICC(A,1), Spearman, confusion matrices,
-  bootstrap intervals (imports scikit-learn: loaded on first use);
+  bootstrap intervals;
 - :mod:`~csvdnet.evaluation.evaluate`: :func:`evaluate`, the ``csvdnet evaluate`` command's
-  library call (loaded on first use).
+  library call.
+
+scikit-learn and matplotlib are imported only when used (training validation imports the
+metrics and needs neither).
 """
 
-from typing import Any
-
+from csvdnet.evaluation.agreement import (bland_altman, bootstrap_ci, count_agreement, icc_a1,
+                                          ordinal_agreement, spearman)
 from csvdnet.evaluation.detection import (MATCH_DISTANCE_MM, match_pairs, match_points,
                                           quadratic_weighted_kappa)
 from csvdnet.evaluation.metrics import (LesionCounts, dice, lesion_counts,
@@ -26,12 +29,8 @@ from csvdnet.evaluation.points import (DetectionCounts, TrueObjects, froc, match
 from csvdnet.evaluation.segmentation import (SegmentationMetrics, absolute_volume_difference,
                                              challenge_masks, hausdorff95, segmentation_metrics)
 
-_LAZY = {"evaluate": "csvdnet.evaluation.evaluate", "Evaluation": "csvdnet.evaluation.evaluate",
-         "bland_altman": "csvdnet.evaluation.agreement", "icc_a1": "csvdnet.evaluation.agreement",
-         "spearman": "csvdnet.evaluation.agreement",
-         "count_agreement": "csvdnet.evaluation.agreement",
-         "ordinal_agreement": "csvdnet.evaluation.agreement",
-         "bootstrap_ci": "csvdnet.evaluation.agreement"}
+# The function, bound after its module (same name) is imported, so it is what the name means.
+from csvdnet.evaluation.evaluate import Evaluation, evaluate  # noqa: E402  isort: skip
 
 __all__ = ["MATCH_DISTANCE_MM", "DetectionCounts", "Evaluation", "LesionCounts",
            "SegmentationMetrics", "TrueObjects", "absolute_volume_difference", "bland_altman",
@@ -40,12 +39,3 @@ __all__ = ["MATCH_DISTANCE_MM", "DetectionCounts", "Evaluation", "LesionCounts",
            "match_points", "match_radius", "ordinal_agreement", "quadratic_weighted_kappa",
            "remove_small_components", "segmentation_metrics", "spearman"]
 
-
-def __getattr__(name: str) -> Any:
-    # scikit-learn and matplotlib load only when these are used, not when training validation
-    # imports the metrics.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

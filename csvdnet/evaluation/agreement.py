@@ -25,13 +25,11 @@ import warnings
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import confusion_matrix
 
 from csvdnet.evaluation.detection import quadratic_weighted_kappa
 
-__all__ = ["bland_altman", "bootstrap_ci", "count_agreement", "icc_a1", "ordinal_agreement",
-           "spearman", "summarise"]
+__all__ = ["bland_altman", "bootstrap_ci", "count_agreement", "icc_a1", "mean_ci",
+           "ordinal_agreement", "spearman", "summarise"]
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -78,6 +76,8 @@ def spearman(true: Sequence[float], predicted: Sequence[float]) -> float:
     true, predicted = _pair(true, predicted)
     if len(true) < 3 or np.ptp(true) == 0 or np.ptp(predicted) == 0:
         return math.nan
+    from scipy import stats  # heavy to import: only when used
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(stats.spearmanr(true, predicted).statistic)
@@ -103,6 +103,8 @@ def ordinal_agreement(true: Sequence[int], predicted: Sequence[int],
     if true_arr.shape != pred_arr.shape:
         raise ValueError(f"{len(true_arr)} true values vs {len(pred_arr)} predicted")
     n = len(true_arr)
+    from sklearn.metrics import confusion_matrix  # scikit-learn loads only when used
+
     labels = list(range(num_classes))
     return {
         "n": n,
@@ -143,6 +145,15 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
     return float(low), float(high)
 
 
+def mean_ci(values: Sequence[float], seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """:func:`bootstrap_ci` of the mean (the same resamples), computed all at once."""
+    values = np.asarray(values, float).ravel()
+    if len(values) < 2:
+        return math.nan, math.nan
+    return _percentile_interval(values[_resamples(len(values), BOOTSTRAP_RESAMPLES, seed)]
+                                .mean(axis=1), 0.95)
+
+
 def summarise(values: Sequence[float], seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
     """n, NaN count, mean (95 % bootstrap CI), SD, median, quartiles, min, max of the finite
     values (the VALDO way of reporting per-subject results: medians and quartiles)."""
@@ -152,10 +163,7 @@ def summarise(values: Sequence[float], seed: int = BOOTSTRAP_SEED) -> dict[str, 
     if not len(finite):
         return out | {k: math.nan for k in ("mean", "mean_ci_low", "mean_ci_high", "sd",
                                             "median", "q1", "q3", "min", "max")}
-    # Same resamples as bootstrap_ci, all means at once.
-    low, high = (_percentile_interval(finite[_resamples(len(finite), BOOTSTRAP_RESAMPLES, seed)]
-                                      .mean(axis=1), 0.95)
-                 if len(finite) > 1 else (math.nan, math.nan))
+    low, high = mean_ci(finite, seed)
     q1, median, q3 = np.percentile(finite, [25, 50, 75])
     return out | {"mean": float(finite.mean()), "mean_ci_low": low, "mean_ci_high": high,
                   "sd": float(finite.std(ddof=1)) if len(finite) > 1 else math.nan,

@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from csvdnet import SEGMENTATION_TASKS, __version__
-from csvdnet.evaluation.agreement import (bootstrap_ci, count_agreement, ordinal_agreement,
-                                          summarise)
+from csvdnet.evaluation.agreement import (bootstrap_ci, count_agreement, mean_ci,
+                                          ordinal_agreement, summarise)
 from csvdnet.evaluation.detection import quadratic_weighted_kappa
 from csvdnet.evaluation.inputs import (is_bids_derivatives, load_prediction, load_truth,
                                        read_scores)
@@ -183,9 +183,9 @@ def _ordinal_summary(true: list[int], pred: list[int], classes: int) -> dict[str
         return None
     out = ordinal_agreement(true, pred, classes)
     t, p = np.asarray(true, int), np.asarray(pred, int)
-    for key, statistic in (("kappa_quadratic", lambda i: quadratic_weighted_kappa(
-            t[i], p[i], classes)), ("accuracy", lambda i: float(np.mean(t[i] == p[i])))):
-        out[f"{key}_ci"] = list(bootstrap_ci(statistic, len(t)))
+    out["kappa_quadratic_ci"] = list(bootstrap_ci(
+        lambda i: quadratic_weighted_kappa(t[i], p[i], classes), len(t)))
+    out["accuracy_ci"] = list(mean_ci(t == p))
     return out
 
 

@@ -9,13 +9,14 @@ results linked to their ``report.html``, and every subject that was missing some
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,15 +30,30 @@ table{border-collapse:collapse;margin:8px 0;font-size:.9em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 td:last-child a{margin-right:4px}
-.figs{display:flex;flex-wrap:wrap;gap:10px}.figs img{border:1px solid #ddd}
+.figs img{border:1px solid #ddd;max-width:100%;height:auto}.worst td{text-align:left}
 .warn{background:#fff4e0;border:1px solid #f0b040;padding:8px}.note{color:#555;font-size:.85em}"""
 
 
-def _figure(fig: Any) -> str:
+def _panel(draws: Sequence[Callable[[Any], None]], size: tuple[float, float] = (3.6, 3.0),
+           per_row: int = 4) -> str:
+    """One PNG of subplots, ``draw(ax)`` each (one figure per section: a figure costs more
+    than a subplot to render)."""
     import matplotlib.pyplot as plt
 
+    n_rows = -(-len(draws) // per_row)
+    n_cols = min(len(draws), per_row)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size[0] * n_cols, size[1] * n_rows),
+                             squeeze=False)
+    # Fixed spacing: a layout engine would double the rendering time.
+    fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=1 - 0.15 / fig.get_figwidth(),
+                        bottom=0.6 / fig.get_figheight(), top=1 - 0.35 / fig.get_figheight(),
+                        wspace=0.45, hspace=0.55)
+    for ax, draw in zip(axes.ravel(), draws):
+        draw(ax)
+    for ax in axes.ravel()[len(draws):]:
+        ax.set_axis_off()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
@@ -74,12 +90,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _confusion(title: str, matrix: Sequence[Sequence[int]], labels: Sequence[str],
-               axes: tuple[str, str] = ("true", "predicted")) -> str:
-    import matplotlib.pyplot as plt
-
+def _confusion(ax: Any, title: str, matrix: Sequence[Sequence[int]], labels: Sequence[str],
+               axes: tuple[str, str] = ("true", "predicted")) -> None:
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(3.2, 3.0))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), n in np.ndenumerate(matrix):
         ax.text(j, i, str(n), ha="center", va="center",
@@ -89,15 +102,11 @@ def _confusion(title: str, matrix: Sequence[Sequence[int]], labels: Sequence[str
     ax.set_ylabel(axes[0])
     ax.set_xlabel(axes[1])
     ax.set_title(title, fontsize=10)
-    return _figure(fig)
 
 
-def _bland_altman(title: str, true: Sequence[float], pred: Sequence[float],
-                  stats: Mapping[str, Any]) -> str:
-    import matplotlib.pyplot as plt
-
+def _bland_altman(ax: Any, title: str, true: Sequence[float], pred: Sequence[float],
+                  stats: Mapping[str, Any]) -> None:
     true, pred = np.asarray(true, float), np.asarray(pred, float)
-    fig, ax = plt.subplots(figsize=(3.8, 3.0))
     ax.scatter((true + pred) / 2, pred - true, s=14, alpha=0.7)
     for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
         value = stats.get(key)
@@ -107,13 +116,9 @@ def _bland_altman(title: str, true: Sequence[float], pred: Sequence[float],
     ax.set_xlabel("mean of true and predicted")
     ax.set_ylabel("predicted - true")
     ax.set_title(title, fontsize=10)
-    return _figure(fig)
 
 
-def _froc(detection: Mapping[str, Any]) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+def _froc(ax: Any, detection: Mapping[str, Any]) -> None:
     for task, entry in detection.items():
         curve = entry["froc"]
         if curve["fp_per_subject"]:
@@ -128,13 +133,10 @@ def _froc(detection: Mapping[str, Any]) -> str:
     ax.set_ylabel("sensitivity")
     ax.set_title("FROC", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
-    return _figure(fig)
 
 
-def _strip(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], metric: str) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.8, 3.0))
+def _strip(ax: Any, rows: Sequence[Mapping[str, Any]], tasks: Sequence[str],
+           metric: str) -> None:
     for k, task in enumerate(tasks):
         values = [float(v) for r in rows if (v := r.get(f"{task}_{metric}")) is not None
                   and math.isfinite(float(v))]
@@ -145,7 +147,6 @@ def _strip(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], metric: str)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"per-subject {metric.replace('_', ' ')}", fontsize=10)
-    return _figure(fig)
 
 
 def _link(report: Path | None, out_dir: Path, text: str) -> str:
@@ -175,7 +176,8 @@ def _worst(rows: Sequence[Mapping[str, Any]], reports: Mapping[str, Path | None]
         cells = ", ".join(f"{_link(reports.get(s), out_dir, s)} ({_fmt(v, 2)})"
                           for v, s in order) or "none: every subject is perfect"
         sections.append([html.escape(label), cells])
-    return _table(["metric", "worst subjects (value), linked to their report"], sections)
+    table = _table(["metric", "worst subjects (value), linked to their report"], sections)
+    return f'<div class="worst">{table}</div>'
 
 
 def write_html(path: Path, rows: list[dict[str, Any]], summary: Mapping[str, Any],
@@ -210,13 +212,15 @@ def write_html(path: Path, rows: list[dict[str, Any]], summary: Mapping[str, Any
                           "pooled lesion F1 [95% CI]"], table),
                   '<p class="note">(n): subjects where the value is defined (HD95 needs both '
                   "masks non-empty, AVD a non-empty reference).</p>",
-                  '<div class="figs">', _strip(rows, list(segmentation), "dice"),
-                  _strip(rows, list(segmentation), "lesion_f1")]
+                  '<div class="figs">']
+        draws = [functools.partial(_strip, rows=rows, tasks=list(segmentation), metric=m)
+                 for m in ("dice", "lesion_f1")]
         for task, entry in segmentation.items():
             true = [r[f"{task}_volume_true_ml"] for r in rows if f"{task}_dice" in r]
             pred = [r[f"{task}_volume_pred_ml"] for r in rows if f"{task}_dice" in r]
-            parts.append(_bland_altman(f"{task} volume (ml)", true, pred, entry["volume_ml"]))
-        parts.append("</div>")
+            draws.append(functools.partial(_bland_altman, title=f"{task} volume (ml)", true=true,
+                                           pred=pred, stats=entry["volume_ml"]))
+        parts += [_panel(draws, per_row=4), "</div>"]
     detection = summary["detection"]
     if detection:
         table = [[t, _fmt(e["radius_mm"], 1), str(e["pooled"]["tp"]), str(e["pooled"]["fp"]),
@@ -235,13 +239,15 @@ def write_html(path: Path, rows: list[dict[str, Any]], summary: Mapping[str, Any
                        for t, e in detection.items() for g, r in e["regions"].items()]
         parts += ["<h3>By region</h3>",
                   _table(["marker", "region", "sensitivity", "precision"], region_rows),
-                  '<div class="figs">', _froc(detection)]
+                  '<div class="figs">']
+        draws = [functools.partial(_froc, detection=detection)]
         for task, entry in detection.items():
             counts = [(ev.matchings[task].counts.n_true, ev.matchings[task].counts.n_pred)
                       for ev in evals if task in ev.matchings]
-            parts.append(_bland_altman(f"{task} count (labels)", [c[0] for c in counts],
-                                       [c[1] for c in counts], entry["count"]))
-        parts.append("</div>")
+            draws.append(functools.partial(
+                _bland_altman, title=f"{task} count (labels)", true=[c[0] for c in counts],
+                pred=[c[1] for c in counts], stats=entry["count"]))
+        parts += [_panel(draws, per_row=4), "</div>"]
     counts = summary["counts"]
     if counts:
         table = [[name, str(e["n"]), _fmt(e["mean_error"], 2), _fmt(e["mean_absolute_error"], 2),
@@ -267,14 +273,16 @@ def write_html(path: Path, rows: list[dict[str, Any]], summary: Mapping[str, Any
                 if section == "total_score":
                     title = f"total score: {title.replace('rule vs ordinal', 'agreement')}"
                     axes = ("rule", "ordinal") if name == "rule_vs_ordinal" else ("true", name)
-                figures.append(_confusion(title, e["confusion"], labels, axes))
+                figures.append(functools.partial(_confusion, title=title,
+                                                 matrix=e["confusion"], labels=labels, axes=axes))
     if ordinal_rows:
         parts += ["<h2>Grades and total SVD score</h2>",
                   _table(["quantity", "n", "accuracy", "within one", "MAE",
                           "quadratic kappa [CI]"], ordinal_rows),
                   '<p class="note">total score: rule = Staals 2014 over the predicted markers; '
                   "ordinal = the network's score head; rule vs ordinal = their agreement "
-                  "(rule as rows).</p>", '<div class="figs">', *figures, "</div>"]
+                  "(rule as rows).</p>", '<div class="figs">',
+                  _panel(figures, size=(3.0, 2.9), per_row=6) if figures else "", "</div>"]
     parts += ["<h2>Worst subjects</h2>", _worst(rows, reports, out_dir),
               "<h2>Definitions</h2><ul>"
               + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
