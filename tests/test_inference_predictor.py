@@ -1,4 +1,4 @@
-"""Predictor: geometry of every output, missing sequences, test-time flips, cohort runs.
+"""Predictor: geometry of every output, missing sequences, test-time flips.
 
 The network is replaced by an oracle that thresholds the FLAIR channel: what these tests check
 is everything around the network (preprocessing, windows, inversion onto the reference grid,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -20,7 +19,6 @@ from _phantom import LESION, rotation
 
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference import outputs
-from csvdnet.inference.cohort import open_input, predict_cohort
 from csvdnet.inference.predictor import Predictor, flip_average
 from csvdnet.io import Subject
 
@@ -118,43 +116,3 @@ def test_unknown_rule_set_is_refused():
         Predictor(lambda b: {}, oracle_predictor(0.0).info, oracle_predictor(0.0).preprocess_cfg,
                                         window=(16,) * 3, overlap=0.25, gaussian=True,
                                         rule_sets=("fazekas-1987",))
-
-
-def test_cohort_run_records_a_corrupt_subject_and_skips_finished_ones(tmp_path):
-    cohort = tmp_path / "cohort"
-    subjects = [write_subject(cohort / f"s{i}", "RAS") for i in range(3)]
-    (cohort / "s1" / "flair.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
-    found, problems, bids = open_input(cohort, ("flair", "t1"), "flair")
-    assert [s.id for s in found] == ["s0", "s1", "s2"] and not problems and not bids
-    predictor = oracle_predictor(normalised_level(subjects[0]))
-    calls = []
-    original = predictor.predict
-    predictor.predict = lambda s: calls.append(s.id) or original(s)
-
-    out = tmp_path / "out"
-    summary = predict_cohort(predictor, found, out)
-    assert sorted(summary.done) == ["s0", "s2"] and list(summary.failed) == ["s1"]
-    assert "s1" in summary.failed["s1"] or "flair" in summary.failed["s1"]
-    errors = list(csv.DictReader(open(out / "errors.tsv"), delimiter="\t"))
-    assert [e["subject"] for e in errors] == ["s1"] and errors[0]["error"] == "input"
-    scores = list(csv.DictReader(open(out / "scores.tsv"), delimiter="\t"))
-    assert [r["subject"] for r in scores] == ["s0", "s2"]
-    assert {"staals_total", "caa_svd_total", "ordinal_total", "agreement"} <= set(scores[0])
-    assert scores[0]["ordinal_total"] == "2"  # cumulative logits 3, 1, -1, -3
-
-    # A killed run: s2's folder half-written, its row lost. The rerun redoes s2 (and the
-    # still-corrupt s1) but not s0.
-    (out / "s2" / "report.json").unlink()
-    (out / ".s2.x1y2.part").mkdir()
-    calls.clear()
-    summary = predict_cohort(predictor, found, out)
-    assert summary.skipped == ["s0"] and sorted(calls) == ["s1", "s2"]
-    assert not list(out.glob(".*.part"))
-    assert [r["subject"] for r in csv.DictReader(open(out / "scores.tsv"), delimiter="\t")] \
-        == ["s0", "s2"]
-
-
-def test_single_subject_folder_is_an_input(tmp_path):
-    subject = write_subject(tmp_path / "patient7", "RAS")
-    found, problems, bids = open_input(tmp_path / "patient7", ("flair", "t1"), "flair")
-    assert [s.id for s in found] == ["patient7"] and found[0].sequences == subject.sequences

@@ -215,14 +215,28 @@ def predict_cohort(predictor: Any, subjects: Sequence[Any], out: str | Path, *,
 
 
 def progress_printer(total: int, stream: Any = None) -> Callable[[str, str, float], None]:
-    """An ``on_subject`` callback printing one line per subject with a count and the time."""
+    """An ``on_subject`` callback: one line per subject with the count, its time and an ETA.
+
+    The ETA is the remaining subjects times the mean wall time between finished subjects (so
+    it already accounts for subjects predicted in parallel).
+    """
     stream = stream or sys.stderr
     seen = [0]
+    started = time.perf_counter()
+    finished: list[float] = []
 
     def show(subject: str, status: str, seconds: float) -> None:
         seen[0] += 1
-        timing = f" in {seconds:.1f} s" if status == "done" else ""
-        print(f"[{seen[0]}/{total}] {subject}: {status}{timing}", file=stream, flush=True)
+        line = f"[{seen[0]}/{total}] {subject}: {status}"
+        if status == "done":
+            finished.append(time.perf_counter())
+            per_subject = (finished[-1] - started) / len(finished)
+            remaining = per_subject * (total - seen[0])
+            line += f" in {seconds:.1f} s"
+            if seen[0] < total:
+                line += f", about {remaining / 60:.0f} min left" if remaining >= 90 else \
+                    f", about {remaining:.0f} s left"
+        print(line, file=stream, flush=True)
 
     return show
 
