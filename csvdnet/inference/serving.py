@@ -48,6 +48,8 @@ FORMS = ("bytes", "inputs", "instances")
 """REST request forms (see the module doc)."""
 
 DENSE = SEGMENTATION_TASKS + DETECTION_TASKS
+MAX_REASON = 300
+"""Characters of a server's error message kept (TF Serving may echo the request)."""
 _URL = re.compile(r"^(?P<base>https?://[^/]+(?:/.*)?/v1/models/(?P<name>[^/:]+))"
                   r"(?:/versions/(?P<version>\d+))?/?(?::predict)?$")
 
@@ -153,9 +155,12 @@ class RestClient:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:
-                reason = json.loads(exc.read()).get("error", exc.reason)
+                reason = str(json.loads(exc.read()).get("error", exc.reason))
             except (ValueError, AttributeError):
-                reason = exc.reason
+                reason = str(exc.reason)
+            reason = " ".join(reason.split())  # one line, and not a whole echoed request
+            if len(reason) > MAX_REASON:
+                reason = reason[:MAX_REASON] + " [...]"
             raise CsvdnetInputError(url, f"TF Serving answered HTTP {exc.code}: {reason}") \
                 from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
