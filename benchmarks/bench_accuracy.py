@@ -31,7 +31,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from csvdnet.errors import CsvdnetInputError  # noqa: E402
-from csvdnet.evaluation import LesionCounts  # noqa: E402
+from csvdnet.evaluation import DetectionCounts, LesionCounts  # noqa: E402
 from csvdnet.training.heldout import (HeldoutResult, calibrate_thresholds,  # noqa: E402
                                       evaluate_run)
 
@@ -54,8 +54,8 @@ NAMES = {"dice_wmh": "WMH Dice (voxels, pooled)", "lesion_f1_wmh": "WMH lesion F
 def _subject_f1(row: dict[str, float], task: str) -> float | None:
     """Per-subject F1 from the counts; None when the subject has nothing to find or found."""
     if f"tp_{task}" in row:
-        tp, fp, fn = row[f"tp_{task}"], row[f"fp_{task}"], row[f"fn_{task}"]
-        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+        counts = DetectionCounts(*(int(row[f"{k}_{task}"]) for k in ("tp", "fp", "fn")))
+        return counts.f1 if counts.n_true + counts.n_pred else None
     if f"lesions_true_{task}" not in row:
         return None
     counts = LesionCounts(*(int(row[f"lesions_{k}_{task}"])

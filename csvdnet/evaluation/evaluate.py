@@ -30,7 +30,7 @@ from csvdnet.evaluation.agreement import (bootstrap_ci, count_agreement, mean_ci
 from csvdnet.evaluation.detection import quadratic_weighted_kappa
 from csvdnet.evaluation.inputs import (is_bids_derivatives, load_prediction, load_truth,
                                        read_scores)
-from csvdnet.evaluation.metrics import LesionCounts
+from csvdnet.evaluation.metrics import LesionCounts, dice_from_counts
 from csvdnet.evaluation.points import (FROC_RATES, OVERLAP_TOLERANCE_MM, REGION_GROUPS,
                                        DetectionCounts, froc)
 from csvdnet.evaluation.segmentation import EXCLUDED_LABEL
@@ -110,12 +110,11 @@ def _segmentation_summary(rows: list[dict[str, Any]], task: str) -> dict[str, An
     true_ml = np.array(_column(have, f"{task}_volume_true_ml"), float)
     pred_ml = np.array(_column(have, f"{task}_volume_pred_ml"), float)
     dice = np.array(_column(have, f"{task}_dice"), float)
-    # Pooled Dice from each subject's overlap: 2|P&R| = Dice (|P| + |R|).
-    overlap = dice * (true_ml + pred_ml)
+    # Pooled Dice from each subject's overlap |P & R| = Dice (|P| + |R|) / 2 (ml).
+    overlap = dice * (true_ml + pred_ml) / 2
 
     def pooled(i: np.ndarray) -> float:
-        size = float(np.sum(true_ml[i] + pred_ml[i]))
-        return float(np.sum(overlap[i])) / size if size else 1.0
+        return dice_from_counts(float(np.sum(overlap[i])), float(np.sum(true_ml[i] + pred_ml[i])))
 
     lesions = [LesionCounts(*(int(r[f"{task}_lesions_{k}"])
                               for k in ("true", "detected", "pred", "hit"))) for r in have]

@@ -16,14 +16,21 @@ from scipy import ndimage
 # One definition, in the lowest stage that needs it; re-exported here for older callers.
 from csvdnet.inference.postprocess import CONNECTIVITY, remove_small_components
 
-__all__ = ["CONNECTIVITY", "LesionCounts", "dice", "lesion_counts", "remove_small_components"]
+__all__ = ["CONNECTIVITY", "LesionCounts", "dice", "dice_from_counts", "lesion_counts",
+           "remove_small_components"]
 
 
 def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
     """``2 |P & R| / (|P| + |R|)`` of two masks; 1 when both are empty."""
     reference, prediction = reference.astype(bool), prediction.astype(bool)
-    size = int(reference.sum()) + int(prediction.sum())
-    return 2.0 * float(np.sum(reference & prediction)) / size if size else 1.0
+    return dice_from_counts(float(np.sum(reference & prediction)),
+                            float(reference.sum()) + float(prediction.sum()))
+
+
+def dice_from_counts(overlap: float, size: float) -> float:
+    """Dice from ``|P & R|`` and ``|P| + |R|`` (summed over subjects: the pooled Dice); 1 when
+    both are 0."""
+    return 2.0 * overlap / size if size else 1.0
 
 
 @dataclasses.dataclass

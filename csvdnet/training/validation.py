@@ -36,7 +36,8 @@ import numpy as np
 
 from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.evaluation.detection import match_points, quadratic_weighted_kappa
-from csvdnet.evaluation.metrics import LesionCounts, lesion_counts
+from csvdnet.evaluation.metrics import LesionCounts, dice_from_counts, lesion_counts
+from csvdnet.evaluation.points import DetectionCounts
 from csvdnet.inference.postprocess import find_peaks, remove_small_components
 from csvdnet.losses import PEAK_THRESHOLD, MultiTaskLoss
 from csvdnet.models.coral_head import ordinal_decode
@@ -52,11 +53,6 @@ def selected_metric(task: str) -> str | None:
     if task in DETECTION_TASKS:
         return f"f1_{task}"
     return "score_kappa" if task == SCORE_TASK else None
-
-
-def _pooled_dice(intersection: float, size: float) -> float:
-    """Dice from ``|P & T|`` and ``|P| + |T|``; 1 when both masks are empty."""
-    return 2.0 * intersection / size if size else 1.0
 
 
 @dataclasses.dataclass
@@ -115,12 +111,12 @@ class _Counts:
         out: dict[str, float] = {}
         selected: list[float] = []
         for task, (intersection, size, reference) in self.overlap.items():
-            out[f"dice_{task}"] = _pooled_dice(intersection, size)
+            out[f"dice_{task}"] = dice_from_counts(intersection, size)
             out[f"lesion_f1_{task}"] = self.lesions[task].f1
             if reference:
                 selected.append(out[selected_metric(task)])
         for task, (tp, fp, fn) in self.detection.items():
-            out[f"f1_{task}"] = 2.0 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+            out[f"f1_{task}"] = DetectionCounts(tp, fp, fn).f1
             if tp + fn:
                 selected.append(out[selected_metric(task)])
         if self.scores:
@@ -134,7 +130,7 @@ class _Counts:
         """One subject's counts as a flat record (per-subject tables of a held-out cohort)."""
         row: dict[str, float] = {}
         for task, (intersection, size, reference) in self.overlap.items():
-            row[f"dice_{task}"] = _pooled_dice(intersection, size)
+            row[f"dice_{task}"] = dice_from_counts(intersection, size)
             row[f"volume_voxels_{task}"] = reference
             lesions = self.lesions[task]
             row.update({f"lesions_true_{task}": lesions.true,
