@@ -47,7 +47,7 @@ def write_truth_as_prediction(cohort: Path, pred: Path, edits: dict[str, Edits] 
     pred.mkdir(parents=True, exist_ok=True)
     if bids:
         (pred / "dataset_description.json").write_text('{"Name": "test"}\n')
-    name = outputs._name  # noqa: SLF001
+    name = outputs.output_name
     rows = []
     for subject in read_cohort(cohort):
         if subject.id in skip:

@@ -206,8 +206,7 @@ def load_prediction(pred_dir: Path, subject_id: str, bids: bool,
         prediction.problems["scores"] = "no row in scores.tsv"
     html = outputs.report_path(Path(pred_dir), subject_id, bids, ".html")
     prediction.report_html = html if html.is_file() else None
-    # outputs._name is the one definition of the output file names; reused, not copied.
-    name = outputs._name  # noqa: SLF001
+    name = outputs.output_name  # the one definition of the output file names
     shape = None
     for task in SEGMENTATION_TASKS:
         path = folder / name(subject_id, bids, task, "mask")

@@ -44,8 +44,8 @@ from csvdnet.atlas import REGION_CODES
 from csvdnet.fsutil import atomic_dir, write_text_atomic
 from csvdnet.inference.result import SubjectResult
 
-__all__ = ["BIDS_LABELS", "DSEG_LABELS", "is_done", "layout_of", "subject_dir",
-           "write_dataset_description", "write_subject"]
+__all__ = ["BIDS_LABELS", "DSEG_LABELS", "is_done", "layout_of", "output_name", "report_path",
+           "subject_dir", "write_dataset_description", "write_subject"]
 
 BIDS_LABELS = {"wmh": "WMH", "rssi": "RSSI", "lacune": "lacune", "cmb": "CMB", "epvs": "EPVS"}
 """The BIDS ``label-`` value of each task."""
@@ -89,7 +89,7 @@ def _prefix(subject_id: str, bids: bool) -> str:
     return f"{subject_id}_space-orig_" if bids else ""
 
 
-def _name(subject_id: str, bids: bool, task: str | None, kind: str) -> str:
+def output_name(subject_id: str, bids: bool, task: str | None, kind: str) -> str:
     """The file name of one output (``kind``: prob, mask, lesions, points, csvd_dseg,
     regions_dseg, report)."""
     if not bids:
@@ -108,13 +108,13 @@ def _name(subject_id: str, bids: bool, task: str | None, kind: str) -> str:
 def is_done(out: Path, subject_id: str, bids: bool) -> bool:
     """Whether a complete output of ``subject_id`` is in ``out`` (skip-if-done)."""
     folder = subject_dir(out, subject_id, bids)
-    return (folder / f"{_name(subject_id, bids, None, 'report')}.json").is_file()
+    return (folder / f"{output_name(subject_id, bids, None, 'report')}.json").is_file()
 
 
 def report_path(out: Path, subject_id: str, bids: bool, suffix: str = ".json") -> Path:
     """Where a subject's report.json / report.html is."""
     folder = subject_dir(out, subject_id, bids)
-    return folder / f"{_name(subject_id, bids, None, 'report')}{suffix}"
+    return folder / f"{output_name(subject_id, bids, None, 'report')}{suffix}"
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype: Any) -> None:
@@ -163,30 +163,30 @@ def write_subject(result: SubjectResult, out: Path, *, bids: bool = False) -> Pa
             if task not in result.probabilities:
                 continue
             _save(result.probabilities[task], result.affine,
-                  folder / _name(sid, bids, task, "prob"), np.float32)
-            _save(result.masks[task], result.affine, folder / _name(sid, bids, task, "mask"),
+                  folder / output_name(sid, bids, task, "prob"), np.float32)
+            _save(result.masks[task], result.affine, folder / output_name(sid, bids, task, "mask"),
                   np.uint8)
             findings = result.findings.get(task, [])
             if task in SEGMENTATION_TASKS:
-                _tsv(folder / _name(sid, bids, task, "lesions"),
+                _tsv(folder / output_name(sid, bids, task, "lesions"),
                      ["index", "x", "y", "z", "volume_mm3", "confidence", "region", "side"],
                      [[f.index, *f.world, f.volume_mm3, f.confidence, f.region, f.side]
                       for f in findings])
             else:
-                _tsv(folder / _name(sid, bids, task, "points"),
+                _tsv(folder / output_name(sid, bids, task, "points"),
                      ["index", "x", "y", "z", "confidence", "region", "side"],
                      [[f.index, *f.world, f.confidence, f.region, f.side] for f in findings])
-        base = _name(sid, bids, None, "csvd_dseg")
+        base = output_name(sid, bids, None, "csvd_dseg")
         _save(_dseg(result), result.affine, folder / f"{base}.nii.gz", np.uint8)
         _tsv(folder / f"{base}.tsv", ["index", "name", "abbreviation", "color"],
              [[index, name, abbreviation, colour]
               for index, _, name, abbreviation, colour in DSEG_LABELS])
-        base = _name(sid, bids, None, "regions_dseg")
+        base = output_name(sid, bids, None, "regions_dseg")
         _save(result.regions, result.affine, folder / f"{base}.nii.gz", np.uint8)
         _tsv(folder / f"{base}.tsv", ["index", "name"],
              [[code, name] for name, code in REGION_CODES.items() if code])
         result.timings["outputs"] = time.perf_counter() - started
-        report = _name(sid, bids, None, "report")
+        report = output_name(sid, bids, None, "report")
         started = time.perf_counter()
         write_report_html(result, folder / f"{report}.html")
         result.timings["report"] = time.perf_counter() - started
