@@ -169,13 +169,15 @@ class WmhFeatures:
     deep_largest_ml: float
 
 
-FAZEKAS_PV_LIMITS = {"lining_1": 0.02, "lining_2": 0.41, "reach_mm_3": 11.9}
-"""Periventricular Fazekas thresholds: grade 1 from this share of the lining covered, grade 2
-(halo) from ``lining_2``, grade 3 when the periventricular lesion reaches this far (mm) from the
-ventricles (past the 10 mm band: the volume out there varies with the fingers' thickness, the
-reach does not). Midpoints between the
-planted grades of a synthetic calibration cohort (true WMH labels; ``benchmarks/bench_regions.py``,
-RESULTS.md)."""
+FAZEKAS_PV_LIMITS = {"pv_ml_1": 0.56, "lining_2": 0.23, "reach_mm_3": 11.9}
+"""Periventricular Fazekas thresholds: grade 1 from this many ml of periventricular WMH, grade 2
+(halo) from this share of the white matter lining covered (``lining_2``), grade 3 when the
+periventricular lesion reaches this far (mm) from the ventricles (past the 10 mm band: the
+volume out there varies with the fingers' thickness, the reach does not). Midpoints of the
+widest error-free gap (or of the fewest errors) between the planted grades of a synthetic
+calibration cohort: true WMH labels, region maps from the template registration as predict
+makes them (``lining_2``: grade 1 up to 0.15, grade 2 from 0.31 there; 0.21 / 0.61 with the
+true region maps); ``benchmarks/bench_regions.py``, RESULTS.md."""
 
 FAZEKAS_DEEP_LIMITS = {"count_1": 1, "largest_ml_2": 0.125, "largest_ml_3": 1.43}
 """Deep Fazekas thresholds: grade 1 from this many deep components, grade 2 (beginning
@@ -195,7 +197,7 @@ def fazekas_pv_from(features: WmhFeatures) -> int:
         return 3
     if features.pv_lining_fraction >= limits["lining_2"]:
         return 2
-    return 1 if features.pv_lining_fraction >= limits["lining_1"] else 0
+    return 1 if features.pv_ml >= limits["pv_ml_1"] else 0
 
 
 def fazekas_deep_from(features: WmhFeatures) -> int:

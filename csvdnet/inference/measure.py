@@ -19,13 +19,16 @@ The features (:class:`csvdnet.scoring.WmhFeatures`, computed by :func:`wmh_featu
 the synthetic cohort plants each grade (:mod:`csvdnet.synth.lesions`) and what the grades mean
 (Fazekas et al. 1987):
 
-- PV 0 / 1: caps at the frontal / occipital horns, with or without a pencil-thin lining, cover
-  a small part of the lining (``pv_lining_fraction`` 0.05-0.21 on the synthetic cohort);
-- PV 2, a smooth halo: most of the lining is covered (0.59-0.67; the rest is lining the halo
-  misses at the reference grid's slice spacing) and the lesion stays inside the band;
+- PV 0: no periventricular WMH (``pv_ml``);
+- PV 1, caps at the frontal / occipital horns, with or without a pencil-thin lining: they cover
+  a small part of the white matter lining (``pv_lining_fraction`` 0.02-0.21 on the synthetic
+  cohort);
+- PV 2, a smooth halo: most of the lining is covered (0.31-0.67: less with registered region
+  maps, whose ventricles miss the subject's by a few mm, and lining the halo misses at the
+  reference grid's slice spacing) and the lesion stays inside the band;
 - PV 3, irregular extension into the deep WM: the periventricular lesion reaches past the band
-  (``pv_reach_mm``, the 99th percentile of its distances to the ventricles: 14-35 mm vs <= 6 mm
-  for a halo);
+  (``pv_reach_mm``, the 99th percentile of its distances to the ventricles: 14-35 mm vs <= 7.5
+  mm for a halo);
 - deep 0: no deep component;
 - deep 1, punctate foci: separate small deep components (``deep_largest_ml`` <= 0.1 ml);
 - deep 2, beginning confluence: clusters of merging foci (largest 0.15-0.45 ml);
