@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Derived data (the region atlas) cached for this test session only, not in the user's home.
+os.environ["CSVDNET_CACHE"] = tempfile.mkdtemp(prefix="csvdnet-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CSVDNET_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -127,3 +127,30 @@ def test_world_to_mni_from_mask_recovers_scale_and_shift(atlas):
 def test_rejects_resolutions_nilearn_lacks():
     with pytest.raises(ValueError, match="1 or 2 mm"):
         load_atlas(3)
+
+
+def test_derived_atlas_is_cached_on_disk_and_a_bad_cache_is_derived_again(atlas, tmp_path,
+                                                                          monkeypatch):
+    from csvdnet import atlas as module
+
+    monkeypatch.setenv("CSVDNET_CACHE", str(tmp_path))
+    module.load_atlas.cache_clear()
+    try:
+        derived = module.load_atlas(2)
+        (cached,) = tmp_path.glob("mni152-atlas-2mm-*.npz")
+        module.load_atlas.cache_clear()
+        reread = module.load_atlas(2)
+        for name in ("t1", "brain", "regions", "ventricle_distance", "surface_distance"):
+            a, b = getattr(derived, name), getattr(reread, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+            assert not b.flags.writeable
+        np.testing.assert_array_equal(reread.affine, atlas.affine)
+        np.testing.assert_array_equal(reread.regions, atlas.regions)
+
+        cached.write_bytes(b"PK\x03\x04 truncated")  # a killed writer's leftovers, say
+        module.load_atlas.cache_clear()
+        np.testing.assert_array_equal(module.load_atlas(2).regions, atlas.regions)
+        with np.load(cached, allow_pickle=False) as again:  # rewritten whole
+            np.testing.assert_array_equal(again["regions"], atlas.regions)
+    finally:
+        module.load_atlas.cache_clear()
