@@ -217,25 +217,30 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
 @click.option("--heldout-cache", default=None, type=click.Path(exists=True, file_okay=False),
               help="Preprocessed cache of unseen subjects: evaluate on it first, record the "
                    "metrics in metadata.json and the model card.")
+@click.option("--heldout-summary", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="summary.json of `csvdnet evaluate` on held-out predictions: its total-score "
+                   "agreement (Staals rule, ordinal head) goes into metadata.json and the card.")
 @click.option("--card-notes", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Markdown appended to the model card (exact commands, seeds).")
 @_input_errors_exit_2
 def export(run_dir: str, out_dir: str, version: int | None, weights: str,
            mixed_precision: bool, description: str | None, heldout_cache: str | None,
-           card_notes: str | None) -> None:
+           heldout_summary: str | None, card_notes: str | None) -> None:
     """Export RUN_DIR as a TF SavedModel (TF Serving layout) with metadata.json and a model card."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from csvdnet.export import export_run
 
     command = ["csvdnet", "export", run_dir, "--out", out_dir, "--weights", weights]
     for flag, value in (("--version", version), ("--description", description),
-                        ("--heldout-cache", heldout_cache), ("--card-notes", card_notes)):
+                        ("--heldout-cache", heldout_cache),
+                        ("--heldout-summary", heldout_summary), ("--card-notes", card_notes)):
         command += [flag, str(value)] if value is not None else []
     command += ["--mixed-precision"] if mixed_precision else []
     result = export_run(run_dir, out_dir, version=version, weights=weights,
                         precision="mixed_float16" if mixed_precision else "float32",
                         description=description, heldout_cache=heldout_cache,
-                        card_notes=card_notes, command=command)
+                        heldout_summary=heldout_summary, card_notes=card_notes,
+                        command=command)
     click.echo(f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB, "
                f"{result.seconds:.1f} s); check: saved_model_cli show --dir {result.path} --all")
 

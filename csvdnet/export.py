@@ -149,6 +149,7 @@ def _folder_size(folder: Path) -> int:
 def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = None,
                weights: str = "best", precision: str = "float32",
                description: str | None = None, heldout_cache: str | Path | None = None,
+               heldout_summary: str | Path | None = None,
                card_notes: str | Path | None = None,
                command: Sequence[str] | None = None) -> ExportResult:
     """Export a training run's network as ``out/<version>/`` (TF Serving layout).
@@ -163,6 +164,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
         heldout_cache: A preprocessed cache of subjects the run never saw: the network is
             evaluated on it first (:func:`csvdnet.training.heldout.evaluate_run`) and its
             metrics go into ``metadata.json`` and the model card.
+        heldout_summary: ``summary.json`` of ``csvdnet evaluate`` on the predictions of a
+            held-out cohort (the run's or this export's: the same network): its total-score
+            agreement (Staals by rule, ordinal head) and per-marker sections are recorded.
         card_notes: A Markdown file appended to the model card (how the model was made:
             commands, seeds).
         command: The command line that made the export (recorded in the model card).
@@ -205,6 +209,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
     evaluation = None
     if heldout_cache is not None:
         evaluation = _heldout(run_dir, Path(heldout_cache), weights)
+    native = _native_summary(Path(heldout_summary)) if heldout_summary is not None else None
     notes = None
     if card_notes is not None:
         try:
@@ -258,7 +263,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
         "training": _training_record(run_dir, cfg, weights,
                                      description if description is not None
                                      else cfg.export.description),
-        "evaluation": evaluation,
+        "evaluation": evaluation, "evaluation_native": native,
         "versions": {"csvdnet": __version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__, "python": platform.python_version()},
         "command": shlex.join(command) if command else None,
@@ -282,3 +287,12 @@ def _heldout(run_dir: Path, cache: Path, weights: str) -> dict[str, Any]:
     return {"cache": cache.name, "subjects": len(result.subjects), "tasks": list(result.tasks),
             "metrics": {k: float(v) for k, v in result.metrics.items()},
             "seconds_per_subject": float(result.seconds_per_subject)}
+
+
+def _native_summary(path: Path) -> dict[str, Any]:
+    """The parts of a ``csvdnet evaluate`` summary.json a model card reports."""
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("total_score"), dict):
+        raise CsvdnetInputError(path, "not a summary.json of `csvdnet evaluate` (no total_score)")
+    keep = ("subjects", "total_score", "segmentation", "detection", "counts", "grades")
+    return {"source": path.name, **{key: data.get(key) for key in keep}}

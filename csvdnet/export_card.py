@@ -99,6 +99,17 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
     else:
         lines += ["", "No held-out evaluation was recorded at export (`csvdnet export "
                       "--heldout-cache`)."]
+    native = m.get("evaluation_native")
+    if native:
+        evaluated = (native.get("subjects") or {}).get("evaluated", "?")
+        lines += ["", f"Held-out predictions evaluated in each subject's native space "
+                      f"(`csvdnet evaluate`, `{native['source']}`, {evaluated} subjects), total "
+                      f"SVD score against the truth:", "",
+                  "| total score | accuracy | within one | quadratic kappa |", "|---|---|---|---|"]
+        for key, entry in (native.get("total_score") or {}).items():
+            cells = [entry.get(k) for k in ("accuracy", "within_one", "kappa_quadratic")]
+            lines.append(f"| {key.replace('_', ' ')} | " + " | ".join(
+                f"{c:.3f}" if isinstance(c, (int, float)) else "n/a" for c in cells) + " |")
     lines += [
         "", "## Limitations", "",
         "- Accuracy is only what the tables above say, on the data they name.",

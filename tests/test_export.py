@@ -231,3 +231,24 @@ def test_mixed_precision_export_keeps_float32_signatures(tiny_run, tmp_path, loa
     full = loaded.signatures["serving_default"](image=image)
     assert low["wmh"].dtype == tf.float32
     np.testing.assert_allclose(low["wmh"].numpy(), full["wmh"].numpy(), atol=0.05)
+
+
+def test_model_card_reports_a_heldout_summary_and_refuses_another_file(exported_model,
+                                                                        tmp_path):
+    from csvdnet.export import _native_summary
+    from csvdnet.export_card import model_card
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"subjects": {"evaluated": 24}, "total_score": {
+        "rule": {"accuracy": 0.5, "within_one": 0.875, "kappa_quadratic": 0.41},
+        "ordinal": {"accuracy": 0.25, "within_one": 0.75, "kappa_quadratic": None}}}))
+    metadata = json.loads((exported_model / METADATA_NAME).read_text())
+    metadata["evaluation_native"] = _native_summary(summary)
+    card = model_card(metadata, notes="csvdnet synth --seed 7")
+    assert "| rule | 0.500 | 0.875 | 0.410 |" in card
+    assert "| ordinal | 0.250 | 0.750 | n/a |" in card
+    assert "24 subjects" in card and card.rstrip().endswith("csvdnet synth --seed 7")
+    summary.write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(CsvdnetInputError, match="summary.json: not a summary.json of `csvdnet "
+                                                "evaluate`"):
+        _native_summary(summary)
