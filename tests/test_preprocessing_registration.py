@@ -39,7 +39,7 @@ def test_registration_runs_only_when_there_is_something_to_register(monkeypatch)
     def fail(*_):
         raise AssertionError("registration should not run")
 
-    monkeypatch.setattr(subject, "register_rigid", fail)
+    monkeypatch.setattr(subject, "register_sequences", fail)
     affine = grid(SHAPE, SPACING)
     _, meta = preprocess_subject({"flair": image(affine, SHAPE)}, cfg(register=True))
     assert list(meta.sequence_transforms) == ["flair"]

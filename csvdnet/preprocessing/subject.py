@@ -11,7 +11,7 @@ Pipeline of :func:`preprocess_subject`:
 2. A **brain region** on that grid (``cfg.brain_mask``): ``"label"`` the given mask, ``"none"``
    the reference's field of view, ``"auto"`` :func:`auto_brain_mask`.
 3. Each other sequence must cover at least half of the brain box (:data:`MIN_OVERLAP`), then is
-   rigidly **co-registered** to the reference (:func:`register_rigid`; ``cfg.register``). Its
+   rigidly **co-registered** to the reference (:func:`register_sequences`; ``cfg.register``). Its
    world->world transform is kept in the meta and applied to every label drawn on it.
 4. The grid is **cropped** to the brain box plus ``cfg.crop_margin_mm`` and **padded** (centred)
    to a multiple of ``cfg.pad_multiple``.
@@ -42,7 +42,7 @@ from csvdnet.preprocessing.grid import (_bounding_box, _crop, _ints, _inside, _l
                                         _ras_spacing, _resample, _same_grid, _to_native,
                                         _translation, _working_grid)
 from csvdnet.preprocessing.meta import PreprocessMeta
-from csvdnet.preprocessing.registration import register_rigid
+from csvdnet.preprocessing.registration import register_sequences
 
 if TYPE_CHECKING:
     from csvdnet.io import Image
@@ -192,9 +192,9 @@ def preprocess_subject_and_mask(images: Mapping[str, Image], cfg: PreprocessConf
         region = _given_brain_region(images, cfg, brain_mask, grid, grid_shape)
     _check_overlap(images, cfg.reference, region, grid)
 
-    transforms = {name: (register_rigid(reference, image)
-                         if cfg.register and name != cfg.reference else np.eye(4))
-                  for name, image in images.items()}
+    moving = {name: image for name, image in images.items() if name != cfg.reference}
+    registered = register_sequences(reference, moving) if cfg.register and moving else {}
+    transforms = {name: registered.get(name, np.eye(4)) for name in images}
     grids = {name: {"path": None if image.path is None else str(image.path),
                     "shape": _ints(image.shape[:3]),
                     "affine": np.asarray(image.affine, dtype=np.float64)}
