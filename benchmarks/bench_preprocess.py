@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -52,12 +53,23 @@ def _timed(name: str, fn):
 
 
 def _instrument() -> None:
-    """Wrap the stages of preprocess_subject (module-level functions) with timers."""
-    pp.register_rigid = _timed("registration", pp.register_rigid)
+    """Wrap the stages of preprocess_subject (functions it looks up in its module) with timers."""
+    pp.register_sequences = _timed("registration", pp.register_sequences)
     pp.auto_brain_mask = _timed("brain mask", pp.auto_brain_mask)
     pp._foreground = _timed("foreground (Otsu)", pp._foreground)
     pp._resample = _timed("resampling", pp._resample)
     pp._normalise = _timed("normalisation", pp._normalise)
+
+
+def _vector_flags() -> str:
+    """The widest x86 vector extensions the CPU reports (the goals must hold without AVX-512)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+    return ", ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
 def registration_error(est: np.ndarray, true: np.ndarray,
@@ -73,6 +85,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort", help="cohort folder or manifest (default: a synthetic one)")
     parser.add_argument("--subjects", type=int, default=3, help="synthetic subjects (default 3)")
+    parser.add_argument("--profile", default="demo", help="synthetic profile (default demo)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spacing", type=float, default=1.5, help="working spacing, mm")
     parser.add_argument("--limit", type=int, default=None, help="at most this many subjects")
@@ -83,7 +96,7 @@ def main(argv=None) -> int:
         from csvdnet.synth import generate_cohort
         tmp = tempfile.TemporaryDirectory(prefix="bench_preprocess_")
         cohort_path = generate_cohort(Path(tmp.name) / "cohort", args.subjects, args.seed,
-                                      profile="demo", progress=False)
+                                      profile=args.profile, progress=False)
     else:
         cohort_path = Path(args.cohort)
     cohort = read_cohort(cohort_path)
@@ -94,6 +107,7 @@ def main(argv=None) -> int:
     totals, stages, errors = [], defaultdict(list), []
     for subject in subjects:
         _TIMES.clear()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         images = {name: load_nifti(path) for name, path in subject.sequences.items()}
         load = time.perf_counter() - t0
@@ -101,6 +115,7 @@ def main(argv=None) -> int:
         _, meta = pp.preprocess_subject(images, cfg)
         run = time.perf_counter() - t1
         totals.append(run)
+        stages["CPU time, load + preprocess (s of CPU)"].append(time.process_time() - cpu0)
         stages["load (nifti)"].append(load)
         for name, value in _TIMES.items():
             stages[name].append(value)
@@ -119,7 +134,9 @@ def main(argv=None) -> int:
 
     print("# preprocess_subject benchmark\n")
     print(f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"- machine: {describe_machine()}")
+    print(f"- machine: {describe_machine()}; vector units: {_vector_flags()}")
+    print(f"- load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+          " (other processes share the CPUs: compare the CPU-time row)")
     print(f"- cohort: {cohort_path} ({len(subjects)} subjects), spacing {args.spacing} mm, "
           f"sequences {', '.join(cohort.sequences)}\n")
     print("| stage | median s / subject |\n|---|---|")

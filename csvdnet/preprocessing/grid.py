@@ -70,11 +70,40 @@ def _resample(data: np.ndarray, out_to_in: np.ndarray, shape: Sequence[int], ord
               dtype: Any = np.float32) -> np.ndarray:
     """Sample ``data`` on a grid whose voxel -> input-voxel map is the 4x4 ``out_to_in``.
 
-    Outside the input grid (beyond half a voxel for nearest neighbour) values are 0.
+    Outside the input grid (beyond half a voxel for nearest neighbour) values are 0; within one
+    voxel of its edge, linear interpolation blends the edge voxel with that 0 (scipy's
+    ``grid-constant`` mode). Linear interpolation into a float array runs in SimpleITK, which
+    uses every CPU and takes a third of scipy's single-threaded time; the rest in scipy.
     """
+    if order == 1 and np.issubdtype(np.dtype(dtype), np.floating):
+        return _resample_linear(np.asarray(data), out_to_in, shape).astype(dtype, copy=False)
     return ndimage.affine_transform(
         np.asarray(data), out_to_in[:3, :3], offset=out_to_in[:3, 3], output_shape=tuple(shape),
         order=order, mode="grid-constant", cval=0.0, output=dtype)
+
+
+# Reverses the axes: a C-order numpy array (i, j, k) is a SimpleITK image indexed (k, j, i).
+_REVERSE_AXES = np.eye(4)[[2, 1, 0, 3]]
+
+
+def _resample_linear(data: np.ndarray, out_to_in: np.ndarray,
+                     shape: Sequence[int]) -> np.ndarray:
+    """Trilinear :func:`_resample` through SimpleITK, in voxel index space, same border rule."""
+    import SimpleITK as sitk
+
+    # One layer of zeros around the input: ITK clamps at the buffer's edge, so with the layer it
+    # blends the edge voxel with 0 exactly as scipy's grid-constant mode does.
+    padded = np.pad(np.asarray(data, dtype=np.float32), 1)
+    shift = np.eye(4)
+    shift[:3, 3] = 1.0
+    matrix = _REVERSE_AXES @ shift @ out_to_in @ _REVERSE_AXES
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix(matrix[:3, :3].ravel().tolist())
+    transform.SetTranslation(matrix[:3, 3].tolist())
+    out = sitk.Resample(sitk.GetImageFromArray(padded), [int(n) for n in shape][::-1], transform,
+                        sitk.sitkLinear, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                        np.eye(3).ravel().tolist(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-from nibabel.affines import apply_affine
+from nibabel.affines import apply_affine, voxel_sizes
 
 from csvdnet.config import PreprocessConfig
 from csvdnet.config import to_dict as config_to_dict
@@ -46,6 +46,9 @@ from csvdnet.preprocessing.registration import register_sequences
 
 if TYPE_CHECKING:
     from csvdnet.io import Image
+
+# The automatic brain mask is computed on a grid this coarse when the working grid is finer.
+_AUTO_MASK_SPACING_MM = 2.0
 
 MIN_OVERLAP = 0.5
 """Smallest fraction of the reference's brain box a sequence's field of view must cover."""
@@ -182,15 +185,20 @@ def preprocess_subject_and_mask(images: Mapping[str, Image], cfg: PreprocessConf
     grid, grid_shape = _working_grid(reference.affine, reference.shape, spacing)
 
     if cfg.brain_mask == "auto":
-        # The reference's foreground stands in for the brain until the helper is registered.
-        reference_full = _resample(reference.data, np.linalg.inv(reference.affine) @ grid,
-                                   grid_shape, 1)
-        region = _foreground(reference_full)
+        # The automatic mask is found on a grid of at least 2 mm (8x fewer voxels than 1 mm, and
+        # the mask only sets the crop box, with a margin, and the normalisation statistics),
+        # then taken to the working grid. The reference's foreground stands in for the brain
+        # until the helper sequence is registered.
+        mask_grid, mask_shape = _working_grid(reference.affine, reference.shape,
+                                              np.maximum(spacing, _AUTO_MASK_SPACING_MM))
+        reference_coarse = _resample(reference.data,
+                                     np.linalg.inv(reference.affine) @ mask_grid, mask_shape, 1)
+        region, region_grid = _foreground(reference_coarse), mask_grid
         if not region.any():
             raise CsvdnetInputError(reference.path, "image is constant: no brain to find")
     else:
-        region = _given_brain_region(images, cfg, brain_mask, grid, grid_shape)
-    _check_overlap(images, cfg.reference, region, grid)
+        region, region_grid = _given_brain_region(images, cfg, brain_mask, grid, grid_shape), grid
+    _check_overlap(images, cfg.reference, region, region_grid)
 
     moving = {name: image for name, image in images.items() if name != cfg.reference}
     registered = register_sequences(reference, moving) if cfg.register and moving else {}
@@ -205,12 +213,13 @@ def preprocess_subject_and_mask(images: Mapping[str, Image], cfg: PreprocessConf
 
     if cfg.brain_mask == "auto":
         helper = _mask_helper(images, cfg.reference)
-        volumes = [reference_full] + ([] if helper is None else [
-            _resample(images[helper].data, to_native(helper, grid), grid_shape, 1)])
-        region = auto_brain_mask(volumes, spacing)
-        if not region.any():
+        volumes = [reference_coarse] + ([] if helper is None else [
+            _resample(images[helper].data, to_native(helper, mask_grid), mask_shape, 1)])
+        coarse = auto_brain_mask(volumes, voxel_sizes(mask_grid))
+        if not coarse.any():
             raise CsvdnetInputError(reference.path, "automatic brain mask is empty: no brain "
                                                     "stands out from the background")
+        region = _resample(coarse, np.linalg.inv(mask_grid) @ grid, grid_shape, 0, bool)
 
     start, shape, box_start, box_stop = _crop_box(region, spacing, cfg)
     working_affine = grid @ _translation(start)
