@@ -238,8 +238,9 @@ class Predictor:
             # T1 shows the template's contrast best; its world is the reference's moved by
             # the co-registration, so compose: reference world -> T1 world -> MNI.
             source = "t1" if "t1" in images else meta.reference
-            world_to_mni = (regioning.template_to_subject(images[source])
-                            @ np.asarray(meta.sequence_transforms[source], np.float64))
+            world_to_mni = (regioning.template_to_subject(
+                images[source], _on_native_grid(brain_working, meta, images[source], source))
+                @ np.asarray(meta.sequence_transforms[source], np.float64))
             regions = regioning.subject_regions(reference.shape, affine, world_to_mni)
             findings = {}
             for task, items in raw.items():
@@ -284,6 +285,17 @@ class Predictor:
             sequences=sequences,
             sequence_transforms={k: np.asarray(v) for k, v in meta.sequence_transforms.items()},
             model=self.info, timings=dict(clock.seconds))
+
+
+def _on_native_grid(working_mask: np.ndarray, meta: Any, image: Any, sequence: str) -> np.ndarray:
+    """A working-grid mask resampled onto ``sequence``'s own grid (the brain mask preprocessing
+    found, given to the template registration: its own mask fails on coarse images)."""
+    from scipy import ndimage
+
+    native_to_working = np.linalg.inv(meta.working_to_native(sequence))
+    return ndimage.affine_transform(np.asarray(working_mask, np.float32), native_to_working[:3, :3],
+                                    native_to_working[:3, 3], output_shape=image.shape[:3],
+                                    order=1, mode="constant", cval=0.0) >= 0.5
 
 
 def _world_to_voxel(world: np.ndarray, affine: np.ndarray) -> np.ndarray:

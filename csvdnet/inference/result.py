@@ -63,8 +63,8 @@ class ModelInfo:
     Attributes:
         id: Model name (run directory or SavedModel name and version).
         path: Where it was loaded from.
-        sha256: Checksum of the weights file (run directory) or of ``saved_model.pb`` +
-            variables (SavedModel).
+        sha256: Checksum of the weights file (run directory) or of the export's
+            ``metadata.json``, which lists the checksum of every other file (SavedModel).
         kind: ``"run"`` (a training run directory) or ``"saved_model"``.
         channels: Input sequences in channel order.
         spacing: Working voxel size in mm.
