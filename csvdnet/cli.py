@@ -105,7 +105,7 @@ def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: st
         overrides.append(f"preprocess.spacing={spacing}")
     if register is not None:
         overrides.append(f"preprocess.register={str(register).lower()}")
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides).validate(model=False)  # bad arguments: exit 2 now
     subjects = read_cohort(cohort, sequences=cfg.data.channels, reference=cfg.preprocess.reference)
     summary = preprocess_cohort(subjects, out_dir, cfg.preprocess, channels=cfg.data.channels,
                                 progress=not quiet, overwrite=overwrite, jobs=jobs)
@@ -131,7 +131,7 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
     from csvdnet.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(config_path, overrides)  # every config error before TensorFlow loads
+    cfg = load_config(config_path, overrides).validate()  # every config error before TF loads
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the terminal
     from csvdnet.training import fit
 

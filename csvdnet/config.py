@@ -30,6 +30,34 @@ IntTriple = tuple[int, int, int]
 RuleSetName = Literal[tuple(RULE_SETS)]  # type: ignore[valid-type]
 
 
+class ConfigValueError(CsvdnetInputError):
+    """A config value out of its range: names the dotted key (and the file, once known).
+
+    Attributes:
+        key: The dotted key, e.g. ``preprocess.spacing``.
+    """
+
+    def __init__(self, key: str, reason: str, source: str = "<config>"):
+        self.key = key
+        super().__init__(source, f"{key}: {reason}")
+        self.reason = reason  # without the key: __reduce__ and re-raising rebuild the message
+
+    def __reduce__(self):
+        return (type(self), (self.key, self.reason, self.path))
+
+
+def _check(section: str, problems: Mapping[str, tuple[bool, str]]) -> None:
+    """Raise :class:`ConfigValueError` for the first ``key: (ok, reason)`` that is not ok."""
+    for key, (ok, reason) in problems.items():
+        if not ok:
+            raise ConfigValueError(f"{section}.{key}" if section else key, reason)
+
+
+def _positive(values: Any) -> bool:
+    return all(v > 0 for v in values)
+
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
     """How a subject's sequences become one normalised channels-last array.
@@ -56,6 +84,22 @@ class PreprocessConfig:
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     pad_multiple: int = 16
     interpolation_order: int = 1
+
+    def __post_init__(self) -> None:
+        lo, hi = self.clip_percentiles
+        _check("preprocess", {
+            "brain_mask": (self.brain_mask in ("auto", "none", "label"),
+                           f"must be 'auto', 'none' or 'label', got {self.brain_mask!r}"),
+            "spacing": (self.spacing is None or _positive(self.spacing),
+                        f"must be positive, got {self.spacing and list(self.spacing)}"),
+            "crop_margin_mm": (self.crop_margin_mm >= 0,
+                               f"must be >= 0, got {self.crop_margin_mm}"),
+            "clip_percentiles": (0.0 <= lo < hi <= 100.0,
+                                 f"must satisfy 0 <= low < high <= 100, got {[lo, hi]}"),
+            "pad_multiple": (self.pad_multiple >= 1, f"must be >= 1, got {self.pad_multiple}"),
+            "interpolation_order": (0 <= self.interpolation_order <= 5,
+                                    f"must be a spline order 0..5, got {self.interpolation_order}"),
+        })
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +139,32 @@ class DataConfig:
     augment: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+
+        dense = SEGMENTATION_TASKS + DETECTION_TASKS
+        _check("data", {
+            "val_fraction": (0.0 <= self.val_fraction < 1.0,
+                             f"must be in [0, 1), got {self.val_fraction}"),
+            "channels": (0 < len(self.channels) == len(set(self.channels)),
+                         f"must name each sequence once, got {list(self.channels)}"),
+            "patch_size": (_positive(self.patch_size),
+                           f"must be positive, got {list(self.patch_size)}"),
+            "heatmap_sigma_mm": (self.heatmap_sigma_mm > 0,
+                                 f"must be > 0, got {self.heatmap_sigma_mm}"),
+            "lesion_oversample": (0.0 <= self.lesion_oversample <= 1.0,
+                                  f"must be in [0, 1], got {self.lesion_oversample}"),
+            "lesion_task_weights": (
+                set(self.lesion_task_weights) <= set(dense)
+                and all(w >= 0 for w in self.lesion_task_weights.values()),
+                f"must map dense tasks ({', '.join(dense)}) to weights >= 0, "
+                f"got {self.lesion_task_weights}"),
+            "whole_brain_every": (self.whole_brain_every >= 0,
+                                  f"must be >= 0, got {self.whole_brain_every}"),
+            "modality_dropout": (0.0 <= self.modality_dropout <= 1.0,
+                                 f"must be in [0, 1], got {self.modality_dropout}"),
+        })
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -131,6 +201,33 @@ class ModelConfig:
     dropout: float = 0.2
     head_prior: dict[str, float] = dataclasses.field(default_factory=dict)
     score_inputs: Literal["encoder", "encoder_and_heads"] = "encoder"
+
+    def __post_init__(self) -> None:
+        from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+
+        dense = SEGMENTATION_TASKS + DETECTION_TASKS
+        blocks = list(self.blocks_per_level)
+        _check("model", {
+            "input_channels": (self.input_channels >= 1, "must be >= 1"),
+            "base_filters": (self.base_filters >= 1, "must be >= 1"),
+            "depth": (self.depth >= 1, "must be >= 1"),
+            "blocks_per_level": (
+                len(blocks) == self.depth + 1 and min(blocks, default=0) >= 1,
+                f"needs depth + 1 = {self.depth + 1} entries, each >= 1, got {blocks}"),
+            "max_filters": (self.max_filters >= 1, "must be >= 1"),
+            "norm_groups": (self.norm_groups == -1 or self.norm_groups >= 1,
+                            "must be -1 or >= 1"),
+            "decoder": (self.decoder in ("shared", "per_head"), "must be 'shared' or 'per_head'"),
+            "score_classes": (self.score_classes >= 2, "must be >= 2"),
+            "score_inputs": (self.score_inputs in ("encoder", "encoder_and_heads"),
+                             "must be 'encoder' or 'encoder_and_heads'"),
+            "head_prior": (
+                set(self.head_prior) <= set(dense)
+                and all(0.0 < float(v) < 1.0 for v in self.head_prior.values()),
+                f"must map dense tasks ({', '.join(dense)}) to probabilities in (0, 1), "
+                f"got {self.head_prior}"),
+            "dropout": (0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
+        })
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +297,21 @@ class TrainConfig:
     seed: int = 0
     val_cache: str | None = None
 
+    def __post_init__(self) -> None:
+        _check("train", {
+            "epochs": (self.epochs >= 1, f"must be >= 1, got {self.epochs}"),
+            "steps_per_epoch": (self.steps_per_epoch >= 1,
+                                f"must be >= 1, got {self.steps_per_epoch}"),
+            "batch_size": (self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+            "learning_rate": (self.learning_rate > 0, f"must be > 0, got {self.learning_rate}"),
+            "weight_decay": (self.weight_decay >= 0, f"must be >= 0, got {self.weight_decay}"),
+            "warmup_steps": (self.warmup_steps >= 0, f"must be >= 0, got {self.warmup_steps}"),
+            "ema_momentum": (0.0 < self.ema_momentum < 1.0,
+                             f"must be in (0, 1), got {self.ema_momentum}"),
+            "validate_every": (self.validate_every >= 1,
+                               f"must be >= 1, got {self.validate_every}"),
+        })
+
 
 @dataclasses.dataclass(frozen=True)
 class InferenceConfig:
@@ -226,6 +338,19 @@ class InferenceConfig:
         "wmh": 3.0, "rssi": 10.0, "lacune": 10.0})
     rule_sets: tuple[RuleSetName, ...] = ("staals-2014", "caa-svd-2016")
 
+    def __post_init__(self) -> None:
+        _check("inference", {
+            "window": (_positive(self.window), f"must be positive, got {list(self.window)}"),
+            "overlap": (0.0 <= self.overlap < 1.0, f"must be in [0, 1), got {self.overlap}"),
+            "thresholds": (all(0.0 < v < 1.0 for v in self.thresholds.values()),
+                           f"must be probabilities in (0, 1), got {self.thresholds}"),
+            "min_lesion_mm3": (all(v >= 0 for v in self.min_lesion_mm3.values()),
+                               f"must be >= 0, got {self.min_lesion_mm3}"),
+            "rule_sets": (all(name in RULE_SETS for name in self.rule_sets),
+                          f"must name rule sets of {', '.join(RULE_SETS)}, "
+                          f"got {list(self.rule_sets)}"),
+        })
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
@@ -241,6 +366,13 @@ class ExportConfig:
     version: int = 1
     description: str = ""
 
+    def __post_init__(self) -> None:
+        _check("export", {
+            "name": (bool(self.name) and "/" not in self.name and not self.name.startswith("."),
+                     f"must be a folder name, got {self.name!r}"),
+            "version": (self.version >= 1, f"must be >= 1, got {self.version}"),
+        })
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -253,6 +385,50 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def validate(self, replicas: int = 1, *, model: bool = True) -> Config:
+        """Check what no single section can: the sections against each other.
+
+        Every entry point (train, preprocess, predict, export) calls it once the config is
+        loaded; each section has already checked its own ranges when it was built.
+
+        Args:
+            replicas: Replicas in sync of the training strategy (the global batch is split).
+            model: Also check the network against the data (channels, patch, window);
+                ``False`` for preprocessing, which builds no network.
+
+        Returns:
+            ``self``, so that ``cfg = load_config(path).validate()`` reads naturally.
+
+        Raises:
+            ConfigValueError: The first problem found, naming the dotted key.
+        """
+        _check("", {"preprocess.reference": (
+            self.preprocess.reference in self.data.channels,
+            f"{self.preprocess.reference!r} is not one of data.channels "
+            f"({', '.join(self.data.channels)})")})
+        if not model:
+            return self
+        stride = 2 ** self.model.depth
+        _check("", {
+            "train.batch_size": (
+                self.train.batch_size % replicas == 0,
+                f"must be a positive multiple of the {replicas} replicas, "
+                f"got {self.train.batch_size}"),
+            "model.input_channels": (
+                self.model.input_channels == len(self.data.channels),
+                f"is {self.model.input_channels} but data.channels names "
+                f"{len(self.data.channels)} sequences ({', '.join(self.data.channels)})"),
+            "data.patch_size": (
+                all(p >= stride and p % stride == 0 for p in self.data.patch_size),
+                f"must be multiples of 2 ** model.depth = {stride}, "
+                f"got {list(self.data.patch_size)}"),
+            "inference.window": (
+                all(w >= stride and w % stride == 0 for w in self.inference.window),
+                f"must be multiples of 2 ** model.depth = {stride}, "
+                f"got {list(self.inference.window)}"),
+        })
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +517,10 @@ def _from_mapping(cls: type, data: Mapping[str, Any], where: str, source: str) -
     for key, value in data.items():
         sub = f"{where}.{key}" if where else key
         kwargs[key] = _convert(value, hints[key], sub, source)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as exc:  # a section's range check: name the file too
+        raise ConfigValueError(exc.key, exc.reason, source) from None
 
 
 def from_dict(cls: type, data: Mapping[str, Any], source: str = "<config>") -> Any:

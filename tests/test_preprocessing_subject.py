@@ -154,5 +154,5 @@ def test_error_constant_image_has_no_brain(tmp_path):
 
 def test_error_bad_config():
     flair = image(grid(SHAPE, SPACING), SHAPE)
-    with pytest.raises(CsvdnetInputError, match="preprocess.spacing must be positive"):
+    with pytest.raises(CsvdnetInputError, match="preprocess.spacing: must be positive"):
         preprocess_subject({"flair": flair}, cfg(spacing=(1.0, 0.0, 1.0)))

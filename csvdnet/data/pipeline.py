@@ -235,14 +235,7 @@ def _check(cfg: DataConfig, tasks: Sequence[str], batch_size: int) -> None:
         raise CsvdnetInputError("tasks", f"unknown task {unknown[0]!r} (known: {', '.join(TASKS)})")
     if batch_size < 1:
         raise CsvdnetInputError("train.batch_size", f"must be >= 1, got {batch_size}")
-    if any(p < 1 for p in cfg.patch_size):
-        raise CsvdnetInputError("data.patch_size", f"must be positive, got {cfg.patch_size}")
-    weights = cfg.lesion_task_weights
-    dense = SEGMENTATION_TASKS + DETECTION_TASKS
-    if not set(weights) <= set(dense) or any(float(w) < 0.0 for w in weights.values()):
-        raise CsvdnetInputError("data.lesion_task_weights",
-                                f"must map dense tasks ({', '.join(dense)}) to weights >= 0, "
-                                f"got {weights}")
+    # The ranges of cfg's own keys were checked when it was built (DataConfig.__post_init__).
 
 
 def make_dataset(cache_dir: str | os.PathLike, subject_ids: Sequence[str], cfg: DataConfig, *,

@@ -15,34 +15,6 @@ DENSE_TASKS = SEGMENTATION_TASKS + DETECTION_TASKS
 INPUT_NAME = "image"
 
 
-def _check(cfg: ModelConfig) -> None:
-    """Reject a config that cannot build, naming the dotted config key."""
-    blocks = list(cfg.blocks_per_level)
-    problems = {
-        "model.input_channels": (cfg.input_channels >= 1, "must be >= 1"),
-        "model.base_filters": (cfg.base_filters >= 1, "must be >= 1"),
-        "model.depth": (cfg.depth >= 1, "must be >= 1"),
-        "model.blocks_per_level": (
-            len(blocks) == cfg.depth + 1 and min(blocks, default=0) >= 1,
-            f"needs depth + 1 = {cfg.depth + 1} entries, each >= 1, got {blocks}"),
-        "model.max_filters": (cfg.max_filters >= 1, "must be >= 1"),
-        "model.norm_groups": (cfg.norm_groups == -1 or cfg.norm_groups >= 1, "must be -1 or >= 1"),
-        "model.decoder": (cfg.decoder in ("shared", "per_head"), "must be 'shared' or 'per_head'"),
-        "model.score_classes": (cfg.score_classes >= 2, "must be >= 2"),
-        "model.score_inputs": (cfg.score_inputs in ("encoder", "encoder_and_heads"),
-                               "must be 'encoder' or 'encoder_and_heads'"),
-        "model.head_prior": (
-            set(cfg.head_prior) <= set(DENSE_TASKS)
-            and all(0.0 < float(v) < 1.0 for v in cfg.head_prior.values()),
-            f"must map dense tasks ({', '.join(DENSE_TASKS)}) to probabilities in (0, 1), "
-            f"got {cfg.head_prior}"),
-        "model.dropout": (0.0 <= cfg.dropout < 1.0, "must be in [0, 1)"),
-    }
-    for key, (ok, reason) in problems.items():
-        if not ok:
-            raise CsvdnetInputError(key, reason)
-
-
 def build_model(cfg: ModelConfig) -> keras.Model:
     """Build the functional multi-task network.
 
@@ -65,7 +37,6 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     Raises:
         CsvdnetInputError: A config value that cannot build (named by its dotted key).
     """
-    _check(cfg)
     filters = level_filters(cfg.base_filters, cfg.depth, cfg.max_filters)
     inputs = keras.Input((None, None, None, cfg.input_channels), name=INPUT_NAME)
     features = build_encoder(inputs, filters, cfg.blocks_per_level, cfg.norm_groups)

@@ -54,22 +54,6 @@ MIN_OVERLAP = 0.5
 """Smallest fraction of the reference's brain box a sequence's field of view must cover."""
 
 
-def _check_config(cfg: PreprocessConfig) -> None:
-    if cfg.brain_mask not in ("auto", "none", "label"):
-        raise CsvdnetInputError("<config>", f"preprocess.brain_mask must be 'auto', 'none' or "
-                                            f"'label', got {cfg.brain_mask!r}")
-    if cfg.spacing is not None and min(cfg.spacing) <= 0:
-        raise CsvdnetInputError("<config>", f"preprocess.spacing must be positive, got "
-                                            f"{list(cfg.spacing)}")
-    if cfg.pad_multiple < 1:
-        raise CsvdnetInputError("<config>", f"preprocess.pad_multiple must be >= 1, got "
-                                            f"{cfg.pad_multiple}")
-    lo, hi = cfg.clip_percentiles
-    if not 0.0 <= lo < hi <= 100.0:
-        raise CsvdnetInputError("<config>", f"preprocess.clip_percentiles must satisfy "
-                                            f"0 <= low < high <= 100, got {[lo, hi]}")
-
-
 def _given_brain_region(images: Mapping[str, Image], cfg: PreprocessConfig,
                         brain_mask: Image | None, grid: np.ndarray,
                         shape: tuple[int, int, int]) -> np.ndarray:
@@ -175,7 +159,6 @@ def preprocess_subject_and_mask(images: Mapping[str, Image], cfg: PreprocessConf
         CsvdnetInputError: Reference sequence missing; a sequence not covering the brain; a
             brain mask missing, on another grid or empty; a constant image; registration failure.
     """
-    _check_config(cfg)
     if cfg.reference not in images:
         raise CsvdnetInputError(_location(images), f"reference sequence {cfg.reference!r} is "
                                                    f"missing (sequences: {', '.join(images)})")

@@ -43,48 +43,12 @@ class TrainingData:
 
 
 def check_config(cfg: Config, replicas: int) -> None:
-    """Reject training settings that cannot run, naming the dotted key.
-
-    Args:
-        cfg: The configuration.
-        replicas: Replicas in sync of the strategy (the global batch is split among them).
+    """Reject training settings that cannot run: :meth:`Config.validate` with the replicas.
 
     Raises:
-        CsvdnetInputError: The first problem found.
+        CsvdnetInputError: The first problem found, naming the dotted key.
     """
-    train, stride = cfg.train, 2 ** cfg.model.depth
-    problems = {
-        "train.batch_size": (
-            train.batch_size >= 1 and train.batch_size % replicas == 0,
-            f"must be a positive multiple of the {replicas} replicas, got {train.batch_size}"),
-        "model.input_channels": (
-            cfg.model.input_channels == len(cfg.data.channels),
-            f"is {cfg.model.input_channels} but data.channels names {len(cfg.data.channels)} "
-            f"sequences ({', '.join(cfg.data.channels)})"),
-        "data.patch_size": (
-            all(p >= stride and p % stride == 0 for p in cfg.data.patch_size),
-            f"must be multiples of 2 ** model.depth = {stride}, got {list(cfg.data.patch_size)}"),
-        "inference.window": (
-            all(w >= stride and w % stride == 0 for w in cfg.inference.window),
-            f"must be multiples of 2 ** model.depth = {stride}, got "
-            f"{list(cfg.inference.window)}"),
-        "inference.overlap": (0.0 <= cfg.inference.overlap < 1.0,
-                              f"must be in [0, 1), got {cfg.inference.overlap}"),
-        "data.val_fraction": (0.0 <= cfg.data.val_fraction < 1.0,
-                              f"must be in [0, 1), got {cfg.data.val_fraction}"),
-        "train.epochs": (train.epochs >= 1, f"must be >= 1, got {train.epochs}"),
-        "train.steps_per_epoch": (train.steps_per_epoch >= 1,
-                                  f"must be >= 1, got {train.steps_per_epoch}"),
-        "train.learning_rate": (train.learning_rate > 0, f"must be > 0, got {train.learning_rate}"),
-        "train.warmup_steps": (train.warmup_steps >= 0, f"must be >= 0, got {train.warmup_steps}"),
-        "train.validate_every": (train.validate_every >= 1,
-                                 f"must be >= 1, got {train.validate_every}"),
-        "train.ema_momentum": (0.0 < train.ema_momentum < 1.0,
-                               f"must be in (0, 1), got {train.ema_momentum}"),
-    }
-    for key, (ok, reason) in problems.items():
-        if not ok:
-            raise CsvdnetInputError(key, reason)
+    cfg.validate(replicas)
 
 
 def open_cache(path: str | None, key: str, channels: Sequence[str],
