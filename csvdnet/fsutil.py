@@ -1,32 +1,94 @@
-"""Atomic file writing: a killed run never leaves a half-written file that looks complete."""
+"""Durable atomic writes: a killed run never leaves a half-written file that looks complete.
+
+A file is written under a temporary name beside its destination, flushed to disk (``fsync``) and
+renamed over the destination; the folder is synced too, so after a crash the destination holds
+either the old or the new content, never a truncated one. A folder is built the same way and,
+where the kernel can (Linux ``renameat2(RENAME_EXCHANGE)``), swapped with the one it replaces in
+one step, so a reader never finds the destination missing. Temporary entries start with a dot
+and end in ``.part``, with the writing process id in the name: :func:`remove_stale_parts` clears
+those left by killed runs.
+
+Permissions are those of a plain create: temporary files are opened with mode 0666 and folders
+made with 0777, which the kernel reduces by the umask. The umask is never read or changed here:
+changing it is process-wide and not thread-safe (registrations run in threads).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
+import functools
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# .<stem>.<pid>.<random>.part[<suffix>]: the pid tells a live writer from a killed one.
+_PART = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>\d+)\.[0-9a-f]{8}\.part(?:\..*)?$")
+_RENAME_EXCHANGE = 2  # linux/fs.h
 
 
-def _publish(tmp: Path, mode: int) -> None:
-    """Give a temporary file / folder the permissions a plain create would have had.
+def _part_name(stem: str, suffix: str = "") -> str:
+    return f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.part{suffix}"
 
-    mkstemp / mkdtemp create private (0600 / 0700) entries; outputs are meant to be shared.
-    """
-    os.chmod(tmp, mode & ~_umask())
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    """Flush a file's (or a folder's entries') data to disk; folders that refuse are skipped."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return  # e.g. Windows cannot open folders; the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if not directory or exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (deepest first), then ``root`` itself."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            _fsync_path(Path(folder) / name)
+        _fsync_path(Path(folder), directory=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    """glibc's renameat2, or None (not Linux, or a C library without it)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    return getattr(ctypes.CDLL(name, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2); False where the system cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False  # old kernel or a filesystem without exchange
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+    """Yield a temporary path beside ``path``; sync it and rename it onto ``path`` on success.
 
     The temporary name keeps the final extension (``suffix`` defaults to everything after the
     first dot of the name, e.g. ``.nii.gz``) so writers that choose a format by extension work.
@@ -37,53 +99,105 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         suffix: Extension the temporary file must end with.
 
     Yields:
-        The temporary path to write to.
+        The temporary path to write to (already created, empty).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         name = path.name
         suffix = name[name.index("."):] if "." in name else ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".part{suffix}",
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    while True:
+        tmp = path.parent / _part_name(path.name.split(".")[0], suffix)
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
-        yield tmp_path
-        _publish(tmp_path, 0o666)
-        os.replace(tmp_path, path)
+        yield tmp
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+        _fsync_path(path.parent, directory=True)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+            tmp.unlink()
         raise
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; move it onto ``path`` only on success.
+    """Yield a temporary folder beside ``path``; sync it and put it in place on success.
 
-    An existing ``path`` is replaced only after the new one is complete.
+    An existing ``path`` is replaced only once the new folder is complete, by an atomic
+    exchange where the system offers one (Linux), so ``path`` is never missing; elsewhere by two
+    renames, with ``path`` absent for the instant between them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    while True:
+        tmp = path.parent / _part_name(path.name)
+        try:
+            os.mkdir(tmp, 0o777)
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
-        _publish(tmp, 0o777)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+        _fsync_tree(tmp)
+        if path.exists() and _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old content
+        elif path.exists():
+            old = path.parent / _part_name(path.name)
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        _fsync_path(path.parent, directory=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    """Write ``text`` to ``path`` atomically and durably (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary ``.part`` files and folders that killed writers left in ``folder``.
+
+    Only entries named by this module whose writing process no longer runs on this machine
+    are removed (a live writer's are kept); the folder's other contents are never touched.
+
+    Returns:
+        The removed paths.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _PART.match(entry.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from csvdnet.fsutil import atomic_dir, atomic_path, write_text_atomic
+from csvdnet import fsutil
+from csvdnet.fsutil import atomic_dir, atomic_path, remove_stale_parts, write_text_atomic
 
 
 def _umask() -> int:
@@ -49,3 +50,63 @@ def test_failed_directory_keeps_the_old_one(tmp_path):
         (tmp / "image.npy").write_text("new")
     assert (target / "image.npy").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["subject"]
+
+
+def test_files_are_synced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
+    write_text_atomic(tmp_path / "a.txt", "x")
+    assert events[:2] == ["fsync", "replace"] and events[-1] == "fsync"  # file, rename, folder
+    events.clear()
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("y")
+    assert events.index("replace") > events.index("fsync")
+
+
+def test_a_replaced_folder_is_never_missing(tmp_path, monkeypatch):
+    target = tmp_path / "subject"
+    target.mkdir()
+    (target / "image.npy").write_text("old")
+    real_replace = os.replace
+
+    def replace(a, b):  # every rename during the swap: the folder must still be there
+        assert target.is_dir()
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_dir(target) as tmp:
+        (tmp / "image.npy").write_text("new")
+    assert (target / "image.npy").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["subject"]
+
+
+def test_the_umask_is_never_changed(tmp_path, monkeypatch):
+    def no_umask(_):
+        raise AssertionError("os.umask is process-wide: threads would race on it")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    write_text_atomic(tmp_path / "a.txt", "x")
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("y")
+    assert (tmp_path / "a.txt").read_text() == "x" and (tmp_path / "d" / "f").is_file()
+
+
+def test_leftover_parts_of_killed_writers_are_removed(tmp_path):
+    dead = tmp_path / f".subject.{2 ** 22 + 12345}.0123abcd.part"  # above any pid_max default
+    dead.mkdir()
+    (dead / "image.npy").write_text("half")
+    dead_file = tmp_path / f".index.{2 ** 22 + 12345}.0123abcd.part.json"
+    dead_file.write_text("{")
+    live = tmp_path / f".other.{os.getpid()}.0123abcd.part"
+    live.mkdir()
+    keep = tmp_path / "subject"
+    keep.mkdir()
+    (tmp_path / ".hidden").write_text("not ours")
+
+    assert sorted(p.name for p in remove_stale_parts(tmp_path)) == sorted([dead.name,
+                                                                         dead_file.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "subject",
+                                                                  ".hidden"])
+    assert fsutil._PART.match(live.name)
