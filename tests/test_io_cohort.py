@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +81,17 @@ def test_cohort_folder_with_fewer_sequences(tmp_path):
      "subject s09 is rated but not in the cohort"),
 ], ids=["no-reference", "unknown-label", "label-sequence-absent", "label-sequence-unknown",
         "mask-as-csv", "two-files", "two-flairs", "stranger-rated"])
-def test_bad_cohort_folders_are_refused(tmp_path, change, at, reason):
+def test_bad_cohort_folders_fail_the_subject_or_refuse_the_cohort(tmp_path, change, at, reason):
     root = make_cohort_folder(tmp_path / "cohort")
     change(root)
 
-    with raises_input_error(root / at, reason):
-        read_cohort(root)
+    if at == "ratings.csv":  # a problem of the cohort: refused
+        with raises_input_error(root / at, reason):
+            read_cohort(root)
+        return
+    cohort = read_cohort(root)  # a problem of s01: it fails alone
+    assert [s.id for s in cohort] == ["s02"] and list(cohort.problems) == ["s01"]
+    assert re.match(re.escape(str(root / at)) + ": " + reason, cohort.problems["s01"])
 
 
 def test_cohort_path_must_exist_and_hold_subjects(tmp_path):
@@ -187,11 +193,43 @@ def test_manifest_sequences_follow_cohort_order_and_unused_ones_are_ignored(tmp_
 ], ids=["duplicate", "unknown-column", "no-subject-column", "missing-file", "no-rows", "empty-file",
         "no-reference", "mask-as-csv", "sequence-as-csv", "label-sequence-absent",
         "label-sequence-unknown"])
-def test_bad_manifests_are_refused_naming_the_manifest_and_row(tmp_path, header, rows, reason):
+def test_bad_manifests_name_the_manifest_and_row(tmp_path, header, rows, reason):
     manifest = make_manifest(tmp_path, rows, header)
 
-    with raises_input_error(manifest, reason):
-        read_cohort(manifest)
+    if "subject s01\\)" not in reason:  # a problem of the whole manifest: refused
+        with raises_input_error(manifest, reason):
+            read_cohort(manifest)
+        return
+    cohort = read_cohort(manifest)  # a problem of one row: that subject fails alone
+    assert cohort.subjects == [] and list(cohort.problems) == ["s01"]
+    assert re.match(re.escape(str(manifest)) + ": " + reason, cohort.problems["s01"])
+
+
+def test_one_bad_manifest_row_or_ratings_row_fails_only_its_subject(tmp_path):
+    manifest = make_manifest(tmp_path, "s01,data/s01_flair.nii.gz,,,,,\n"
+                                       "s02,data/s02_flair.nii.gz,,,data/missing.nii.gz,,\n"
+                                       "s03,data/s02_flair.nii.gz,,,,,\n")
+    (manifest.parent / "ratings.csv").write_text("subject,fazekas_pv\ns01,2\ns03,7\n")
+
+    cohort = read_cohort(manifest)
+
+    assert [s.id for s in cohort] == ["s01"] and cohort["s01"].ratings.fazekas_pv == 2
+    assert list(cohort.problems) == ["s02", "s03"]
+    assert "column wmh: " in cohort.problems["s02"] and "does not exist" in cohort.problems["s02"]
+    assert re.search(r"ratings\.csv: row 3, column fazekas_pv: 7 is out of range",
+                     cohort.problems["s03"])
+
+
+def test_unknown_files_in_a_subject_folder_are_named_in_a_warning(tmp_path, caplog):
+    root = make_cohort_folder(tmp_path / "cohort")
+    touch(root, "s02/flair_old.nii.gz", "s02/dwi.bval", "s02/synth.json")
+
+    with caplog.at_level("WARNING", logger="csvdnet.io.cohort"):
+        read_cohort(root)
+
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(str(root / "s01") in w and w.endswith(": flair.nii.bak") for w in warnings)
+    assert any(str(root / "s02") in w and w.endswith(": flair_old.nii.gz") for w in warnings)
 
 
 def test_manifest_ratings_for_unknown_subject_are_refused(tmp_path):

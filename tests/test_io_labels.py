@@ -13,18 +13,30 @@ from csvdnet.io import Image, load_mask, load_nifti, read_points, write_points
 # --------------------------------------------------------------------------------------------
 # Masks
 
-def test_all_zero_mask_is_valid_and_mask_is_thresholded_at_half(tmp_path):
+def test_all_zero_mask_is_valid_and_mask_is_thresholded_at_half(tmp_path, caplog):
     values = np.zeros(SHAPE, np.float32)
-    values[0, 0, :5] = [0.4, 0.5, 0.6, 1, 255]
+    values[0, 0, :5] = [0.4, 0.5, 0.6, 1, 1]
     empty = write_nifti(tmp_path / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
     graded = write_nifti(tmp_path / "graded.nii.gz", values)
 
     assert load_nifti(empty, kind="mask").data.max() == 0
     assert load_mask(empty).data.max() == 0
-    mask = load_mask(graded)
+    with caplog.at_level("WARNING", logger="csvdnet.io.labels"):
+        mask = load_mask(graded)
+    assert "holding fractions (0, 0.4, 0.5, 0.6, 1) is kept where > 0.5" in caplog.text
     assert mask.data.dtype == np.float32
     assert mask.data[0, 0, :5].tolist() == [0, 0, 1, 1, 1]
     assert mask.data.sum() == 3
+
+
+def test_a_label_map_given_as_a_mask_is_refused_naming_its_values(tmp_path):
+    values = np.zeros(SHAPE, np.uint8)
+    values[0, 0, :3] = [1, 2, 3]  # e.g. the WMH challenge's label 2 "other pathology"
+    path = write_nifti(tmp_path / "wmh.nii.gz", values)
+
+    with raises_input_error(path, r"a mask must hold 0 and 1, this one holds 0, 1, 2, 3: a "
+                                  r"label map\?"):
+        load_mask(path)
 
 
 def test_four_d_mask_is_refused(tmp_path):
@@ -37,8 +49,10 @@ def test_four_d_mask_is_refused(tmp_path):
 @pytest.mark.parametrize("shape, shift, axes, reason", [
     (SHAPE, 1e-4, 0.0, None),  # float32 header round-off is fine
     ((8, 9, 11), 0.0, 0.0, r"shape \(8, 9, 11\) vs \(8, 9, 10\)"),
-    (SHAPE, 0.01, 0.0, "affine origin differs by up to 0.01 mm"),
-    (SHAPE, 0.0, 1e-3, "affine voxel axes differ by up to 0.001"),
+    (SHAPE, 0.01, 0.0, r"same shape, but the affine origin differs by up to 0.01 mm \(label "
+                       r"affine \[-1\.5 0 0 90\.01; 0 -2 0 120; 0 0 2\.5 -59\.99\], image "
+                       r"affine \[-1\.5 0 0 90; 0 -2 0 120; 0 0 2\.5 -60\]"),
+    (SHAPE, 0.0, 1e-3, "same shape, but the affine voxel axes differ by up to 0.001"),
 ])
 def test_mask_must_share_the_grid_of_its_sequence(tmp_path, shape, shift, axes, reason):
     flair = Image(RAMP, LPS, tmp_path / "flair.nii.gz")

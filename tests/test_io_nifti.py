@@ -215,3 +215,27 @@ def test_bad_images_are_refused_naming_file_and_reason(tmp_path, make, reason):
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def test_a_header_claiming_too_many_voxels_is_refused_before_reading(tmp_path):
+    path = write_nifti(tmp_path / "huge.nii", np.zeros((2, 2, 2), np.float32) + RAMP[:2, :2, :2])
+    raw = bytearray(path.read_bytes())
+    dims = np.frombuffer(raw[40:56], dtype=np.int16).copy()
+    dims[1:4] = 30000  # 30000^3 voxels claimed by a 2x2x2 file
+    raw[40:56] = dims.tobytes()
+    path.write_bytes(bytes(raw))
+
+    with raises_input_error(path, r"the header claims shape \(30000, 30000, 30000\) = 2\.7e\+13 "
+                                  r"voxels, more than the limit"):
+        load_nifti(path)
+
+
+def test_an_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
+    path = save_nifti(RAMP, LPS, tmp_path / "flair.nii.gz")
+
+    def denied(*args, **kwargs):  # tests may run as root, whom file modes do not stop
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(nib, "load", denied)
+    with raises_input_error(path, r"permission denied \(the file cannot be read\)"):
+        load_nifti(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -13,6 +14,8 @@ from csvdnet.io.csvtable import _is_csv, _read_csv, _require_columns, _unique_su
 from csvdnet.io.labels import KNOWN_LABELS, POINT_LABELS
 from csvdnet.io.nifti import NIFTI_SUFFIXES, Image, PathLike, _nifti_suffix, load_nifti
 from csvdnet.io.ratings import Ratings, read_ratings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -49,6 +52,9 @@ class Cohort:
         sequences: Sequence names considered, in channel order.
         reference: The reference sequence, present for every subject.
         manifest: The manifest CSV, when the cohort was read from one.
+        problems: Subjects that could not be located, id -> message (a missing reference
+            image, a manifest cell naming a missing file, a bad ``ratings.csv`` row ...): they
+            are not in ``subjects``, and a run reports them as failed without stopping.
     """
 
     root: Path
@@ -56,6 +62,7 @@ class Cohort:
     sequences: tuple[str, ...]
     reference: str = "flair"
     manifest: Path | None = None
+    problems: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -89,11 +96,16 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
     Returns:
         The cohort; nothing is loaded.
 
+    A problem of one subject (no reference image, an unknown or duplicate label file, a
+    manifest cell naming a missing file, a label drawn on a sequence the subject lacks, a bad
+    ``ratings.csv`` row) leaves that subject out, recorded in :attr:`Cohort.problems`; files
+    of a subject folder that are neither sequences nor labels are named in a warning.
+
     Raises:
-        CsvdnetInputError: Missing path, no subjects, a subject without the reference
-            sequence, an unknown or duplicate column / label file / subject, a referenced file
-            that does not exist, a label drawn on a sequence the subject lacks, or ratings for a
-            subject not in the cohort.
+        CsvdnetInputError: Problems of the whole cohort: a missing path, no subject folder, an
+            unreadable manifest or one without a ``subject`` column, an unknown column, a
+            subject listed twice, an unreadable ``ratings.csv`` or one rating a subject that
+            is not in the cohort.
     """
     path = Path(os.path.abspath(path))  # subjects' paths are absolute in both forms
     sequences = tuple(sequences)
@@ -101,17 +113,18 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
         raise CsvdnetInputError(
             path, f"reference sequence {reference!r} is not one of the sequences "
                   f"({', '.join(sequences)})")
+    problems: dict[str, str] = {}
     if path.is_dir():
         root, manifest = path, None
-        subjects = _subjects_from_folder(path, sequences, reference)
+        subjects = _subjects_from_folder(path, sequences, reference, problems)
     elif path.is_file():
         root, manifest = path.parent, path
-        subjects = _subjects_from_manifest(path, sequences, reference)
+        subjects = _subjects_from_manifest(path, sequences, reference, problems)
     else:
         raise CsvdnetInputError(path, "cohort folder or manifest not found")
-    _attach_ratings(subjects, root / "ratings.csv")
+    subjects = _attach_ratings(subjects, root / "ratings.csv", problems)
     return Cohort(root=root, subjects=subjects, sequences=sequences, reference=reference,
-                  manifest=manifest)
+                  manifest=manifest, problems=problems)
 
 
 def load_subject(subject: Subject) -> dict[str, Image]:
@@ -163,19 +176,52 @@ def _make_subject(subject_id: str, sequences: dict[str, Path],
                    label_sequence={label: sequence for label, (_, sequence) in labels.items()})
 
 
-def _subjects_from_folder(root: Path, sequences: tuple[str, ...], reference: str) -> list[Subject]:
+def _subjects_from_folder(root: Path, sequences: tuple[str, ...], reference: str,
+                          problems: dict[str, str]) -> list[Subject]:
     subjects = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found = {name: path for name in sequences
-                 if (path := _single_file(folder, [f"{name}{s}" for s in NIFTI_SUFFIXES]))}
-        if found:
+        try:
+            found = {name: path for name in sequences
+                     if (path := _single_file(folder, [f"{name}{s}" for s in NIFTI_SUFFIXES]))}
+        except CsvdnetInputError as exc:
+            problems[folder.name] = str(exc)
+            continue
+        if not found and not _has_any_sequence(folder):
+            continue  # not a subject folder (e.g. notes, previews)
+        _warn_unknown_files(folder, sequences)
+        try:
             labels = _labels_in_folder(folder / "labels", sequences, reference)
             subjects.append(_make_subject(folder.name, found, labels, reference, folder, ""))
-    if not subjects:
+        except CsvdnetInputError as exc:
+            problems[folder.name] = str(exc)
+    if not subjects and not problems:
         raise CsvdnetInputError(
             root, f"no subject folders (sub-folders holding <sequence>.nii[.gz] for a sequence in "
                   f"{', '.join(sequences)})")
     return subjects
+
+
+# Files a subject folder may hold besides its sequences: the synthetic generator's record.
+_SUBJECT_FILES = ("synth.json",)
+
+
+def _has_any_sequence(folder: Path) -> bool:
+    """Whether ``folder`` holds a NIfTI named after any default sequence (a subject lacking
+    the requested ones, rather than some other folder)."""
+    return any((folder / f"{name}{s}").is_file() for name in DEFAULT_SEQUENCES
+               for s in NIFTI_SUFFIXES)
+
+
+def _warn_unknown_files(folder: Path, sequences: tuple[str, ...]) -> None:
+    """Name, in one warning, the files of a subject folder that csvdnet does not read."""
+    known = {f"{name}{s}" for name in (*sequences, *DEFAULT_SEQUENCES) for s in NIFTI_SUFFIXES}
+    known |= {f"{name}.bval" for name in (*sequences, *DEFAULT_SEQUENCES)}
+    unknown = sorted(p.name for p in folder.iterdir()
+                     if not p.name.startswith(".") and p.name not in known
+                     and p.name not in _SUBJECT_FILES and not (p.is_dir() and p.name == "labels"))
+    if unknown:
+        logger.warning("%s: ignoring file(s) that are neither sequences (%s) nor labels/: %s",
+                       folder, ", ".join(sequences), ", ".join(unknown))
 
 
 def _single_file(folder: Path, names: list[str]) -> Path | None:
@@ -206,8 +252,8 @@ def _labels_in_folder(folder: Path, sequences: tuple[str, ...],
     return labels
 
 
-def _subjects_from_manifest(manifest: Path, sequences: tuple[str, ...],
-                            reference: str) -> list[Subject]:
+def _subjects_from_manifest(manifest: Path, sequences: tuple[str, ...], reference: str,
+                            problems: dict[str, str]) -> list[Subject]:
     header, rows = _read_csv(manifest)
     _require_columns(manifest, header, ("subject",))
     sequence_columns, label_columns = _manifest_columns(manifest, header, sequences, reference)
@@ -216,11 +262,16 @@ def _subjects_from_manifest(manifest: Path, sequences: tuple[str, ...],
     subjects: dict[str, Subject] = {}
     for row_no, subject_id, row in _unique_subject_rows(manifest, rows, "listed"):
         where = f"row {row_no} (subject {subject_id}): "
-        found = {c: _manifest_file(manifest, row[c], f"{where}column {c}: ")
-                 for c in sequence_columns if row[c]}
-        labels = {label: (_manifest_file(manifest, row[c], f"{where}column {c}: ", label), drawn_on)
-                  for c, (label, drawn_on) in label_columns.items() if row[c]}
-        subjects[subject_id] = _make_subject(subject_id, found, labels, reference, manifest, where)
+        try:
+            found = {c: _manifest_file(manifest, row[c], f"{where}column {c}: ")
+                     for c in sequence_columns if row[c]}
+            labels = {label: (_manifest_file(manifest, row[c], f"{where}column {c}: ", label),
+                              drawn_on)
+                      for c, (label, drawn_on) in label_columns.items() if row[c]}
+            subjects[subject_id] = _make_subject(subject_id, found, labels, reference, manifest,
+                                                 where)
+        except CsvdnetInputError as exc:
+            problems[subject_id] = str(exc)
     return list(subjects.values())
 
 
@@ -258,14 +309,22 @@ def _manifest_file(manifest: Path, text: str, where: str, label: str | None = No
     return path
 
 
-def _attach_ratings(subjects: list[Subject], ratings_path: Path) -> None:
+def _attach_ratings(subjects: list[Subject], ratings_path: Path,
+                    problems: dict[str, str]) -> list[Subject]:
+    """Attach ``ratings.csv`` rows; a subject whose row is bad moves to ``problems``."""
     if not ratings_path.is_file():
-        return
-    ratings = read_ratings(ratings_path)
+        return subjects
+    bad_rows: dict[str, str] = {}
+    ratings = read_ratings(ratings_path, problems=bad_rows)
     by_id = {subject.id: subject for subject in subjects}
-    strangers = [subject_id for subject_id in ratings if subject_id not in by_id]
+    strangers = [subject_id for subject_id in (*ratings, *bad_rows)
+                 if subject_id not in by_id and subject_id not in problems]
     if strangers:
         raise CsvdnetInputError(
             ratings_path, f"subject {strangers[0]} is rated but not in the cohort")
     for subject_id, rating in ratings.items():
-        by_id[subject_id].ratings = rating
+        if subject_id in by_id:
+            by_id[subject_id].ratings = rating
+    for subject_id, message in bad_rows.items():
+        problems.setdefault(subject_id, message)
+    return [subject for subject in subjects if subject.id not in bad_rows]

@@ -39,6 +39,8 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
                                                   f"cells, the header {len(header)}")
                 cells = [cell.strip() for cell in cells] + [""] * (len(header) - len(cells))
                 rows.append((reader.line_num, dict(zip(header, cells))))
+    except PermissionError:
+        raise CsvdnetInputError(path, "permission denied (the file cannot be read)") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CsvdnetInputError(
             path, f"not a readable UTF-8 CSV file ({_describe(exc)})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -25,9 +26,16 @@ _GRID_ORIGIN_TOL_MM = 1e-3
 _GRID_AXES_TOL = 1e-4
 _COORDINATE_COLUMNS = ("x", "y", "z", "i", "j", "k")
 
+logger = logging.getLogger(__name__)
+
 
 def load_mask(path: PathLike, like: Image | None = None) -> Image:
-    """Read a binary mask (voxels > 0.5 are inside), optionally checking it is on ``like``'s grid.
+    """Read a binary mask, optionally checking it is on ``like``'s grid.
+
+    A mask holds 0 and 1. Values above 1 mean a label map given as a mask (e.g. the WMH
+    challenge's label 2, "other pathology"): refused, naming the values, because binarising it
+    would silently turn other labels into lesion. Fractions between 0 and 1 (a soft or
+    resampled mask) are kept above 0.5 with a warning naming them.
 
     Args:
         path: The mask NIfTI file; all-zero is a valid, empty mask.
@@ -38,9 +46,18 @@ def load_mask(path: PathLike, like: Image | None = None) -> Image:
         The mask as an Image with float32 values 0 and 1.
 
     Raises:
-        CsvdnetInputError: Any :func:`load_nifti` problem, or a grid different from ``like``'s.
+        CsvdnetInputError: Any :func:`load_nifti` problem, values outside 0..1, or a grid
+            different from ``like``'s (both affines named when only they differ).
     """
     mask = load_nifti(path, kind="mask")
+    values = _mask_values(mask.data)
+    if values[-1] > 1 or values[0] < 0:
+        raise CsvdnetInputError(
+            mask.path, f"a mask must hold 0 and 1, this one holds {_shown(values)}: a label map? "
+                       "(convert it to 0/1 first, e.g. keep only the lesion label)")
+    if np.any((values > 0) & (values < 1)):
+        logger.warning("%s: a mask holding fractions (%s) is kept where > 0.5", mask.path,
+                       _shown(values))
     mask.data = (mask.data > 0.5).astype(np.float32)
     if like is not None:
         difference = _grid_difference(mask, like)
@@ -50,16 +67,32 @@ def load_mask(path: PathLike, like: Image | None = None) -> Image:
     return mask
 
 
+def _mask_values(data: np.ndarray, limit: int = 8) -> np.ndarray:
+    """The distinct values of ``data`` (sorted), at most ``limit`` of each end once many."""
+    values = np.unique(data)
+    return values if len(values) <= 2 * limit else np.concatenate([values[:limit],
+                                                                   values[-limit:]])
+
+
+def _shown(values: np.ndarray) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
 def _grid_difference(image: Image, like: Image) -> str | None:
     if image.shape != like.shape:
         return f"shape {image.shape} vs {like.shape}"
     diff = np.abs(image.affine - like.affine)
     origin, axes = diff[:3, 3].max(), diff[:3, :3].max()
-    if origin > _GRID_ORIGIN_TOL_MM:
-        return f"affine origin differs by up to {origin:.4g} mm"
-    if axes > _GRID_AXES_TOL:
-        return f"affine voxel axes differ by up to {axes:.4g}"
+    if origin > _GRID_ORIGIN_TOL_MM or axes > _GRID_AXES_TOL:
+        what = (f"affine origin differs by up to {origin:.4g} mm" if origin > _GRID_ORIGIN_TOL_MM
+                else f"affine voxel axes differ by up to {axes:.4g}")
+        return (f"same shape, but the {what} (label affine {_affine_text(image.affine)}, image "
+                f"affine {_affine_text(like.affine)}; resample it, or fix its header)")
     return None
+
+
+def _affine_text(affine: np.ndarray) -> str:
+    return "[" + "; ".join(" ".join(f"{v:.4g}" for v in row) for row in affine[:3]) + "]"
 
 
 def read_points(path: PathLike, like: Image | None = None) -> np.ndarray:

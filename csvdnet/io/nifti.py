@@ -1,4 +1,4 @@
-"""NIfTI images: :class:`Image`, :func:`load_nifti` (every header / voxel check), :func:`save_nifti`.
+"""NIfTI images: :class:`Image`, :func:`load_nifti` (header and voxel checks), :func:`save_nifti`.
 
 Images stay in file voxel order (no reorientation): the affine carries the geometry, and
 :mod:`csvdnet.preprocessing` does all resampling. Every way a file can be unusable ends here as a
@@ -28,6 +28,11 @@ ImageKind = Literal["image", "mask", "labelmap"]
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: Diffusion volumes averaged into the DWI channel: b = 1000 s/mm² give or take scanner rounding.
 B1000_RANGE = (800.0, 1200.0)
+
+#: The most voxels a header may claim (all volumes together): 2**30 float32 voxels are 4 GiB,
+#: far beyond any MR volume; a corrupt or hostile header claiming more is refused before any
+#: memory is allocated.
+MAX_VOXELS = 2 ** 30
 
 # nibabel reports a damaged file through any of these, at load or (proxies being lazy) at read.
 _NIBABEL_READ_ERRORS = (ImageFileError, HeaderDataError, EOFError, OSError, zlib.error, ValueError)
@@ -101,6 +106,8 @@ def load_nifti(path: PathLike, *, kind: ImageKind = "image") -> Image:
     volumes = _b1000_volumes(path, shape[3]) if len(shape) == 4 else None
     try:
         data = img.get_fdata(dtype=np.float32).reshape(shape)
+    except PermissionError:
+        raise CsvdnetInputError(path, "permission denied (the file cannot be read)") from None
     except _NIBABEL_READ_ERRORS as exc:
         raise CsvdnetInputError(
             path, f"image data is truncated or corrupt ({_describe(exc)})") from None
@@ -169,6 +176,8 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
     try:
         # mmap=False: the arrays must not keep the file open or change with it.
         img = nib.load(path, mmap=False)
+    except PermissionError:
+        raise CsvdnetInputError(path, "permission denied (the file cannot be read)") from None
     except _NIBABEL_READ_ERRORS as exc:
         raise CsvdnetInputError(
             path, f"not a readable NIfTI-1/NIfTI-2 file ({_describe(exc)})") from None
@@ -192,6 +201,10 @@ def _checked_shape(img: nib.Nifti1Image, path: Path, kind: ImageKind) -> tuple[i
         raise CsvdnetInputError(path, f"is 4-D with shape {shape}; a label must be 3-D")
     if 0 in shape:
         raise CsvdnetInputError(path, f"has an empty dimension (shape {shape})")
+    voxels = int(np.prod(shape, dtype=np.float64))
+    if voxels > MAX_VOXELS:
+        raise CsvdnetInputError(path, f"the header claims shape {shape} = {voxels:.3g} voxels, "
+                                      f"more than the limit of {MAX_VOXELS:.3g} (corrupt header?)")
     return shape
 
 

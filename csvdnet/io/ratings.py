@@ -61,7 +61,7 @@ def _rating_problem(name: str, value: int | None) -> str | None:
     return None
 
 
-def read_ratings(path: PathLike) -> dict[str, Ratings]:
+def read_ratings(path: PathLike, problems: dict[str, str] | None = None) -> dict[str, Ratings]:
     """Read ``ratings.csv``: a ``subject`` column and any of the :class:`Ratings` fields.
 
     Integral decimals such as ``2.0`` (as spreadsheets and pandas write them) are accepted; a
@@ -69,21 +69,30 @@ def read_ratings(path: PathLike) -> dict[str, Ratings]:
 
     Args:
         path: The ratings CSV.
+        problems: If given, a row with a bad value is recorded here (subject id -> message)
+            and left out instead of refusing the whole file: one bad row fails one subject.
 
     Returns:
         Ratings by subject id, in file order.
 
     Raises:
         CsvdnetInputError: Missing file or ``subject`` column, unknown column, duplicate or
-            invalid subject, a non-integer or out-of-range value (naming the row and column).
+            invalid subject, a non-integer or out-of-range value (naming the row and column;
+            only when ``problems`` is None).
     """
     path = Path(path)
     header, rows = _read_csv(path)
     _require_columns(path, header, ("subject",), known=("subject",) + RATING_FIELDS)
     ratings: dict[str, Ratings] = {}
     for row_no, subject, row in _unique_subject_rows(path, rows, "rated"):
-        values = {name: _parse_rating(path, row_no, name, row[name])
-                  for name in RATING_FIELDS if name in row}
+        try:
+            values = {name: _parse_rating(path, row_no, name, row[name])
+                      for name in RATING_FIELDS if name in row}
+        except CsvdnetInputError as exc:
+            if problems is None:
+                raise
+            problems[subject] = str(exc)
+            continue
         ratings[subject] = Ratings(**values)
     return ratings
 
