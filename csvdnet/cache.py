@@ -32,12 +32,12 @@ from csvdnet import DETECTION_TASKS, LABEL_NAMES, SEGMENTATION_TASKS
 from csvdnet.config import PreprocessConfig
 from csvdnet.config import to_dict as config_to_dict
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.fsutil import atomic_dir, write_text_atomic
-from csvdnet.io import load_mask, load_nifti, read_points
+from csvdnet.fsutil import atomic_dir, remove_stale_parts, write_text_atomic
+from csvdnet.io import check_on_grid, load_mask, load_nifti, read_points
 from csvdnet.preprocessing import PreprocessMeta, preprocess_labels, preprocess_subject
 
 if TYPE_CHECKING:
-    from csvdnet.io import Cohort, Subject
+    from csvdnet.io import Cohort, Image, Subject
 
 __all__ = [
     "INDEX_FORMAT",
@@ -147,33 +147,58 @@ def _check_channels(cohort: Cohort, channels: tuple[str, ...], cfg: PreprocessCo
     if unknown:
         raise CsvdnetInputError(cohort.root, f"channel(s) {', '.join(unknown)} are not sequences "
                                              f"of the cohort ({', '.join(cohort.sequences)})")
+    # A sequence no subject has is a wrong name, not a problem of every subject.
+    absent = [c for c in channels if cohort.subjects
+              and not any(c in subject.sequences for subject in cohort.subjects)]
+    if absent:
+        raise CsvdnetInputError(cohort.root, f"no subject has a {', '.join(absent)} image: is "
+                                             f"the sequence name right?")
     if cfg.reference not in channels:
         raise CsvdnetInputError(cohort.root, f"the channels ({', '.join(channels)}) must include "
                                              f"the reference sequence {cfg.reference}")
 
 
-def _write_subject(subject: Subject, folder: Path, cfg: PreprocessConfig,
-                   channels: tuple[str, ...]) -> None:
-    """Preprocess one subject into ``folder`` (atomically)."""
+def _load_inputs(subject: Subject, cfg: PreprocessConfig, channels: tuple[str, ...]):
+    """Load and check everything a subject's preprocessing reads, before any expensive step:
+    headers and voxels, each label on the grid of the sequence it is drawn on, points inside
+    that image. Fails in about a second instead of after registration."""
     missing = [c for c in channels if c not in subject.sequences]
     if missing:
         where = next(iter(subject.sequences.values())).parent
         raise CsvdnetInputError(where, f"subject {subject.id} has no {', '.join(missing)} image "
                                        f"(channels: {', '.join(channels)})")
     images = {name: load_nifti(subject.sequences[name]) for name in channels}
-    brain_mask = None
-    if cfg.brain_mask == "label" and "brain_mask" in subject.labels:
-        brain_mask = load_mask(subject.labels["brain_mask"])
-    array, meta = preprocess_subject(images, cfg, brain_mask)
-
     labels = subject.labels
-    masks = {name: (load_nifti(labels[name], kind="labelmap") if name == "regions"
-                    else load_mask(labels[name]))
-             for name in MASK_LABELS if name in labels}
+
+    def drawn_on(label: str, path: Path) -> Image:
+        name = subject.label_sequence.get(label, cfg.reference)
+        if name not in images:
+            raise CsvdnetInputError(path, f"{label} is drawn on sequence {name!r}, which is not "
+                                          f"one of the channels ({', '.join(channels)})")
+        return images[name]
+
+    brain_mask = None
+    if cfg.brain_mask == "label" and "brain_mask" in labels:
+        brain_mask = load_mask(labels["brain_mask"], like=images[cfg.reference])
+    masks = {}
+    for name in MASK_LABELS:
+        if name in labels:
+            like = drawn_on(name, labels[name])
+            masks[name] = (check_on_grid(load_nifti(labels[name], kind="labelmap"), like)
+                           if name == "regions" else load_mask(labels[name], like=like))
     point_files = {task: labels[task] for task in DETECTION_TASKS if task in labels}
-    masks, points = preprocess_labels(
-        meta, masks, {task: read_points(path) for task, path in point_files.items()},
-        label_sequence=subject.label_sequence, point_sources=point_files)
+    points = {task: read_points(path, like=drawn_on(task, path))
+              for task, path in point_files.items()}
+    return images, brain_mask, masks, points, point_files
+
+
+def _write_subject(subject: Subject, folder: Path, cfg: PreprocessConfig,
+                   channels: tuple[str, ...]) -> None:
+    """Preprocess one subject into ``folder`` (atomically)."""
+    images, brain_mask, masks, points, point_files = _load_inputs(subject, cfg, channels)
+    array, meta = preprocess_subject(images, cfg, brain_mask)
+    masks, points = preprocess_labels(meta, masks, points, label_sequence=subject.label_sequence,
+                                      point_sources=point_files)
 
     record = {
         "id": subject.id,
@@ -243,10 +268,13 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
     channels = tuple(cohort.sequences if channels is None else channels)
     _check_channels(cohort, channels, cfg)
     config = config_to_dict(cfg)
+    remove_stale_parts(out_dir)  # what a killed run was writing
+    for subject_id in cohort.problems:
+        _remove_stale(_subject_dir(out_dir, subject_id))
 
     written: list[str] = []
     skipped: list[str] = []
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = dict(cohort.problems)  # subjects that could not even be located
     todo = []
     for subject in cohort.subjects:
         folder = _subject_dir(out_dir, subject.id)
@@ -264,6 +292,10 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
             failed[subject_id] = error
             bar.set_postfix(failed=len(failed))
         bar.update(1)
+        if progress:  # a line per finished subject: the bar alone sits at 0 % for minutes
+            bar.write(f"{'failed' if error else 'done'} {subject_id} "
+                      f"({len(written) + len(failed) - len(cohort.problems)} of {len(todo)})",
+                      file=sys.stderr)
 
     if jobs > 1 and len(todo) > 1:
         # spawn, not fork: the parent may hold threads (TensorFlow, ITK) that fork would copy.
@@ -283,7 +315,8 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
             record(subject.id, _process_subject(subject, folder, cfg, channels))
     bar.close()
     written.sort(key=[s.id for s in cohort.subjects].index)
-    failed = {s.id: failed[s.id] for s in cohort.subjects if s.id in failed}
+    failed = {**{s: m for s, m in cohort.problems.items()},
+              **{s.id: failed[s.id] for s in cohort.subjects if s.id in failed}}
 
     done = tuple(s.id for s in cohort.subjects if s.id not in failed)
     index = {

@@ -109,11 +109,12 @@ def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: st
     subjects = read_cohort(cohort, sequences=cfg.data.channels, reference=cfg.preprocess.reference)
     summary = preprocess_cohort(subjects, out_dir, cfg.preprocess, channels=cfg.data.channels,
                                 progress=not quiet, overwrite=overwrite, jobs=jobs)
-    click.echo(f"preprocessed {len(summary.done)} of {len(subjects)} subjects into {out_dir}")
+    total = len(subjects) + len(subjects.problems)  # problems: subjects that failed to locate
+    click.echo(f"preprocessed {len(summary.done)} of {total} subjects into {out_dir}")
     if summary.failed:
         for subject_id, message in summary.failed.items():
             click.echo(f"failed {subject_id}: {message}", err=True)
-        click.echo(f"error: {len(summary.failed)} of {len(subjects)} subjects failed", err=True)
+        click.echo(f"error: {len(summary.failed)} of {total} subjects failed", err=True)
         sys.exit(1)
 
 

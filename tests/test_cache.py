@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 
 import numpy as np
@@ -211,3 +212,92 @@ def test_jobs_write_the_same_cache_as_one_process(cohort, tmp_path):
         "index.json", "s01", "s02"]
     again = preprocess_cohort(cohort, tmp_path / "parallel", CFG, progress=False, jobs=2)
     assert again.skipped == ("s01", "s02") and again.written == ()
+
+
+# --------------------------------------------------------------------------------------------
+# Fail fast, and fail one subject only.
+
+def _never_preprocess(monkeypatch):
+    """Make the expensive step an error: a check that runs after it would be too late."""
+    def expensive(*args, **kwargs):
+        raise AssertionError("preprocess_subject ran before the input checks")
+
+    monkeypatch.setattr(cache, "preprocess_subject", expensive)
+
+
+def test_a_point_outside_the_image_fails_before_preprocessing(tmp_path, monkeypatch):
+    root = tmp_path / "cohort"
+    _subject(root, "s01")
+    write_points(root / "s01" / "labels" / "cmb.csv", [CMB, [0.0, 0.0, 500.0]])
+    _never_preprocess(monkeypatch)
+
+    summary = preprocess_cohort(read_cohort(root, sequences=("flair", "t1")), tmp_path / "cache",
+                                CFG, progress=False)
+
+    assert "cmb.csv: point 2 of 2 at (0, 0, 500) mm is outside the field of view" in \
+        summary.failed["s01"]
+
+
+def test_a_label_on_another_grid_fails_before_preprocessing(tmp_path, monkeypatch):
+    root = tmp_path / "cohort"
+    _subject(root, "s01")
+    shifted = FLAIR.copy()
+    shifted[:3, 3] += 2.0  # same shape, another affine
+    save_nifti(np.zeros(FLAIR_SHAPE, np.uint8), shifted, root / "s01" / "labels" / "wmh.nii.gz")
+    _never_preprocess(monkeypatch)
+
+    summary = preprocess_cohort(read_cohort(root, sequences=("flair", "t1")), tmp_path / "cache",
+                                CFG, progress=False)
+
+    assert "wmh.nii.gz: not on the grid of" in summary.failed["s01"]
+    assert "same shape, but the affine origin differs by up to 2 mm" in summary.failed["s01"]
+
+
+def _claim_shape(path, n: int) -> None:
+    """Rewrite a .nii.gz header to claim n^3 voxels (the data stays as it was)."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    dims = np.frombuffer(bytes(raw[40:56]), dtype=np.int16).copy()
+    dims[1:4] = n
+    raw[40:56] = dims.tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def test_problems_of_single_subjects_fail_them_alone(tmp_path):
+    root = tmp_path / "cohort"
+    _subject(root, "s01", labels=False)
+    _subject(root, "s02", labels=False)
+    (root / "s02" / "flair.nii.gz").unlink()  # no reference image
+    _subject(root, "s03", labels=False)
+    _claim_shape(root / "s03" / "flair.nii.gz", 30000)
+    (root / "ratings.csv").write_text("subject,fazekas_pv\ns01,1\ns04,9\n")  # a bad row
+    _subject(root, "s04", labels=False)
+
+    cohort = read_cohort(root, sequences=("flair", "t1"))
+    summary = preprocess_cohort(cohort, tmp_path / "cache", CFG, progress=False)
+
+    assert summary.done == ("s01",)
+    assert list(summary.failed) == ["s02", "s04", "s03"]  # located-or-not first, then the run's
+    assert "no flair image (the reference sequence)" in summary.failed["s02"]
+    assert "row 3, column fazekas_pv: 9 is out of range" in summary.failed["s04"]
+    assert "the header claims shape (30000, 30000, 30000)" in summary.failed["s03"]
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["subjects"] == ["s01"] and set(index["failed"]) == {"s02", "s03", "s04"}
+
+
+def test_a_sequence_no_subject_has_refuses_the_run(cohort, tmp_path):
+    with pytest.raises(CsvdnetInputError, match="no subject has a swi image: is the sequence "
+                                                "name right"):
+        preprocess_cohort(read_cohort(cohort.root, sequences=("flair", "swi")), tmp_path / "c",
+                          CFG, channels=("flair", "swi"), progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_leftover_part_folders_of_a_killed_run_are_removed(cohort, tmp_path):
+    out = tmp_path / "cache"
+    dead = out / ".s01.4194305.0123abcd.part"  # a pid above the default pid_max: not running
+    dead.mkdir(parents=True)
+    (dead / "image.npy").write_bytes(b"half")
+
+    preprocess_cohort(cohort, out, CFG, progress=False)
+
+    assert not dead.exists() and not any(p.name.endswith(".part") for p in out.iterdir())

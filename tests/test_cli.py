@@ -103,12 +103,40 @@ def test_bad_subject_is_recorded_and_others_go_on(cohort, tmp_path):
 
 def test_input_error_is_one_line_exit_2(tmp_path):
     manifest = tmp_path / "m.csv"
-    manifest.write_text("subject,flair\na,missing.nii.gz\n")
+    manifest.write_text("id,flair\na,missing.nii.gz\n")  # no subject column: the whole cohort
     result = CliRunner().invoke(cli, ["preprocess", str(manifest), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.nii.gz" in lines[0]
-    assert "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "m.csv" in lines[0]
+    assert "missing column(s) subject" in lines[0] and "Traceback" not in result.output
+
+
+def test_a_manifest_row_naming_a_missing_file_fails_that_subject_only(cohort, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"subject,flair,t1\ns01,{cohort}/s01/flair.nii.gz,{cohort}/s01/t1.nii.gz\n"
+                        f"s02,{cohort}/s02/flair.nii.gz,{cohort}/s02/missing.nii.gz\n")
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["preprocess", str(manifest), "--out", str(out),
+                                      "--sequences", "flair,t1", "--no-register", "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "preprocessed 1 of 2 subjects" in result.output
+    assert "failed s02:" in result.output and "missing.nii.gz does not exist" in result.output
+    assert json.loads((out / "index.json").read_text())["subjects"] == ["s01"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--spacing", "-1"], "preprocess.spacing: must be positive, got [-1.0, -1.0, -1.0]"),
+    (["--sequences", "flair,t3"], "no subject has a t3 image: is the sequence name right?"),
+    (["--reference", "t3"], "preprocess.reference: 't3' is not one of data.channels"),
+    (["--reference", "t2"], "no subject has a t2 image (the reference sequence): is the "
+                            "sequence name right?"),
+])
+def test_bad_arguments_are_usage_errors_before_any_work(cohort, tmp_path, args, message):
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["preprocess", str(cohort), "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()  # nothing was written: no subject was tried
 
 
 def test_bad_config_exit_2(cohort, tmp_path):

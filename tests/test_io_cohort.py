@@ -94,6 +94,12 @@ def test_bad_cohort_folders_fail_the_subject_or_refuse_the_cohort(tmp_path, chan
     assert re.match(re.escape(str(root / at)) + ": " + reason, cohort.problems["s01"])
 
 
+def test_a_reference_no_subject_has_refuses_the_cohort(tmp_path):
+    root = make_cohort_folder(tmp_path / "cohort")
+    with raises_input_error(root, r"no subject has a t2 image \(the reference sequence\)"):
+        read_cohort(root, sequences=("flair", "t2"), reference="t2")
+
+
 def test_cohort_path_must_exist_and_hold_subjects(tmp_path):
     with raises_input_error(tmp_path / "absent", "cohort folder or manifest not found"):
         read_cohort(tmp_path / "absent")
@@ -180,7 +186,8 @@ def test_manifest_sequences_follow_cohort_order_and_unused_ones_are_ignored(tmp_
      r"row 2 \(subject s01\): column wmh: .*s01_lacune.nii.gz does not exist"),
     (None, "", r"no subjects \(the manifest has no data rows\)"),
     ("", "", r"missing column\(s\) subject \(header: none\)"),
-    (None, "s01,,data/s01_t1.nii,,,,\n", r"row 2 \(subject s01\): no flair image"),
+    (None, "s01,,data/s01_t1.nii,,,,\ns02,data/s02_flair.nii.gz,,,,,\n",
+     r"row 2 \(subject s01\): no flair image"),
     (None, "s01,data/s01_flair.nii.gz,,,data/s01_cmb.csv,,\n",
      r"row 2 \(subject s01\): column wmh: s01_cmb.csv: label wmh must be a .nii/.nii.gz file"),
     (None, "s01,data/s01_cmb.csv,,,,,\n",
@@ -201,7 +208,7 @@ def test_bad_manifests_name_the_manifest_and_row(tmp_path, header, rows, reason)
             read_cohort(manifest)
         return
     cohort = read_cohort(manifest)  # a problem of one row: that subject fails alone
-    assert cohort.subjects == [] and list(cohort.problems) == ["s01"]
+    assert "s01" not in [s.id for s in cohort] and list(cohort.problems) == ["s01"]
     assert re.match(re.escape(str(manifest)) + ": " + reason, cohort.problems["s01"])
 
 

@@ -18,14 +18,16 @@ Every public name is re-exported here: ``from csvdnet.io import load_nifti`` is 
 """
 
 from csvdnet.io.cohort import Cohort, Subject, load_subject, read_cohort
-from csvdnet.io.labels import KNOWN_LABELS, POINT_LABELS, load_mask, read_points, write_points
-from csvdnet.io.nifti import (B1000_RANGE, NIFTI_SUFFIXES, Image, ImageKind, PathLike,
-                              load_nifti, save_nifti)
+from csvdnet.io.labels import (KNOWN_LABELS, POINT_LABELS, check_on_grid, load_mask, read_points,
+                               write_points)
+from csvdnet.io.nifti import (B1000_RANGE, MAX_VOXELS, NIFTI_SUFFIXES, Image, ImageKind,
+                              PathLike, load_nifti, save_nifti)
 from csvdnet.io.ratings import RATING_FIELDS, Ratings, read_ratings, write_ratings
 
 __all__ = [
     "B1000_RANGE",
     "KNOWN_LABELS",
+    "MAX_VOXELS",
     "NIFTI_SUFFIXES",
     "POINT_LABELS",
     "RATING_FIELDS",
@@ -35,6 +37,7 @@ __all__ = [
     "PathLike",
     "Ratings",
     "Subject",
+    "check_on_grid",
     "load_mask",
     "load_nifti",
     "load_subject",

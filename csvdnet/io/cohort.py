@@ -122,6 +122,9 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
         subjects = _subjects_from_manifest(path, sequences, reference, problems)
     else:
         raise CsvdnetInputError(path, "cohort folder or manifest not found")
+    if problems and not subjects and all(f"no {reference} image" in m for m in problems.values()):
+        raise CsvdnetInputError(path, f"no subject has a {reference} image (the reference "
+                                      f"sequence): is the sequence name right?")
     subjects = _attach_ratings(subjects, root / "ratings.csv", problems)
     return Cohort(root=root, subjects=subjects, sequences=sequences, reference=reference,
                   manifest=manifest, problems=problems)
@@ -190,6 +193,8 @@ def _subjects_from_folder(root: Path, sequences: tuple[str, ...], reference: str
             continue  # not a subject folder (e.g. notes, previews)
         _warn_unknown_files(folder, sequences)
         try:
+            if reference not in found:  # before the labels: the worse problem is named
+                raise CsvdnetInputError(folder, f"no {reference} image (the reference sequence)")
             labels = _labels_in_folder(folder / "labels", sequences, reference)
             subjects.append(_make_subject(folder.name, found, labels, reference, folder, ""))
         except CsvdnetInputError as exc:

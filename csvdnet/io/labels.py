@@ -59,12 +59,24 @@ def load_mask(path: PathLike, like: Image | None = None) -> Image:
         logger.warning("%s: a mask holding fractions (%s) is kept where > 0.5", mask.path,
                        _shown(values))
     mask.data = (mask.data > 0.5).astype(np.float32)
-    if like is not None:
-        difference = _grid_difference(mask, like)
-        if difference:
-            source = like.path if like.path is not None else "the image it labels"
-            raise CsvdnetInputError(mask.path, f"not on the grid of {source}: {difference}")
-    return mask
+    return mask if like is None else check_on_grid(mask, like)
+
+
+def check_on_grid(label: Image, like: Image) -> Image:
+    """Return ``label`` if it is on the grid of ``like`` (the image it was drawn on).
+
+    Same shape, and affines equal within 1e-3 mm for the origin and 1e-4 for the voxel axes
+    (float32 header round-off).
+
+    Raises:
+        CsvdnetInputError: Another shape, or (naming both affines) the same shape with another
+            affine.
+    """
+    difference = _grid_difference(label, like)
+    if difference:
+        source = like.path if like.path is not None else "the image it labels"
+        raise CsvdnetInputError(label.path, f"not on the grid of {source}: {difference}")
+    return label
 
 
 def _mask_values(data: np.ndarray, limit: int = 8) -> np.ndarray:
