@@ -206,8 +206,9 @@ def _subjects_from_folder(root: Path, sequences: tuple[str, ...], reference: str
     return subjects
 
 
-# Files a subject folder may hold besides its sequences: the synthetic generator's record.
-_SUBJECT_FILES = ("synth.json",)
+# Files a subject folder may hold besides its sequences: the synthetic generator's record and
+# the preview `csvdnet synth --preview` draws.
+_SUBJECT_FILES = ("synth.json", "preview.png")
 
 
 def _has_any_sequence(folder: Path) -> bool:
