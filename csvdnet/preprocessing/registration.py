@@ -1,8 +1,9 @@
 """Rigid co-registration of a subject's sequences to its reference (SimpleITK, Mattes MI).
 
 What makes it fast (benchmarks/RESULTS.md has each idea's measured trade-off): the reference side
-(its 2 mm copy, head mask, sampling domain) is prepared once per subject; both images are
-block-averaged to ~2 mm before anything else, so no level touches a full-resolution image; the
+(its 2 and 4 mm copies, head mask, sampling domain) is prepared once per subject; both images are
+block-averaged to ~2 mm (and that to ~4 mm) before anything else, so no stage touches a
+full-resolution image or rebuilds a Gaussian pyramid; the
 mutual information is estimated on a few thousand random points (3,000 at 4 mm, 15,000 at 2 mm,
 of ~150,000 head voxels) with linear interpolation; Powell's method runs few, short line searches;
 and the sequences are registered in parallel threads (SimpleITK releases the GIL). What keeps it
@@ -38,12 +39,14 @@ _REGISTRATION_SEED = 20140101
 # converge (1.2 degrees left of a 3 degree phantom rotation; benchmarks/RESULTS.md).
 _POWELL = dict(numberOfIterations=10, maximumLineIterations=10, stepLength=1.0,
                stepTolerance=0.02, valueTolerance=1e-6)
-# (shrink factor of the 2 mm grid, smoothing mm, random samples, optimizer settings) per stage,
-# each starting where the previous one ended. 15,000 samples at 2 mm: 10,000 let one clinical
+# (coarsening of the 2 mm grid, random samples, optimizer settings) per stage, each starting
+# where the previous one ended. The coarse images are block averages of the 2 mm copies, made
+# once (the reference's once per subject), not a Gaussian pyramid that SimpleITK would rebuild
+# for every registration. 15,000 samples at 2 mm: 10,000 let one clinical
 # T1 drift to 0.69 mm; 30,000 took 1.5x the time for no better worst case.
 _REGISTRATION_STAGES = (
-    (2, 2.0, 3_000, _POWELL),
-    (1, 0.0, 15_000, _POWELL),
+    (2, 3_000, _POWELL),
+    (1, 15_000, _POWELL),
 )
 
 # The metric runs over the reference's head (Otsu foreground) grown by this margin: the scalp
@@ -137,7 +140,20 @@ class _Reference:
         index_to_lps[:3, 3] = self.copy.GetOrigin()
         world = apply_affine(index_to_lps, corners)
         self.lo, self.hi = world.min(axis=0), world.max(axis=0)
-        self.size = [int(n) for n in np.ceil((self.hi - self.lo) / _REGISTRATION_SPACING_MM) + 1]
+        self.copies = _pyramid(self.copy)
+
+
+def _pyramid(copy: sitk.Image) -> dict[int, sitk.Image]:
+    """The 2 mm copy and its block averages for each stage's coarsening (per axis, so that a
+    thick slice is not averaged with its neighbours)."""
+    import SimpleITK as sitk
+
+    out = {}
+    for factor, _, _ in _REGISTRATION_STAGES:
+        spacing = np.array(copy.GetSpacing())
+        bins = np.maximum(1, np.rint(factor * _REGISTRATION_SPACING_MM / spacing)).astype(int)
+        out[factor] = copy if factor == 1 else sitk.BinShrink(copy, [int(b) for b in bins])
+    return out
 
 
 def _register(reference: _Reference, moving: Image, threads: int) -> np.ndarray:
@@ -146,27 +162,25 @@ def _register(reference: _Reference, moving: Image, threads: int) -> np.ndarray:
 
     transform = sitk.Euler3DTransform()
     transform.SetCenter(((reference.lo + reference.hi) / 2).tolist())
-    voxels = float(np.prod(reference.size))
     try:
-        moving_copy, _ = _registration_copy(moving)
-        for shrink, smoothing, samples, powell in _REGISTRATION_STAGES:
+        moving_copies = _pyramid(_registration_copy(moving)[0])
+        for factor, samples, powell in _REGISTRATION_STAGES:
+            spacing = factor * _REGISTRATION_SPACING_MM
+            size = [int(n) for n in np.ceil((reference.hi - reference.lo) / spacing) + 1]
             reg = sitk.ImageRegistrationMethod()
             reg.SetNumberOfThreads(threads)
-            reg.SetVirtualDomain(reference.size, reference.lo.tolist(),
-                                 [_REGISTRATION_SPACING_MM] * 3, np.eye(3).ravel().tolist())
+            reg.SetVirtualDomain(size, reference.lo.tolist(), [spacing] * 3,
+                                 np.eye(3).ravel().tolist())
             reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
             reg.SetMetricFixedMask(reference.mask)
             reg.SetMetricSamplingStrategy(reg.RANDOM)
-            reg.SetMetricSamplingPercentagePerLevel([min(1.0, samples * shrink ** 3 / voxels)],
-                                                    _REGISTRATION_SEED)
+            reg.SetMetricSamplingPercentage(min(1.0, samples / float(np.prod(size))),
+                                            _REGISTRATION_SEED)
             reg.SetInterpolator(sitk.sitkLinear)
             reg.SetOptimizerAsPowell(**powell)
             reg.SetOptimizerScalesFromPhysicalShift()
-            reg.SetShrinkFactorsPerLevel([shrink])
-            reg.SetSmoothingSigmasPerLevel([smoothing])
-            reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
             reg.SetInitialTransform(transform, inPlace=True)
-            reg.Execute(reference.copy, moving_copy)
+            reg.Execute(reference.copies[factor], moving_copies[factor])
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1]
         raise CsvdnetInputError(moving.path, f"rigid registration to {reference.image.path} "
@@ -194,8 +208,8 @@ def register_sequences(fixed: Image, moving: Mapping[str, Image],
     SimpleITK, Mattes mutual information (32 bins) over the fixed image's head (its Otsu
     foreground grown by 8 mm) on 3,000 then 15,000 random points (fixed seed), an Euler 3-D
     transform about the head's centre starting at identity (sequences of one session share
-    scanner coordinates), Powell's method with scales from physical shift, two stages (4 mm
-    smoothed by 2 mm, then 2 mm) on an isotropic 2 mm virtual grid over the head, linear
+    scanner coordinates), Powell's method with scales from physical shift, two stages (on
+    isotropic 4 then 2 mm virtual grids over the head, images block-averaged to match), linear
     interpolation, both images block-averaged to ~2 mm and freed of a smooth bias field first
     (see the module docstring). Meant for the few degrees / millimetres patients move between
     sequences, not for images from different sessions. When the header alignment is already
