@@ -3,14 +3,15 @@
 What makes it fast (benchmarks/RESULTS.md has each idea's measured trade-off): the reference side
 (its 2 and 4 mm copies, head mask, sampling domain) is prepared once per subject; both images are
 block-averaged to ~2 mm (and that to ~4 mm) before anything else, so no stage touches a
-full-resolution image or rebuilds a Gaussian pyramid; the
-mutual information is estimated on a few thousand random points (3,000 at 4 mm, 15,000 at 2 mm,
-of ~150,000 head voxels) with linear interpolation; Powell's method runs few, short line searches;
-and the sequences are registered in parallel threads (SimpleITK releases the GIL). What keeps it
-accurate: each 2 mm copy is divided by a smooth bias field (quadratic in log intensity) fitted to
-its own head, because a multiplicative bias that differs between two sequences shifts the
-optimum of mutual information: on a synthetic clinical DWI the optimum of the all-voxel metric
-lay 0.5-0.7 degrees from the planted motion before the correction, 0.01-0.1 after.
+full-resolution image or rebuilds a Gaussian pyramid; the mutual information is estimated on a
+few thousand random points (3,000 at 4 mm, 15,000 at 2 mm, of ~150,000 head voxels) with linear
+interpolation; Powell's method runs few, short line searches; and the sequences are registered
+in parallel threads (SimpleITK releases the GIL). What keeps it accurate: each 2 mm copy is
+divided by a smooth bias field (quadratic in log intensity) fitted to its own head, because a
+multiplicative bias that differs between two sequences shifts the optimum of mutual
+information: on a synthetic clinical DWI the optimum of the all-voxel metric lay 0.5-0.7 degrees
+from the planted motion, and the registration error fell from 0.77 to 0.08 degrees with the
+correction.
 """
 
 from __future__ import annotations
