@@ -239,9 +239,12 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
     """Preprocess every subject of a cohort into a cache folder (layout in the module doc).
 
     A subject whose input cannot be used (:class:`~csvdnet.errors.CsvdnetInputError`, e.g. a
-    missing channel or a label on another grid) is recorded in ``index.json`` ``"failed"``
-    with its message, any older copy of it removed, and the run goes on; other exceptions
-    propagate. ``index.json`` is written last.
+    missing channel or a label on another grid), like one ``read_cohort`` could not locate
+    (``cohort.problems``), is recorded in ``index.json`` ``"failed"`` with its message, any
+    older copy of it removed, and the run goes on; other exceptions propagate. Every input of
+    a subject is loaded and checked before its expensive steps, so a bad label fails in about
+    a second. Temporary entries left by a killed run are removed first; ``index.json`` is
+    written last.
 
     Args:
         cohort: The cohort (:func:`csvdnet.io.read_cohort`).
@@ -261,8 +264,8 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
         What was written, kept and failed.
 
     Raises:
-        CsvdnetInputError: A channel is not a sequence of the cohort or the reference is not
-            among the channels.
+        CsvdnetInputError: A channel is not a sequence of the cohort, no subject has it, or the
+            reference is not among the channels.
     """
     out_dir = Path(out_dir)
     channels = tuple(cohort.sequences if channels is None else channels)
