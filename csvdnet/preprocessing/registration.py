@@ -237,10 +237,12 @@ def register_sequences(fixed: Image, moving: Mapping[str, Image],
     threads = max(1, cpus // workers)
     if workers == 1:
         return {name: _register(reference, image, threads) for name, image in moving.items()}
+    # Largest images first (they take longest), so that no worker is left with one at the end.
+    order = sorted(moving, key=lambda name: -int(np.prod(moving[name].shape)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="register") as pool:
-        futures = {name: pool.submit(_register, reference, image, threads)
-                   for name, image in moving.items()}
-        return {name: future.result() for name, future in futures.items()}
+        futures = {name: pool.submit(_register, reference, moving[name], threads)
+                   for name in order}
+        return {name: futures[name].result() for name in moving}
 
 
 def register_rigid(fixed: Image, moving: Image) -> np.ndarray:
