@@ -267,4 +267,4 @@ def open_input(path: str | Path, sequences: Sequence[str], reference: str
                  if (path / f"{name}{s}").is_file()}
         return [Subject(id=path.resolve().name, sequences=found)], {}, False
     cohort = read_cohort(path, sequences=sequences, reference=reference)
-    return list(cohort.subjects), dict(getattr(cohort, "problems", None) or {}), False
+    return list(cohort.subjects), dict(cohort.problems), False
