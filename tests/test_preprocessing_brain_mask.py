@@ -5,6 +5,7 @@ from __future__ import annotations
 from _phantom import BRAIN, SHAPE, SPACING, dice, grid, image, truth_mask
 from csvdnet.preprocessing import auto_brain_mask
 
+
 def test_auto_brain_mask_on_skull_on_and_skull_stripped_images():
     affine = grid(SHAPE, SPACING)
     flair = image(affine, SHAPE).data

@@ -10,6 +10,7 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.io import Image
 from csvdnet.preprocessing import preprocess_labels, preprocess_subject
 
+
 @pytest.mark.parametrize("orientation, spacing, world_spacing", [
     ("RAS", SPACING, SPACING), ("LPS", SPACING, SPACING),
     ("LPS", (1.6, 2.0, 3.0), (1.6, 2.0, 3.0)), ("PIR", (1.6, 2.0, 3.0), (3.0, 1.6, 2.0))])

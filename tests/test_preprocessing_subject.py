@@ -13,6 +13,7 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.io import Image
 from csvdnet.preprocessing import PreprocessMeta, preprocess_labels, preprocess_subject
 
+
 def test_meta_json_round_trip_inverts_identically():
     affine = grid(SHAPE, SPACING, "RAS", rotation(20, (0, 0, 1)))
     array, meta = preprocess_subject({"flair": image(affine, SHAPE)}, cfg())
