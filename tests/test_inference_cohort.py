@@ -72,3 +72,19 @@ def test_progress_lines_count_subjects_and_estimate_the_rest(monkeypatch):
     assert stream.getvalue().splitlines() == [
         "[1/4] a: skipped", "[2/4] b: done in 9.5 s, about 20 s left",
         "[3/4] c: failed: bad file", "[4/4] d: done in 9.0 s"]
+
+
+def test_a_subject_without_its_reference_is_recorded_not_fatal(tmp_path):
+    cohort = tmp_path / "cohort"
+    first = write_subject(cohort / "s0", "RAS")
+    write_subject(cohort / "s1", "RAS")
+    (cohort / "s1" / "flair.nii.gz").unlink()
+    found, problems, _ = open_input(cohort, ("flair", "t1"), "flair")
+    assert [s.id for s in found] == ["s0"] and list(problems) == ["s1"]
+    out = tmp_path / "out"
+    summary = predict_cohort(oracle_predictor(normalised_level(first)), found, out,
+                             problems=problems)
+    assert summary.done == ["s0"]
+    errors = list(csv.DictReader(open(out / "errors.tsv"), delimiter="\t"))
+    assert [(e["subject"], e["error"]) for e in errors] == [("s1", "input")]
+    assert "flair" in errors[0]["message"]
