@@ -214,3 +214,19 @@ def test_synthetic_cohort_numbers_agree_with_the_planted_truth(tmp_path):
     assert total_score["rule"]["accuracy"] == 1.0
     assert total_score["ordinal"]["accuracy"] == (0.5 if true_totals[1] != 4 else 1.0)
     assert result.summary["grades"]["fazekas_pv"]["accuracy"] == 1.0
+
+
+def test_a_cohort_entry_without_its_reference_is_reported(cohort, predictions, tmp_path):
+    import shutil
+
+    copy = tmp_path / "cohort"
+    shutil.copytree(cohort, copy)
+    for flair in (copy / "sub-a").glob("flair.nii*"):  # a T1 left, the reference gone
+        flair.rename(flair.with_name(flair.name.replace("flair", "t1")))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["evaluate", "--cohort", str(copy), "--pred",
+                                      str(predictions[False]), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "not evaluated, cohort entry unusable: sub-a" in result.output
+    unreadable = json.loads((out / "summary.json").read_text())["subjects"]["unreadable_in_cohort"]
+    assert list(unreadable) == ["sub-a"] and "flair" in unreadable["sub-a"]

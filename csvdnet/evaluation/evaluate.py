@@ -306,6 +306,9 @@ def evaluate(cohort: str | os.PathLike | Cohort, pred_dir: str | os.PathLike,
                **summarise_cohort(evals)}
     extra = sorted(set(scores) - {s.id for s in cohort})
     summary["subjects"]["predicted_not_in_cohort"] = extra
+    # Subjects the cohort names but could not locate (no reference image, a missing file):
+    # reported, never silently dropped.
+    summary["subjects"]["unreadable_in_cohort"] = dict(cohort.problems)
     result = Evaluation([e.row for e in evals], _json_safe(summary), out_dir)
     _write_tsv(result.per_subject_tsv, result.rows)
     write_text_atomic(result.summary_json, json.dumps(result.summary, indent=1) + "\n")
@@ -338,6 +341,8 @@ def headline(summary: Mapping[str, Any]) -> list[str]:
     other = [s for s in subjects["problems"] if s not in subjects["missing_prediction"]]
     if other:
         lines.append(f"{len(other)} subject(s) with missing or unusable parts (see summary.json)")
+    for subject, reason in subjects.get("unreadable_in_cohort", {}).items():
+        lines.append(f"not evaluated, cohort entry unusable: {subject}: {reason}")
 
     def fmt(value: Any) -> str:
         return "n/a" if value is None else f"{value:.3f}"
