@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
