@@ -29,6 +29,34 @@ def _metric_rows(metrics: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _value(entry: Any) -> str:
+    """A pooled figure with its 95 % bootstrap interval when there is one."""
+    if isinstance(entry, dict):
+        value, low, high = entry.get("value"), entry.get("ci_low"), entry.get("ci_high")
+        if isinstance(value, (int, float)) and isinstance(low, (int, float)):
+            return f"{value:.3f} ({low:.3f}-{high:.3f})"
+        entry = value
+    return f"{entry:.3f}" if isinstance(entry, (int, float)) else "n/a"
+
+
+def _native_marker_rows(native: dict[str, Any]) -> list[str]:
+    """Per-marker rows of a ``csvdnet evaluate`` summary: pooled Dice and lesion F1 of the
+    segmentation markers, pooled detection F1, sensitivity and false positives per subject."""
+    lines = ["", "Per marker, pooled over the same subjects (95 % bootstrap interval):", "",
+             "| marker | metric | value |", "|---|---|---|"]
+    for task, entry in (native.get("segmentation") or {}).items():
+        lines.append(f"| {task} | Dice | {_value(entry.get('pooled_dice'))} |")
+        lines.append(f"| {task} | lesion F1 | "
+                     f"{_value((entry.get('pooled_lesions') or {}).get('f1'))} |")
+    for task, entry in (native.get("detection") or {}).items():
+        pooled = entry.get("pooled") or {}
+        fp = (entry.get("false_positives_per_subject") or {}).get("mean")
+        lines.append(f"| {task} | detection F1 ({entry.get('radius_mm', '?')} mm) | "
+                     f"{_value(pooled.get('f1'))}; sensitivity {_value(pooled.get('sensitivity'))}"
+                     f", {_value(fp)} false positives per subject |")
+    return lines
+
+
 def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
     """Markdown model card of an export.
 
@@ -110,6 +138,7 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
             cells = [entry.get(k) for k in ("accuracy", "within_one", "kappa_quadratic")]
             lines.append(f"| {key.replace('_', ' ')} | " + " | ".join(
                 f"{c:.3f}" if isinstance(c, (int, float)) else "n/a" for c in cells) + " |")
+        lines += _native_marker_rows(native)
     lines += [
         "", "## Limitations", "",
         "- Accuracy is only what the tables above say, on the data they name.",
