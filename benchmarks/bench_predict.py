@@ -154,7 +154,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--spacings", type=float, nargs="+", default=[1.5, 1.0])
     parser.add_argument("--model", default=None, help="A training run (default: the demo "
-                                                       "recipe's network, initial weights).")
+                                                       "recipe's network, initial weights); "
+                                                       "the FLOP count needs its Keras network.")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -173,7 +174,13 @@ def main() -> None:
         process = context.Process(target=run_spacing,
                                   args=(spacing, str(manifest), args.out, args.model, queue))
         process.start()
-        figures = queue.get()
+        figures = None
+        while figures is None:  # a child that dies (an error) must not leave us waiting
+            try:
+                figures = queue.get(timeout=5)
+            except Exception:  # queue.Empty
+                if not process.is_alive():
+                    raise SystemExit(f"the {spacing:g} mm run failed (its traceback is above)")
         process.join()
         results.append(figures)
         rows = figures["rows"]
