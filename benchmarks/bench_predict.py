@@ -185,7 +185,7 @@ def main() -> None:
         results.append(figures)
         rows = figures["rows"]
         steady = rows[1:] or rows  # the first subject also traces the network
-        print(f"\n## {spacing:g} mm working spacing: working grid {figures['working_shape']}, "
+        print(f"\n### {spacing:g} mm working spacing: working grid {figures['working_shape']}, "
               f"{figures['windows']} windows, peak RSS {figures['peak_rss_gib']:.2f} GiB")
         print("| stage | median s (subjects 2..N) | first subject s |")
         print("|---|---:|---:|")
