@@ -53,15 +53,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
-import zipfile
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from csvdnet.fsutil import atomic_path
+from csvdnet.diskcache import cached_arrays
 
 __all__ = [
     "Atlas",
@@ -71,7 +69,6 @@ __all__ = [
     "PERIVENTRICULAR_MM",
     "REGION_CODES",
     "REGION_NAMES",
-    "cache_dir",
     "load_atlas",
     "regions_in_subject",
     "world_to_mni_from_mask",
@@ -206,27 +203,19 @@ class Atlas:
         return sampled[0] if isinstance(volumes, str) else sampled
 
 
-def cache_dir() -> Path:
-    """Where derived data is kept between runs: ``$CSVDNET_CACHE``, else
-    ``$XDG_CACHE_HOME/csvdnet``, else ``~/.cache/csvdnet``."""
-    if os.environ.get("CSVDNET_CACHE"):
-        return Path(os.environ["CSVDNET_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "csvdnet"
-
-
-def _cache_file(resolution_mm: int) -> Path:
+def _cache_name(resolution_mm: int) -> str:
     """The atlas's cache file; its name changes with this module's code and nilearn's version,
     so a cache made by other rules is never read."""
     import nilearn
 
     key = hashlib.sha256(Path(__file__).read_bytes() + nilearn.__version__.encode())
-    return cache_dir() / f"mni152-atlas-{resolution_mm}mm-{key.hexdigest()[:16]}.npz"
+    return f"mni152-atlas-{resolution_mm}mm-{key.hexdigest()[:16]}.npz"
 
 
 @functools.lru_cache(maxsize=2)
 def load_atlas(resolution_mm: Literal[1, 2] = 2) -> Atlas:
-    """The MNI152 atlas at 1 or 2 mm: derived once, then read from :func:`cache_dir`.
+    """The MNI152 atlas at 1 or 2 mm: derived once, then read from the disk cache
+    (:func:`csvdnet.diskcache.cache_dir`).
 
     Deriving it takes ~8 s at 2 mm and ~40 s at 1 mm on 2 cores (distance transforms, nilearn's
     resampling); every later process reads the cached arrays (a compressed ``.npz``, no pickle)
@@ -244,18 +233,9 @@ def load_atlas(resolution_mm: Literal[1, 2] = 2) -> Atlas:
     """
     if resolution_mm not in (1, 2):
         raise ValueError(f"the MNI152 atlas exists at 1 or 2 mm, not {resolution_mm!r}")
-    path = _cache_file(int(resolution_mm))
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in _ATLAS_ARRAYS}
-            affine = stored["affine"]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        arrays, affine = _derive_atlas(int(resolution_mm))
-        try:
-            with atomic_path(path) as tmp:
-                np.savez_compressed(tmp, affine=affine, **arrays)
-        except OSError:
-            pass  # a read-only home: derive again next time
+    arrays = cached_arrays(_cache_name(int(resolution_mm)), ("affine",) + _ATLAS_ARRAYS,
+                           lambda: _derive_atlas(int(resolution_mm)))
+    affine = arrays.pop("affine")
     for array in arrays.values():
         array.flags.writeable = False
     affine.flags.writeable = False
@@ -266,7 +246,7 @@ _ATLAS_ARRAYS = ("t1", "gm", "wm", "csf", "brain", "regions", "ventricle_distanc
                  "surface_distance")
 
 
-def _derive_atlas(resolution_mm: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _derive_atlas(resolution_mm: int) -> dict[str, np.ndarray]:
     """The atlas's arrays and affine, derived from nilearn's MNI152 templates."""
     # Imported here: nilearn takes ~1.5 s to import and only the atlas needs it.
     from nilearn import datasets
@@ -291,7 +271,8 @@ def _derive_atlas(resolution_mm: int) -> tuple[dict[str, np.ndarray], np.ndarray
                   ventricle_distance=ventricle_distance,
                   surface_distance=surface_distance.astype(np.float32))
     # nilearn hands out Fortran-ordered arrays; C order makes sampling twice as fast.
-    return {name: np.ascontiguousarray(array) for name, array in arrays.items()}, affine
+    return {"affine": affine, **{name: np.ascontiguousarray(array)
+                                 for name, array in arrays.items()}}
 
 
 def _mni_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
