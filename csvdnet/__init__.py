@@ -12,3 +12,7 @@ DETECTION_TASKS = ("cmb", "epvs")
 LABEL_NAMES = SEGMENTATION_TASKS + DETECTION_TASKS
 SCORE_TASK = "score"
 """The ordinal total-score task (the CORAL head's output key)."""
+TASK_EVIDENCE = {"cmb": ("swi",), "rssi": ("dwi",)}
+"""Sequences without which a marker cannot be seen: a training sample whose modality dropout
+blanked all of a task's sequences carries no label for that task (the network must not learn to
+report microbleeds on a blank SWI)."""

@@ -92,15 +92,19 @@ def _soft_dice(y_true: Tensor, y_pred: Tensor, smooth: float) -> Tensor:
     return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
 
 
-def _binary_focal(y_true: Tensor, y_pred: Tensor, gamma: float) -> Tensor:
+def _binary_focal(y_true: Tensor, y_pred: Tensor, gamma: float,
+                  pos_weight: float = 1.0) -> Tensor:
     y_true, p = _per_sample(y_true), _clip_probabilities(y_pred)
-    bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+    bce = -(pos_weight * y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+    if gamma == 0.0:
+        return ops.mean(bce, axis=1)
     p_true = y_true * p + (1.0 - y_true) * (1.0 - p)
     return ops.mean(ops.power(1.0 - p_true, gamma) * bce, axis=1)
 
 
-def _segmentation(y_true: Tensor, y_pred: Tensor, gamma: float, smooth: float) -> Tensor:
-    return _soft_dice(y_true, y_pred, smooth) + _binary_focal(y_true, y_pred, gamma)
+def _segmentation(y_true: Tensor, y_pred: Tensor, gamma: float, smooth: float,
+                  pos_weight: float = 1.0) -> Tensor:
+    return _soft_dice(y_true, y_pred, smooth) + _binary_focal(y_true, y_pred, gamma, pos_weight)
 
 
 def _has_foreground(y_true: Tensor) -> Tensor:
@@ -175,23 +179,26 @@ def soft_dice_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
 
 
 def binary_focal_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
-                      gamma: float = 2.0) -> Tensor:
+                      gamma: float = 2.0, pos_weight: float = 1.0) -> Tensor:
     """Voxel-mean binary focal loss ``-(1 - p_t) ** gamma * log(p_t)``, per sample, masked mean.
 
-    ``gamma = 0`` is the binary cross-entropy.
+    ``gamma = 0`` is the binary cross-entropy. Lesion voxels weigh ``pos_weight`` (the mean is
+    still over all voxels).
 
     Args:
         y_true: Binary target ``(B, X, Y, Z[, 1])``.
         y_pred: Probabilities, same shape.
         mask: Label mask ``(B,)``; None = all present.
         gamma: Focusing parameter.
+        pos_weight: Weight of the lesion voxels' term.
     """
-    return masked_mean(_binary_focal(y_true, y_pred, gamma), mask)
+    return masked_mean(_binary_focal(y_true, y_pred, gamma, pos_weight), mask)
 
 
 def segmentation_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
                       gamma: float = 2.0, smooth: float = DICE_SMOOTH,
-                      dice: Literal["per_sample", "positive"] = "per_sample") -> Tensor:
+                      dice: Literal["per_sample", "positive"] = "per_sample",
+                      pos_weight: float = 1.0) -> Tensor:
     """Soft Dice + binary focal (``gamma = 0``: Dice + BCE), per sample, masked mean.
 
     Dice handles the extreme foreground / background imbalance at the lesion level; the voxel
@@ -212,13 +219,14 @@ def segmentation_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None
         gamma: Focal gamma.
         smooth: Dice smoothing.
         dice: ``"per_sample"`` or ``"positive"`` (see above).
+        pos_weight: Weight of lesion voxels in the voxel term.
     """
     _check_dice(dice)
     if dice == "per_sample":
-        return masked_mean(_segmentation(y_true, y_pred, gamma, smooth), mask)
+        return masked_mean(_segmentation(y_true, y_pred, gamma, smooth, pos_weight), mask)
     present = _present(mask, y_true)
     return (masked_mean(_soft_dice(y_true, y_pred, smooth), present * _has_foreground(y_true))
-            + masked_mean(_binary_focal(y_true, y_pred, gamma), present))
+            + masked_mean(_binary_focal(y_true, y_pred, gamma, pos_weight), present))
 
 
 def centernet_focal_loss(y_true: Tensor, y_pred: Tensor, mask: Tensor | None = None,
@@ -418,6 +426,10 @@ class MultiTaskLoss(keras.layers.Layer):
         dice: Which samples the segmentation Dice averages over: ``"per_sample"`` (every
             labelled one) or ``"positive"`` (those holding a lesion; see
             :func:`segmentation_loss`).
+        dice_smooth: Dice smoothing (tiny for lesions of a few tens of voxels; see
+            :class:`csvdnet.config.LossConfig`).
+        pos_weight: Lesion-voxel weight of the voxel term per segmentation task (default 1).
+        task_focal_gamma: Focal gamma per segmentation task, overriding ``focal_gamma``.
         **kwargs: Base layer arguments.
     """
 
@@ -426,7 +438,9 @@ class MultiTaskLoss(keras.layers.Layer):
                  segmentation: Literal["dice_focal", "dice_bce"] = "dice_focal",
                  focal_gamma: float = 2.0, heatmap: Literal["centernet", "mse"] = "centernet",
                  heatmap_alpha: float = 2.0, heatmap_beta: float = 4.0,
-                 dice: Literal["per_sample", "positive"] = "per_sample", **kwargs: Any) -> None:
+                 dice: Literal["per_sample", "positive"] = "per_sample",
+                 dice_smooth: float = DICE_SMOOTH, pos_weight: Mapping[str, float] | None = None,
+                 task_focal_gamma: Mapping[str, float] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if weighting not in ("fixed", "uncertainty"):
@@ -447,6 +461,9 @@ class MultiTaskLoss(keras.layers.Layer):
         self.heatmap_alpha = heatmap_alpha
         self.heatmap_beta = heatmap_beta
         self.dice = dice
+        self.dice_smooth = float(dice_smooth)
+        self.pos_weight = {t: float(v) for t, v in (pos_weight or {}).items()}
+        self.task_focal_gamma = {t: float(v) for t, v in (task_focal_gamma or {}).items()}
         self.tasks = tuple(t for t in (*SEGMENTATION_TASKS, *DETECTION_TASKS, SCORE_TASK)
                            if self.task_weights.get(t, 0.0) > 0.0)
         self.log_vars = {}
@@ -473,10 +490,12 @@ class MultiTaskLoss(keras.layers.Layer):
         """
         if task in SEGMENTATION_TASKS:
             gamma = self.focal_gamma if self.segmentation == "dice_focal" else 0.0
+            gamma = self.task_focal_gamma.get(task, gamma)
+            pos_weight = self.pos_weight.get(task, 1.0)
             if self._positive_dice(task):
-                return [_soft_dice(y_true, y_pred, DICE_SMOOTH),
-                        _binary_focal(y_true, y_pred, gamma)]
-            return [_segmentation(y_true, y_pred, gamma, DICE_SMOOTH)]
+                return [_soft_dice(y_true, y_pred, self.dice_smooth),
+                        _binary_focal(y_true, y_pred, gamma, pos_weight)]
+            return [_segmentation(y_true, y_pred, gamma, self.dice_smooth, pos_weight)]
         if task in DETECTION_TASKS:
             if self.heatmap == "centernet":
                 return [_centernet(y_true, y_pred, self.heatmap_alpha, self.heatmap_beta)]
@@ -548,4 +567,6 @@ class MultiTaskLoss(keras.layers.Layer):
                 "weighting": self.weighting, "segmentation": self.segmentation,
                 "focal_gamma": self.focal_gamma, "heatmap": self.heatmap,
                 "heatmap_alpha": self.heatmap_alpha, "heatmap_beta": self.heatmap_beta,
-                "dice": self.dice}
+                "dice": self.dice, "dice_smooth": self.dice_smooth,
+                "pos_weight": dict(self.pos_weight),
+                "task_focal_gamma": dict(self.task_focal_gamma)}

@@ -194,6 +194,25 @@ def test_modality_dropout_never_blanks_every_channel(corner_cache):
         np.testing.assert_array_equal(kept.sum(axis=1), [1, 1])
 
 
+def test_a_target_is_unlabelled_where_dropout_blanked_its_sequence(tmp_path):
+    # Microbleeds are seen on SWI, infarcts on DWI (csvdnet.TASK_EVIDENCE); lacunes on neither.
+    image = np.random.default_rng(2).normal(size=(16, 16, 16, 3)) + 3.0
+    subject = FakeSubject("d", image, masks={"rssi": sphere((16, 16, 16), (8, 8, 8), 2),
+                                             "lacune": sphere((16, 16, 16), (4, 4, 4), 1)},
+                          points={"cmb": [[8.0, 8.0, 8.0]]})
+    cache = write_cache(tmp_path / "cache", [subject], ("flair", "swi", "dwi"))
+    cfg = dataclasses.replace(CFG, channels=("flair", "swi", "dwi"), patch_size=(8, 8, 8),
+                              whole_brain_every=0, modality_dropout=0.5)
+    seen = set()
+    for x, _, w in take(make_dataset(cache, ["d"], cfg, batch_size=4), 6):
+        kept = np.abs(x).reshape(4, -1, 3).max(axis=1) > 0
+        np.testing.assert_array_equal(w["cmb"], kept[:, 1].astype(np.float32))
+        np.testing.assert_array_equal(w["rssi"], kept[:, 2].astype(np.float32))
+        np.testing.assert_array_equal(w["lacune"], np.ones(4, np.float32))
+        seen |= {(bool(a), bool(b)) for a, b in kept[:, 1:]}
+    assert len(seen) >= 3  # both kept, and each blanked at least once
+
+
 def test_keras_fit_consumes_the_dataset(cache):
     inputs = keras.Input((None, None, None, 2))
     outputs = {t: keras.layers.Conv3D(1, 1, activation="sigmoid", name=t)(inputs)

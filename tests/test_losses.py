@@ -269,3 +269,47 @@ def test_multitask_loss_config_round_trip_and_skips_missing_tasks():
     y_true, y_pred = _batch()
     out = restored({"wmh": y_true["wmh"]}, y_pred)
     assert set(out) == {"wmh", "total"}
+
+
+def test_pos_weight_scales_the_lesion_voxels_term():
+    y_true = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    y_pred = np.array([[0.5, 0.2, 0.2, 0.2]], np.float32)
+    # BCE (gamma 0): (10 * -log 0.5 + 3 * -log 0.8) / 4.
+    expected = (10 * math.log(2.0) + 3 * -math.log(0.8)) / 4
+    value = binary_focal_loss(y_true, y_pred, gamma=0.0, pos_weight=10.0)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def _featureless_optimum(loss: MultiTaskLoss, lesion_voxels: int, voxels: int) -> float:
+    """The uniform probability that minimises the lacune loss on a lesion patch."""
+    target = np.zeros((1, voxels), np.float32)
+    target[0, :lesion_voxels] = 1.0
+    grid = np.logspace(-7, -0.5, 131).astype(np.float32)
+    values = [float(loss.task_loss("lacune", target, np.full_like(target, p))) for p in grid]
+    return float(grid[int(np.argmin(values))])
+
+
+def test_rare_lesion_loss_has_no_empty_prediction_optimum():
+    # A lacune patch: 20 lesion voxels of 64^3. The old recipe (Dice smoothing 1, focal gamma 2)
+    # is lowest when the head says "no" everywhere (p at the clip, 1e-7). Tiny smoothing and a
+    # lesion-voxel weight w in plain cross-entropy move the featureless optimum to ~w T / N,
+    # where a feature that marks a lesion pays off at once.
+    t, n = 20, 64 ** 3
+    old = MultiTaskLoss(dice="positive")
+    assert _featureless_optimum(old, t, n) < 3e-7
+    new = MultiTaskLoss(dice="positive", dice_smooth=1e-5, pos_weight={"lacune": 100.0},
+                        task_focal_gamma={"lacune": 0.0})
+    assert _featureless_optimum(new, t, n) == pytest.approx(100 * t / n, rel=0.35)
+
+
+def test_loss_config_checks_the_new_keys():
+    with pytest.raises(ValueError, match="losses.pos_weight"):
+        LossConfig(pos_weight={"cmb": 10.0})
+    with pytest.raises(ValueError, match="losses.dice_smooth"):
+        LossConfig(dice_smooth=0.0)
+    with pytest.raises(ValueError, match="losses.task_focal_gamma"):
+        LossConfig(task_focal_gamma={"lacune": -1.0})
+    cfg = LossConfig(pos_weight={"lacune": 50.0}, task_focal_gamma={"lacune": 0.0},
+                     dice_smooth=1e-4)
+    loss = MultiTaskLoss.from_loss_config(cfg)
+    assert MultiTaskLoss.from_config(loss.get_config()).pos_weight == {"lacune": 50.0}

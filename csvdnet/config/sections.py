@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
-from csvdnet import DEFAULT_SEQUENCES
+from csvdnet import DEFAULT_SEQUENCES, SEGMENTATION_TASKS
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.scoring import RULE_SETS
 
@@ -231,6 +231,15 @@ class LossConfig:
         heatmap_beta: CenterNet beta.
         dice: Samples the segmentation Dice averages over: ``"per_sample"`` (every labelled
             one) or ``"positive"`` (those holding a lesion; lesion-free ones keep the voxel term).
+        dice_smooth: Dice smoothing ``s`` in ``1 - (2|yp| + s) / (|y| + |p| + s)``. With ``s`` = 1 a
+            lesion patch of T voxels costs only ``1 - 1 / (T + 1)`` for an empty prediction, and
+            the smoothing pushes every background voxel down ~N / T**2 times harder than the
+            lesion pulls: for lesions of tens of voxels (lacunes, infarcts) use a tiny value.
+        pos_weight: Weight of lesion voxels in the voxel term, per segmentation task (default 1).
+            A lacune patch's lesion fraction is ~1e-4: unweighted, the voxel term's optimum is a
+            head that says "no" everywhere.
+        task_focal_gamma: Focal gamma per segmentation task, overriding ``focal_gamma`` (0 =
+            cross-entropy, whose gradient does not vanish on a quiet head as the focal one does).
     """
 
     task_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
@@ -242,6 +251,23 @@ class LossConfig:
     heatmap_alpha: float = 2.0
     heatmap_beta: float = 4.0
     dice: Literal["per_sample", "positive"] = "per_sample"
+    dice_smooth: float = 1.0
+    pos_weight: dict[str, float] = dataclasses.field(default_factory=dict)
+    task_focal_gamma: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def by_task(values: Mapping[str, float], low: float) -> bool:
+            return all(t in SEGMENTATION_TASKS and v >= low for t, v in values.items())
+
+        _check("losses", {
+            "dice_smooth": (self.dice_smooth > 0, f"must be > 0, got {self.dice_smooth}"),
+            "pos_weight": (by_task(self.pos_weight, 1.0),
+                           f"keys must be among {', '.join(SEGMENTATION_TASKS)} and values >= 1, "
+                           f"got {dict(self.pos_weight)}"),
+            "task_focal_gamma": (by_task(self.task_focal_gamma, 0.0),
+                                 f"keys must be among {', '.join(SEGMENTATION_TASKS)} and values "
+                                 f">= 0, got {dict(self.task_focal_gamma)}"),
+        })
 
 
 @dataclasses.dataclass(frozen=True)

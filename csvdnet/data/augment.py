@@ -297,11 +297,28 @@ def intensity(image: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor
     return image
 
 
-def modality_dropout(image: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
-    """Blank each channel with ``probability``, never all channels.
+def dropped_channels(channels: int | tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """Which channels modality dropout blanks: each with ``probability``, never all of them.
 
     When every channel is drawn for dropping, the one with the largest draw is kept, which is
     a uniformly random channel.
+
+    Args:
+        channels: Number of channels.
+        seed: int ``(2,)`` stateless seed.
+        probability: Per-channel dropout probability.
+
+    Returns:
+        bool ``(channels,)``: True where the channel is blanked.
+    """
+    draws = tf.random.stateless_uniform([channels], seed)
+    drop = draws < probability
+    survivor = tf.one_hot(tf.argmax(draws), channels, on_value=True, off_value=False)
+    return drop & ~(tf.reduce_all(drop) & survivor)
+
+
+def modality_dropout(image: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """Blank each channel with ``probability``, never all channels (:func:`dropped_channels`).
 
     Args:
         image: float32 ``(X, Y, Z, C)``.
@@ -311,9 +328,5 @@ def modality_dropout(image: tf.Tensor, seed: tf.Tensor, probability: float) -> t
     Returns:
         The image with dropped channels set to 0.
     """
-    channels = tf.shape(image)[-1]
-    draws = tf.random.stateless_uniform([channels], seed)
-    drop = draws < probability
-    survivor = tf.one_hot(tf.argmax(draws), channels, on_value=True, off_value=False)
-    drop &= ~(tf.reduce_all(drop) & survivor)
+    drop = dropped_channels(tf.shape(image)[-1], seed, probability)
     return image * tf.cast(~drop, image.dtype)

@@ -52,7 +52,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS, TASK_EVIDENCE
 from csvdnet.config import DataConfig
 from csvdnet.data import augment, targets
 from csvdnet.data.source import CacheSource, whole_brain_shape
@@ -161,12 +161,14 @@ class _SampleBuilder:
         warped = augment.warp(tf.concat([image, tf.cast(masks, tf.float32)], axis=-1),
                               params, centre, out_shape)
         image, masks = warped[..., :channels], tf.cast(warped[..., channels:] > 0.5, tf.float32)
+        dropped = tf.zeros([channels], tf.bool)
         if seed is not None:
             seeds = tf.random.experimental.stateless_split(seed, 2)
             if self.cfg.augment:
                 image = augment.intensity(image, seeds[0], self.augmentation)
             if self.cfg.modality_dropout > 0:
-                image = augment.modality_dropout(image, seeds[1], self.cfg.modality_dropout)
+                dropped = augment.dropped_channels(channels, seeds[1], self.cfg.modality_dropout)
+                image = image * tf.cast(~dropped, image.dtype)
 
         sigma = targets.sigma_voxels(self.cfg.heatmap_sigma_mm, self.spacing[subject])
         present = self.present[subject]
@@ -177,12 +179,22 @@ class _SampleBuilder:
         for task, task_points in zip(self.source.detection, points):
             task_points = augment.transform_points(task_points, params, centre, out_shape)
             out_targets[task] = targets.render_heatmap(task_points, out_shape, sigma)[..., None]
-        weights = {task: present[label_tasks.index(task)] for task in label_tasks}
+        weights = {task: present[label_tasks.index(task)] * self._visible(task, dropped)
+                   for task in label_tasks}
         if "score" in self.tasks:
             score = self.total_score[subject]
             out_targets["score"] = targets.ordinal_targets(score, self.score_classes)
             weights["score"] = tf.cast(whole & tf.math.is_finite(score), tf.float32)
         return image, out_targets, weights
+
+    def _visible(self, task: str, dropped: tf.Tensor) -> tf.Tensor:
+        """float32 scalar: 0 when dropout blanked every sequence the task is seen on
+        (:data:`csvdnet.TASK_EVIDENCE`), else 1."""
+        names = list(self.cfg.channels)
+        evidence = [names.index(c) for c in TASK_EVIDENCE.get(task, ()) if c in names]
+        if not evidence:
+            return tf.constant(1.0)
+        return 1.0 - tf.cast(tf.reduce_all(tf.gather(dropped, evidence)), tf.float32)
 
     def training_sample(self, j: tf.Tensor, whole: bool, batch_size: int,
                         schedule: BatchSchedule, subjects: tf.Tensor,

@@ -7,7 +7,8 @@
     <out>/<subject>/{flair,t1,t2,swi,dwi}.nii.gz   int16, each on its own native grid
     <out>/<subject>/labels/{wmh,rssi,lacune,regions,brain_mask}.nii.gz   uint8, FLAIR grid
     <out>/<subject>/labels/{cmb,epvs}.csv  x, y, z (world RAS mm, FLAIR frame), i, j, k (FLAIR
-                                          voxel), diameter_mm, [length_mm,] region, side
+                                          voxel), diameter_mm, [length_mm, dx, dy, dz (the
+                                          EPVS axis, unit vector),] region, side
     <out>/<subject>/synth.json            the plan, the head motion per sequence, the warp
 
 Subject ``i`` of a cohort depends only on (seed, i): subjects can be generated independently
@@ -162,7 +163,9 @@ def generate_subject(subject_dir: str | os.PathLike, profile: Profile, seed: int
                   {"diameter_mm": lesions.cmb_diameter})
     epvs_sides = _write_points(labels / "epvs.csv", epvs, reference, regions, warp,
                                {"diameter_mm": lesions.epvs_diameter,
-                                "length_mm": lesions.epvs_length})
+                                "length_mm": lesions.epvs_length,
+                                **{f"d{axis}": lesions.epvs_direction[:, n]
+                                   for n, axis in enumerate("xyz")}})
     _write_record(subject_dir / "synth.json", profile, seed, index, plan, warp, transforms, lesions)
     return recount(plan, masks["lacune"], masks["rssi"], len(cmb), epvs, epvs_sides,
                    regions, reference.affine)
@@ -196,7 +199,8 @@ def _write_points(path: Path, world: np.ndarray, reference: Grid, regions: np.nd
     region_names = [REGION_NAMES[int(c)] for c in regions[tuple(voxels.T)]] if len(world) else []
     sides = ["L" if x < 0 else "R" for x in warp(world)[:, 0]] if len(world) else []
     write_points(path, world, affine=reference.affine,
-                 columns={**{k: np.round(v, 2) for k, v in columns.items()}, "region": region_names,
+                 columns={**{k: np.round(v, 2 if k.endswith("_mm") else 4)
+                             for k, v in columns.items()}, "region": region_names,
                           "side": sides})
     return sides
 

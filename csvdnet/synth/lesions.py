@@ -254,6 +254,8 @@ class Lesions:
         epvs: (M, 3) EPVS centres (midpoints of their axes).
         epvs_diameter: EPVS width, mm.
         epvs_length: EPVS length along the vessel, mm.
+        epvs_direction: (M, 3) unit vectors along each EPVS's axis (world RAS): with the centre
+            and the length they give its centreline, which evaluation matches detections to.
         lacunes: Lacune cavities.
         rssi: Recent small subcortical infarcts.
     """
@@ -263,6 +265,7 @@ class Lesions:
     epvs: np.ndarray
     epvs_diameter: np.ndarray
     epvs_length: np.ndarray
+    epvs_direction: np.ndarray
     lacunes: list[Ellipsoid]
     rssi: list[Ellipsoid]
 
@@ -399,10 +402,11 @@ def plant_lesions(anat: Anatomy, plan: Plan, reference: Grid, reference_regions:
     for infarct in rssi:
         _paint_shape(anat, infarct, "rssi", PARENCHYMA + ("wmh", "gliosis"))
     cmb, cmb_diameter = _microbleeds(anat, placer, plan, rng)
-    epvs, epvs_diameter, epvs_length = _epvs(anat, placer, plan, reference, reference_regions, rng)
+    epvs, epvs_diameter, epvs_length, epvs_direction = _epvs(anat, placer, plan, reference,
+                                                             reference_regions, rng)
     _veins(anat, rng)
     return Lesions(cmb=cmb, cmb_diameter=cmb_diameter, epvs=epvs, epvs_diameter=epvs_diameter,
-                   epvs_length=epvs_length, lacunes=lacunes, rssi=rssi)
+                   epvs_length=epvs_length, epvs_direction=epvs_direction, lacunes=lacunes, rssi=rssi)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -614,8 +618,9 @@ def _microbleeds(anat: Anatomy, placer: _Placer, plan: Plan,
 
 def _epvs(anat: Anatomy, placer: _Placer, plan: Plan, reference: Grid,
           reference_regions: np.ndarray,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Basal ganglia EPVS (the rated side and slice first) and centrum semiovale EPVS."""
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Basal ganglia EPVS (the rated side and slice first) and centrum semiovale EPVS: centres,
+    diameters, lengths and unit directions."""
     tubes: list[Tube] = []
     slice_axis = reference.slice_axis()
 
@@ -669,9 +674,11 @@ def _epvs(anat: Anatomy, placer: _Placer, plan: Plan, reference: Grid,
                   rng.uniform(1.0, 2.6))
 
     if not tubes:
-        return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros((0, 3))
+    axes = np.array([t.end - t.start for t in tubes])
+    lengths = np.linalg.norm(axes, axis=1)
     return (np.array([t.centre for t in tubes]), np.array([2 * t.radius for t in tubes]),
-            np.array([np.linalg.norm(t.end - t.start) for t in tubes]))
+            lengths, axes / lengths[:, None])
 
 
 # ----------------------------------------------------------------------------------------------
