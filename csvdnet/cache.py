@@ -45,10 +45,13 @@ __all__ = [
     "MASK_LABELS",
     "PREPROCESS_FORMAT",
     "PREPROCESS_VERSION",
+    "CachePlan",
     "CacheSummary",
     "CachedSubject",
+    "finish_cache",
     "load_cache",
     "load_cached_subject",
+    "plan_cache",
     "preprocess_cohort",
     "preprocess_record",
 ]
@@ -267,25 +270,10 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
         CsvdnetInputError: A channel is not a sequence of the cohort, no subject has it, or the
             reference is not among the channels.
     """
-    out_dir = Path(out_dir)
-    channels = tuple(cohort.sequences if channels is None else channels)
-    _check_channels(cohort, channels, cfg)
-    config = config_to_dict(cfg)
-    remove_stale_parts(out_dir)  # what a killed run was writing
-    for subject_id in cohort.problems:
-        _remove_stale(_subject_dir(out_dir, subject_id))
-
+    plan = plan_cache(cohort, out_dir, cfg, channels=channels, overwrite=overwrite)
     written: list[str] = []
-    skipped: list[str] = []
-    failed: dict[str, str] = dict(cohort.problems)  # subjects that could not even be located
-    todo = []
-    for subject in cohort.subjects:
-        folder = _subject_dir(out_dir, subject.id)
-        if not overwrite and _is_complete(folder, config, channels):
-            skipped.append(subject.id)
-        else:
-            todo.append((subject, folder))
-    bar = tqdm(total=len(cohort.subjects), initial=len(skipped), desc="preprocess",
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(cohort.subjects), initial=len(plan.skipped), desc="preprocess",
                unit="subject", file=sys.stderr, disable=not progress)
 
     def record(subject_id: str, error: str | None) -> None:
@@ -293,20 +281,20 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
             written.append(subject_id)
         else:
             failed[subject_id] = error
-            bar.set_postfix(failed=len(failed))
+            bar.set_postfix(failed=len(failed) + len(cohort.problems))
         bar.update(1)
         if progress:  # a line per finished subject: the bar alone sits at 0 % for minutes
             bar.write(f"{'failed' if error else 'done'} {subject_id} "
-                      f"({len(written) + len(failed) - len(cohort.problems)} of {len(todo)})",
+                      f"({len(written) + len(failed)} of {len(plan.todo)})",
                       file=sys.stderr)
 
-    if jobs > 1 and len(todo) > 1:
+    if jobs > 1 and len(plan.todo) > 1:
         # spawn, not fork: the parent may hold threads (TensorFlow, ITK) that fork would copy.
         with concurrent.futures.ProcessPoolExecutor(
-                max_workers=min(jobs, len(todo)),
+                max_workers=min(jobs, len(plan.todo)),
                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_process_subject, subject, folder, cfg, channels): subject.id
-                       for subject, folder in todo}
+            futures = {pool.submit(_process_subject, subject, folder, cfg, plan.channels):
+                       subject.id for subject, folder in plan.todo}
             try:
                 for future in concurrent.futures.as_completed(futures):
                     record(futures[future], future.result())
@@ -314,10 +302,77 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     else:
-        for subject, folder in todo:
-            record(subject.id, _process_subject(subject, folder, cfg, channels))
+        for subject, folder in plan.todo:
+            record(subject.id, _process_subject(subject, folder, cfg, plan.channels))
     bar.close()
-    written.sort(key=[s.id for s in cohort.subjects].index)
+    return finish_cache(plan, written, failed)
+
+
+@dataclasses.dataclass
+class CachePlan:
+    """What :func:`preprocess_cohort` has to do, decided before any subject is preprocessed
+    (:func:`plan_cache`).
+
+    Attributes:
+        cohort: The cohort.
+        cache_dir: The cache folder.
+        cfg: Preprocessing settings.
+        channels: Sequences stacked, in channel order.
+        todo: ``(subject, its cache folder)`` to preprocess.
+        skipped: Subjects already complete with the same config and channels.
+    """
+
+    cohort: Cohort
+    cache_dir: Path
+    cfg: PreprocessConfig
+    channels: tuple[str, ...]
+    todo: list[tuple[Subject, Path]]
+    skipped: list[str]
+
+
+def plan_cache(cohort: Cohort, out_dir: str | os.PathLike, cfg: PreprocessConfig, *,
+               channels: Sequence[str] | None = None, overwrite: bool = False) -> CachePlan:
+    """Check the channels, clear what a killed run left and the cached copies of subjects that
+    could not be located, and sort the subjects into complete and to do (arguments as
+    :func:`preprocess_cohort`).
+
+    Raises:
+        CsvdnetInputError: As :func:`preprocess_cohort`.
+    """
+    out_dir = Path(out_dir)
+    channels = tuple(cohort.sequences if channels is None else channels)
+    _check_channels(cohort, channels, cfg)
+    config = config_to_dict(cfg)
+    remove_stale_parts(out_dir)  # what a killed run was writing
+    for subject_id in cohort.problems:
+        _remove_stale(_subject_dir(out_dir, subject_id))
+    skipped: list[str] = []
+    todo = []
+    for subject in cohort.subjects:
+        folder = _subject_dir(out_dir, subject.id)
+        if not overwrite and _is_complete(folder, config, channels):
+            skipped.append(subject.id)
+        else:
+            todo.append((subject, folder))
+    return CachePlan(cohort=cohort, cache_dir=out_dir, cfg=cfg, channels=channels, todo=todo,
+                     skipped=skipped)
+
+
+def finish_cache(plan: CachePlan, written: Sequence[str],
+                 failed: dict[str, str]) -> CacheSummary:
+    """Write ``index.json`` once every subject of ``plan.todo`` has been processed.
+
+    Args:
+        plan: The run's plan.
+        written: Subjects written by this run (any order).
+        failed: Subject -> message, for the subjects of this run that failed.
+
+    Returns:
+        The run's summary (subjects in cohort order).
+    """
+    cohort = plan.cohort
+    order = [s.id for s in cohort.subjects]
+    written = sorted(written, key=order.index)
     failed = {**{s: m for s, m in cohort.problems.items()},
               **{s.id: failed[s.id] for s in cohort.subjects if s.id in failed}}
 
@@ -325,14 +380,14 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
     index = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
-        "channels": list(channels),
-        "preprocess": config,
+        "channels": list(plan.channels),
+        "preprocess": config_to_dict(plan.cfg),
         "subjects": list(done),
         "failed": failed,
     }
-    write_text_atomic(out_dir / "index.json", json.dumps(index, indent=1))
-    return CacheSummary(cache_dir=out_dir, done=done, written=tuple(written),
-                        skipped=tuple(skipped), failed=failed)
+    write_text_atomic(plan.cache_dir / "index.json", json.dumps(index, indent=1))
+    return CacheSummary(cache_dir=plan.cache_dir, done=done, written=tuple(written),
+                        skipped=tuple(plan.skipped), failed=failed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,32 @@ def cli() -> None:
     """csvdnet: cerebral small vessel disease markers and the total SVD score from brain MRI."""
 
 
+_ENGINE = click.option(
+    "--engine", default="local", show_default=True, type=click.Choice(["local", "beam"]),
+    help="local: this machine; beam: an Apache Beam pipeline on --runner (the extra "
+         "csvdnet[beam]; paths must be ones every worker sees).")
+_RUNNER = click.option(
+    "--runner", default="DirectRunner", show_default=True,
+    type=click.Choice(["DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"]),
+    help="Beam runner (--engine beam); its options go after --, e.g. -- "
+         "--direct_num_workers=2 --direct_running_mode=multi_processing.")
+_BEAM_ARGS = click.argument("beam_args", nargs=-1, metavar="[-- BEAM_OPTIONS...]",
+                            type=click.UNPROCESSED)
+
+
+def _check_engine(engine: str, beam_args: tuple[str, ...], **beam_only: object) -> None:
+    """Beam options only with --engine beam; local-only options not with it."""
+    if engine != "beam" and beam_args:
+        raise click.UsageError(f"unexpected argument(s) {' '.join(beam_args)}: Beam options "
+                               f"(after --) need --engine beam")
+    if engine == "beam":
+        for flag, value in beam_only.items():
+            if value:
+                raise click.UsageError(f"{flag} is for --engine local; on Beam the runner "
+                                       f"decides the parallelism (e.g. -- "
+                                       f"--direct_num_workers=2)")
+
+
 @cli.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Cohort folder to write (created; must not already hold a cohort).")
@@ -72,6 +98,7 @@ def synth(out_dir: str, subjects: int, seed: int, profile: str, spacing: float |
 
 @cli.command()
 @click.argument("cohort", type=click.Path(exists=True))
+@_BEAM_ARGS
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Cache folder to write.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -86,14 +113,27 @@ def synth(out_dir: str, subjects: int, seed: int, profile: str, spacing: float |
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Subjects preprocessed in parallel (worker processes).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_ENGINE
+@_RUNNER
 @_input_errors_exit_2
 def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: str | None,
                reference: str | None, spacing: float | None, register: bool | None,
-               overwrite: bool, jobs: int, quiet: bool) -> None:
-    """Preprocess a COHORT (folder or manifest CSV) into a cache that training reads."""
+               overwrite: bool, jobs: int, quiet: bool, engine: str = "local",
+               runner: str = "DirectRunner", beam_args: tuple[str, ...] = ()) -> None:
+    """Preprocess a COHORT (folder or manifest CSV) into a cache that training reads.
+
+    With --engine beam the subjects are preprocessed by an Apache Beam pipeline on --runner,
+    Beam's own options after --.
+    """
+    _check_engine(engine, beam_args, **{"--jobs": jobs > 1})
     from csvdnet.cache import preprocess_cohort
     from csvdnet.config import load_config
     from csvdnet.io import read_cohort
+
+    if engine == "beam":
+        from csvdnet.beam import require_beam
+
+        require_beam()
 
     overrides = []
     if sequences:
@@ -107,8 +147,16 @@ def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: st
         overrides.append(f"preprocess.register={str(register).lower()}")
     cfg = load_config(config_path, overrides).validate(model=False)  # bad arguments: exit 2 now
     subjects = read_cohort(cohort, sequences=cfg.data.channels, reference=cfg.preprocess.reference)
-    summary = preprocess_cohort(subjects, out_dir, cfg.preprocess, channels=cfg.data.channels,
-                                progress=not quiet, overwrite=overwrite, jobs=jobs)
+    if engine == "beam":
+        from csvdnet.beam.preprocess import preprocess_cohort_beam
+
+        summary = preprocess_cohort_beam(subjects, out_dir, cfg.preprocess,
+                                         channels=cfg.data.channels, overwrite=overwrite,
+                                         runner=runner, beam_args=beam_args)
+    else:
+        summary = preprocess_cohort(subjects, out_dir, cfg.preprocess,
+                                    channels=cfg.data.channels, progress=not quiet,
+                                    overwrite=overwrite, jobs=jobs)
     total = len(subjects) + len(subjects.problems)  # problems: subjects that failed to locate
     click.echo(f"preprocessed {len(summary.done)} of {total} subjects into {out_dir}")
     if summary.failed:
@@ -124,8 +172,12 @@ def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: st
 @click.option("--resume", is_flag=True,
               help="Continue the run in train.run_dir from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="When training ends, choose the thresholds and smallest lesion sizes on the "
+                   "validation subjects (RUN/calibration.json; `csvdnet calibrate` redoes it).")
 @_input_errors_exit_2
-def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: bool,
+          calibrate: bool = True) -> None:
     """Train the multi-task network as CONFIG.yaml says (overrides e.g. train.epochs=3)."""
     import logging
 
@@ -141,10 +193,47 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
     click.echo(f"{state}: epoch {result.epoch}, step {result.step}, run directory {result.run_dir}")
     if result.interrupted:
         sys.exit(130)
+    if calibrate and result.best is not None:
+        _calibrate(result.run_dir, "best")
+
+
+def _calibrate(run_dir: Path | str, weights: str) -> None:
+    from csvdnet.training.calibration import CALIBRATION_FILE, calibrate_run
+
+    record = calibrate_run(run_dir, weights=weights)
+    click.echo(f"calibrated on {len(record['subjects'])} validation subjects "
+               f"({Path(run_dir) / CALIBRATION_FILE}):")
+    for task, found in record["tasks"].items():
+        if not found["calibrated"]:
+            click.echo(f"  {task}: kept as configured ({found['reason']})")
+            continue
+        size = ("" if found["min_lesion_mm3"] is None
+                else f", smallest {found['min_lesion_mm3']:g} mm3")
+        click.echo(f"  {task}: threshold {found['threshold']:.2f}{size}: {found['metric']} "
+                   f"{found['value']:.3f} (as configured {found['configured']:.3f}), "
+                   f"{found['lesions']} lesions")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.option("--weights", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Which weights of the run.")
+@_input_errors_exit_2
+def calibrate(run_dir: str, weights: str) -> None:
+    """Choose a run's thresholds and smallest lesion sizes on its validation subjects.
+
+    Writes RUN/calibration.json, which predict, export and the held-out check then use.
+    """
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _calibrate(run_dir, weights)
 
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@_BEAM_ARGS
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
               help="Model directory: a training run (`csvdnet train`) or an exported model "
                    "(`csvdnet export`: NAME/<version>, or NAME for its highest version).")
@@ -168,29 +257,47 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
 @click.option("--serving-form", default="bytes", show_default=True,
               type=click.Choice(["bytes", "inputs", "instances"]),
               help="REST request form: raw float32 bytes (serve_bytes), columnar or row JSON.")
+@_ENGINE
+@_RUNNER
 @_input_errors_exit_2
 def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
             rules: str | None, weights: str, overwrite: bool, quiet: bool,
-            serving_url: str | None = None, serving_form: str = "bytes") -> None:
+            serving_url: str | None = None, serving_form: str = "bytes",
+            engine: str = "local", runner: str = "DirectRunner",
+            beam_args: tuple[str, ...] = ()) -> None:
     """Find, measure and rate the CSVD markers of every subject of INPUT.
 
     INPUT is one subject's folder (<sequence>.nii[.gz] files), a cohort folder, a manifest CSV
-    or a BIDS dataset.
+    or a BIDS dataset. With --engine beam the cohort runs as an Apache Beam pipeline on
+    --runner, Beam's own options after --.
     """
+    _check_engine(engine, beam_args, **{"--jobs": jobs > 1})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
-    from csvdnet.inference.predictor import Predictor
-
     rule_sets = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
-    predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta,
-                                   serving_url=serving_url, serving_form=serving_form)
-    subjects, problems, bids = open_input(input_path, predictor.info.channels,
-                                          predictor.preprocess_cfg.reference)
-    total = len(subjects) + len(problems)
-    summary = predict_cohort(predictor, subjects, out_dir, bids=bids,
-                             source=Path(input_path), jobs=jobs, overwrite=overwrite,
-                             on_subject=None if quiet else progress_printer(total),
-                             problems=problems)
+    if engine == "beam":
+        from csvdnet.beam import require_beam
+
+        require_beam()
+        from csvdnet.beam.predict import predict_cohort_beam
+
+        summary, total = predict_cohort_beam(
+            model_dir, input_path, out_dir, runner=runner, beam_args=beam_args,
+            weights=weights, rule_sets=rule_sets, tta=tta, serving_url=serving_url,
+            serving_form=serving_form, overwrite=overwrite)
+        problems: dict[str, str] = {}
+    else:
+        from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
+        from csvdnet.inference.predictor import Predictor
+
+        predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta,
+                                       serving_url=serving_url, serving_form=serving_form)
+        subjects, problems, bids = open_input(input_path, predictor.info.channels,
+                                              predictor.preprocess_cfg.reference)
+        total = len(subjects) + len(problems)
+        summary = predict_cohort(predictor, subjects, out_dir, bids=bids,
+                                 source=Path(input_path), jobs=jobs, overwrite=overwrite,
+                                 on_subject=None if quiet else progress_printer(total),
+                                 problems=problems)
     failed = {**problems, **summary.failed}
     click.echo(f"predicted {len(summary.done)}, skipped {len(summary.skipped)} already done, "
                f"failed {len(failed)} of {total} subjects into {out_dir}")

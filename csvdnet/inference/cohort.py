@@ -30,7 +30,8 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import atomic_path
 from csvdnet.inference import outputs
 
-__all__ = ["CohortSummary", "predict_cohort", "score_row", "SCORE_COLUMNS"]
+__all__ = ["CohortPlan", "CohortSummary", "describe_error", "plan_cohort", "predict_cohort",
+           "score_row", "write_tables", "SCORE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,112 @@ def _write_rows(path: Path, columns: list[str], rows: Iterable[dict[str, str]]) 
             writer.writerows(rows)
 
 
-def _describe(exc: BaseException) -> tuple[str, str]:
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """``(error, message)`` of a subject's failure as ``errors.tsv`` records it: ``input`` for a
+    :class:`~csvdnet.errors.CsvdnetInputError`, else the exception type with its last frame."""
     if isinstance(exc, CsvdnetInputError):
         return "input", str(exc)
     # Not the user's input: keep the last frame so a bug report can point at it.
     frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
     return type(exc).__name__, f"{exc}{where}"
+
+
+@dataclasses.dataclass
+class CohortPlan:
+    """What a cohort run has to do, decided before any subject is predicted (:func:`plan_cohort`).
+
+    Attributes:
+        out: The output folder.
+        columns: The columns of ``scores.tsv``.
+        rows: ``scores.tsv`` rows kept from earlier runs (subjects done, and rows of subjects
+            that are not in this input), by subject.
+        todo: Subjects to predict.
+        skipped: Subjects already done.
+        order: Subject ids in input order, then the ids of ``problems``.
+        errors: ``errors.tsv`` rows of the subjects found unusable before prediction.
+    """
+
+    out: Path
+    columns: list[str]
+    rows: dict[str, dict[str, str]]
+    todo: list[Any]
+    skipped: list[str]
+    order: list[str]
+    errors: list[dict[str, str]]
+
+
+def plan_cohort(subjects: Sequence[Any], out: str | Path, columns: list[str], *,
+                bids: bool = False, source: Path | None = None, overwrite: bool = False,
+                problems: dict[str, str] | None = None,
+                done_rows: dict[str, dict[str, str]] | None = None) -> CohortPlan:
+    """Prepare ``out`` for a cohort run and decide what it has to do.
+
+    Creates ``out``, removes what a killed run was writing (``.*.part*``), writes the BIDS
+    ``dataset_description.json``, reads ``scores.tsv`` and sorts the subjects into done (report
+    and row both there) and to do.
+
+    Args:
+        subjects: :class:`csvdnet.io.Subject` records.
+        out: Output folder.
+        columns: ``scores.tsv`` columns (:func:`score_columns`).
+        bids: BIDS derivatives layout.
+        source: The input dataset (for ``dataset_description.json``).
+        overwrite: Redo subjects that are already done.
+        problems: Subjects found unusable before prediction (id -> reason).
+        done_rows: Further rows of finished subjects (an engine's record of subjects a failed
+            job finished before it could write ``scores.tsv``); they count as ``scores.tsv``'s.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.part*"):  # a killed run's half-written folders / files
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    if bids:
+        outputs.write_dataset_description(out, source or out)
+    rows = _read_rows(out / "scores.tsv")
+    rows.update(done_rows or {})
+    skipped, todo = [], []
+    for subject in subjects:
+        if (not overwrite and subject.id in rows
+                and outputs.is_done(out, subject.id, bids)):
+            skipped.append(subject.id)
+        else:
+            rows.pop(subject.id, None)
+            todo.append(subject)
+    order = [s.id for s in subjects]
+    errors = [{"subject": i, "error": "input", "message": m} for i, m in (problems or {}).items()]
+    order += [i for i in (problems or {}) if i not in order]
+    return CohortPlan(out=out, columns=list(columns), rows=rows, todo=todo, skipped=skipped,
+                      order=order, errors=errors)
+
+
+def _ordered_rows(plan: CohortPlan) -> list[dict[str, str]]:
+    """``scores.tsv`` rows: this input's subjects in input order, then earlier runs' others."""
+    return ([plan.rows[i] for i in plan.order if i in plan.rows]
+            + [r for i, r in plan.rows.items() if i not in plan.order])
+
+
+def write_tables(plan: CohortPlan, new_rows: dict[str, dict[str, str]],
+                 failures: Iterable[dict[str, str]]) -> None:
+    """Write ``scores.tsv`` and ``errors.tsv`` at the end of a run whose subjects finished
+    elsewhere (an engine's workers): the same files :func:`predict_cohort` leaves.
+
+    Args:
+        plan: The run's plan (its ``rows`` are updated with ``new_rows``).
+        new_rows: Subject -> :func:`score_row` of the subjects predicted in this run.
+        failures: ``errors.tsv`` rows (subject, error, message) of the subjects that failed.
+    """
+    scores_path = plan.out / "scores.tsv"
+    plan.rows.update(new_rows)
+    if new_rows or not scores_path.exists():
+        _write_rows(scores_path, plan.columns, _ordered_rows(plan))
+    errors = plan.errors + [e for e in failures
+                            if e["subject"] not in {p["subject"] for p in plan.errors}]
+    errors.sort(key=lambda e: plan.order.index(e["subject"]))
+    _write_rows(plan.out / "errors.tsv", ["subject", "error", "message"], errors)
 
 
 def predict_cohort(predictor: Any, subjects: Sequence[Any], out: str | Path, *,
@@ -150,30 +250,14 @@ def predict_cohort(predictor: Any, subjects: Sequence[Any], out: str | Path, *,
     Returns:
         What was done, skipped and failed.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.rglob(".*.part*"):  # a killed run's half-written folders / files
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-    if bids:
-        outputs.write_dataset_description(out, source or out)
+    plan = plan_cohort(subjects, out, score_columns(predictor.rule_sets, predictor.score_classes),
+                       bids=bids, source=source, overwrite=overwrite, problems=problems)
+    out, rows, errors = plan.out, plan.rows, plan.errors
     scores_path, errors_path = out / "scores.tsv", out / "errors.tsv"
-    rows = _read_rows(scores_path)
-    columns = score_columns(predictor.rule_sets, predictor.score_classes)
-    summary = CohortSummary()
-    todo = []
-    for subject in subjects:
-        if (not overwrite and subject.id in rows
-                and outputs.is_done(out, subject.id, bids)):
-            summary.skipped.append(subject.id)
-            if on_subject:
-                on_subject(subject.id, "skipped", 0.0)
-        else:
-            rows.pop(subject.id, None)
-            todo.append(subject)
-    order = [s.id for s in subjects]
+    summary = CohortSummary(skipped=list(plan.skipped))
+    if on_subject:
+        for subject_id in plan.skipped:
+            on_subject(subject_id, "skipped", 0.0)
 
     def run(subject: Any) -> tuple[Any, float]:
         started = time.perf_counter()
@@ -181,10 +265,8 @@ def predict_cohort(predictor: Any, subjects: Sequence[Any], out: str | Path, *,
         outputs.write_subject(result, out, bids=bids)
         return result, time.perf_counter() - started
 
-    errors = [{"subject": i, "error": "input", "message": m} for i, m in (problems or {}).items()]
-    order += [i for i in (problems or {}) if i not in order]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(run, subject): subject for subject in todo}
+        futures = {pool.submit(run, subject): subject for subject in plan.todo}
         for future in concurrent.futures.as_completed(futures):
             subject = futures[future]
             try:
@@ -192,7 +274,7 @@ def predict_cohort(predictor: Any, subjects: Sequence[Any], out: str | Path, *,
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # a bad subject never stops the cohort
-                kind, message = _describe(exc)
+                kind, message = describe_error(exc)
                 summary.failed[subject.id] = message
                 errors.append({"subject": subject.id, "error": kind, "message": message})
                 log.debug("subject %s failed", subject.id, exc_info=True)
@@ -202,14 +284,12 @@ def predict_cohort(predictor: Any, subjects: Sequence[Any], out: str | Path, *,
             rows[subject.id] = score_row(result)
             summary.done.append(subject.id)
             summary.seconds[subject.id] = seconds
-            _write_rows(scores_path, columns,
-                        [rows[i] for i in order if i in rows]
-                        + [r for i, r in rows.items() if i not in order])
+            _write_rows(scores_path, plan.columns, _ordered_rows(plan))
             if on_subject:
                 on_subject(subject.id, "done", seconds)
     if not rows and not scores_path.exists():
-        _write_rows(scores_path, columns, [])
-    errors.sort(key=lambda e: order.index(e["subject"]))
+        _write_rows(scores_path, plan.columns, [])
+    errors.sort(key=lambda e: plan.order.index(e["subject"]))
     _write_rows(errors_path, ["subject", "error", "message"], errors)
     return summary
 

@@ -28,6 +28,7 @@ then runs, timing each stage:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -39,7 +40,7 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference import postprocess
 from csvdnet.inference.result import Finding, ModelInfo, OrdinalScore, SubjectResult
 
-__all__ = ["Predictor", "flip_average"]
+__all__ = ["Predictor", "Prepared", "flip_average"]
 
 STAALS = "staals-2014"
 """The rule set the ordinal head is compared with (the head is trained on the Staals total)."""
@@ -83,6 +84,31 @@ def flip_average(predict: Callable[[np.ndarray], Mapping[str, np.ndarray]],
             other = np.flip(other, axis=axis + 1)
         out[task] = (np.asarray(value) + other) / 2.0
     return out
+
+
+@dataclasses.dataclass(eq=False)  # array fields: element-wise equality has no single truth
+class Prepared:
+    """One subject loaded and preprocessed (:meth:`Predictor.prepare`): the network's input and
+    what :meth:`Predictor.finish` needs beside the network's outputs.
+
+    Attributes:
+        subject: The :class:`csvdnet.io.Subject`.
+        images: Sequence -> loaded :class:`csvdnet.io.Image` (the model's channels present).
+        array: float32 ``(X, Y, Z, C)`` working-grid volume in the model's channel order (a
+            missing channel blanked).
+        meta: The :class:`csvdnet.preprocessing.PreprocessMeta` that inverts it.
+        brain_working: bool brain mask on the working grid.
+        flags: Report warnings so far (a blanked channel).
+        timings: ``load`` and ``preprocess`` seconds.
+    """
+
+    subject: Any
+    images: dict[str, Any]
+    array: np.ndarray
+    meta: Any
+    brain_working: np.ndarray
+    flags: list[str]
+    timings: dict[str, float]
 
 
 class Predictor:
@@ -176,13 +202,29 @@ class Predictor:
     def predict(self, subject: Any) -> SubjectResult:
         """Predict, measure and rate one subject (a :class:`csvdnet.io.Subject`).
 
+        The three stages :meth:`prepare`, :meth:`run_network` and :meth:`finish` in turn (a
+        distributed engine runs them as separate steps, ``csvdnet.beam``).
+
         Raises:
             CsvdnetInputError: Any problem with the subject's files or sequences.
         """
-        from csvdnet.inference import measure as measuring
-        from csvdnet.inference import regions as regioning
+        prepared = self.prepare(subject)
+        started = time.perf_counter()
+        outputs = self._network(prepared.array)
+        return self.finish(prepared, outputs, time.perf_counter() - started)
+
+    def run_network(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's outputs for a preprocessed ``(X, Y, Z, C)`` working-grid volume:
+        dense maps ``(1, X, Y, Z, 1)`` by task and the ``score`` logits (stage 3)."""
+        return self._network(array)
+
+    def prepare(self, subject: Any) -> Prepared:
+        """Stages 1-2: load the subject's sequences and preprocess them onto the working grid.
+
+        Raises:
+            CsvdnetInputError: Any problem with the subject's files or sequences.
+        """
         from csvdnet.preprocessing import preprocess_subject_and_mask
-        from csvdnet.scoring import ordinal_class, ordinal_probabilities, score
 
         clock = _Clock()
         flags: list[str] = []
@@ -201,8 +243,29 @@ class Predictor:
                 flags.append(f"sequence(s) {', '.join(missing)} missing: predicted without "
                              f"them (the model was trained with modality dropout); "
                              f"findings they show best may be missed")
-        with clock("network"):
-            outputs = self._network(array)
+        return Prepared(subject=subject, images=images, array=array, meta=meta,
+                        brain_working=brain_working, flags=flags, timings=dict(clock.seconds))
+
+    def finish(self, prepared: Prepared, outputs: Mapping[str, Any],
+               network_seconds: float) -> SubjectResult:
+        """Stages 4-7 on the network's ``outputs`` for ``prepared``: invert to the reference
+        grid, postprocess, place regions, measure and score.
+
+        Args:
+            prepared: What :meth:`prepare` returned for the subject.
+            outputs: What :meth:`run_network` returned for ``prepared.array``.
+            network_seconds: How long the network step took (the report's timing).
+        """
+        from csvdnet.inference import measure as measuring
+        from csvdnet.inference import regions as regioning
+        from csvdnet.scoring import ordinal_class, ordinal_probabilities, score
+
+        clock = _Clock()
+        clock.seconds.update(prepared.timings)
+        clock.seconds["network"] = clock.seconds.get("network", 0.0) + float(network_seconds)
+        subject, images, array = prepared.subject, prepared.images, prepared.array
+        meta, brain_working = prepared.meta, prepared.brain_working
+        flags = list(prepared.flags)
         reference = images[meta.reference]
         affine = np.asarray(reference.affine, np.float64)
         voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))

@@ -1,0 +1,90 @@
+"""``csvdnet preprocess --engine beam``: the preprocessing cache written by an Apache Beam pipeline.
+
+The same cache as :func:`csvdnet.cache.preprocess_cohort` (the same functions write it)::
+
+    subjects to do (listed here: csvdnet.cache.plan_cache; complete subjects kept)
+      -> Reshuffle                spread the subjects (records of file paths) over workers
+      -> Preprocess  (DoFn)       one subject's folder, written atomically by the worker
+                                  (csvdnet.cache._process_subject); emits (id, error or None)
+      -> Gather      (one step)   index.json (csvdnet.cache.finish_cache)
+
+Only subject records and ``(id, message)`` pairs cross the steps; the arrays go straight from
+the worker to the cache folder, which must be a path every worker sees. As locally, a subject
+whose input cannot be used is recorded in ``index.json`` ``"failed"`` and the others go on; any
+other exception is a bug and fails the job (its finished subjects are kept: a rerun skips them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+
+from csvdnet.cache import CachePlan, CacheSummary, _process_subject, finish_cache, plan_cache
+
+__all__ = ["preprocess_cohort_beam"]
+
+
+class _Preprocess(beam.DoFn):
+    def __init__(self, cfg: Any, channels: tuple[str, ...]) -> None:
+        self._cfg, self._channels = cfg, channels
+
+    def process(self, item: tuple[Any, str]) -> Iterable[tuple[str, str | None]]:
+        subject, folder = item
+        yield subject.id, _process_subject(subject, Path(folder), self._cfg, self._channels)
+
+
+class _Gather(beam.DoFn):
+    def __init__(self, plan: CachePlan) -> None:
+        self._plan = plan
+
+    def process(self, results: list[tuple[str, str | None]]) -> Iterable[None]:
+        _finish(self._plan, results)
+        return []
+
+
+def _finish(plan: CachePlan, results: Iterable[tuple[str, str | None]]) -> CacheSummary:
+    results = dict(results)
+    return finish_cache(plan, [sid for sid, error in results.items() if error is None],
+                        {sid: error for sid, error in results.items() if error is not None})
+
+
+def preprocess_cohort_beam(cohort: Any, out_dir: str | os.PathLike, cfg: Any, *,
+                           channels: Sequence[str] | None = None, overwrite: bool = False,
+                           runner: str = "DirectRunner", beam_args: Sequence[str] = ()
+                           ) -> CacheSummary:
+    """Preprocess every subject of ``cohort`` into ``out_dir`` on a Beam runner.
+
+    Arguments as :func:`csvdnet.cache.preprocess_cohort` (``jobs`` and ``progress`` are the
+    runner's business), plus ``runner`` and ``beam_args`` (Beam pipeline options).
+
+    Returns:
+        What was written, kept and failed (read back from ``index.json``).
+
+    Raises:
+        CsvdnetInputError: As :func:`csvdnet.cache.preprocess_cohort`, or a bad runner or Beam
+            option.
+    """
+    from csvdnet.beam import pipeline_options
+    from csvdnet.cache import load_cache
+
+    options = pipeline_options(runner, beam_args)
+    plan = plan_cache(cohort, Path(out_dir).resolve(), cfg, channels=channels,
+                      overwrite=overwrite)
+    if not plan.todo:
+        return _finish(plan, [])
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (pipeline
+             | "Subjects" >> beam.Create([(s, str(f)) for s, f in plan.todo], reshuffle=False)
+             | "Spread" >> beam.Reshuffle()
+             | "Preprocess" >> beam.ParDo(_Preprocess(plan.cfg, plan.channels))
+             | "Collect" >> beam.combiners.ToList()
+             | "Gather" >> beam.ParDo(_Gather(plan)))
+    index, done = load_cache(plan.cache_dir)
+    failed = dict(index.get("failed", {}))
+    todo = {s.id for s, _ in plan.todo}
+    return CacheSummary(cache_dir=plan.cache_dir, done=tuple(done),
+                        written=tuple(s for s in done if s in todo),
+                        skipped=tuple(plan.skipped), failed=failed)
