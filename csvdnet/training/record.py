@@ -50,15 +50,39 @@ class PreprocessRecord:
     recorded: bool = True
 
 
-def run_config(run_dir: str | os.PathLike) -> Config:
+def run_config(run_dir: str | os.PathLike, calibrated: bool = True) -> Config:
     """The resolved config a run recorded (``run_dir/config.yaml``).
+
+    With ``calibrated`` (the default) the thresholds and smallest lesion sizes that
+    :func:`csvdnet.training.calibration.calibrate_run` chose on the run's validation subjects
+    (``run_dir/calibration.json``, when present) replace those of its ``inference`` section: what
+    predict, export and the held-out check use.
 
     A config recorded before rule sets were named (``inference.rule_set``, never read by any
     code) loads with the default rule sets.
 
     Raises:
-        CsvdnetInputError: ``run_dir`` is not a run directory, or its config is invalid.
+        CsvdnetInputError: ``run_dir`` is not a run directory, or its config or calibration is
+            invalid.
     """
+    cfg = _recorded_config(run_dir)
+    if not calibrated:
+        return cfg
+    from csvdnet.training.calibration import load_calibration
+
+    record = load_calibration(run_dir)
+    if record is None:
+        return cfg
+    inference = dataclasses.replace(
+        cfg.inference,
+        thresholds={**cfg.inference.thresholds,
+                    **{k: float(v) for k, v in record["thresholds"].items()}},
+        min_lesion_mm3={**cfg.inference.min_lesion_mm3,
+                        **{k: float(v) for k, v in record["min_lesion_mm3"].items()}})
+    return dataclasses.replace(cfg, inference=inference)
+
+
+def _recorded_config(run_dir: str | os.PathLike) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise CsvdnetInputError(run_dir, "not a training run (no config.yaml)")

@@ -1,0 +1,298 @@
+"""Thresholds and smallest lesion sizes calibrated on a run's validation subjects, kept with the run.
+
+``calibrate_run(run_dir)`` predicts every validation subject of the run once (working grid, the
+run's sliding window, its ``best/`` weights), then searches, per dense task:
+
+- ``wmh``: the probability threshold that maximises the pooled Dice;
+- ``rssi``, ``lacune``: the threshold *and* the smallest component kept (mm^3) that maximise the
+  pooled lesion-wise F1 (26-connected; ties to the higher Dice);
+- ``cmb``, ``epvs``: the heatmap peak threshold that maximises the pooled detection F1
+  (:func:`csvdnet.evaluation.detection.match_points`); ties to fewer false positives.
+
+and writes ``<run>/calibration.json``. :func:`csvdnet.training.record.run_config` applies it on top
+of the run's ``inference`` section, so ``csvdnet predict``, ``csvdnet export`` and the held-out
+check use the calibrated values. A task with fewer than :data:`MIN_LESIONS` lesions in the
+validation subjects, or found at no threshold, keeps its configured values, and the file says
+why. The search sees only
+validation subjects: thresholds fitted on the subjects they are then measured on would flatter
+the model.
+
+The values are chosen on the working grid (1.5 mm for the demo); prediction thresholds the
+probabilities after interpolating them to each subject's own grid, where a component's volume in
+mm^3 is the same to within partial-volume effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.evaluation.detection import match_points
+from csvdnet.evaluation.metrics import CONNECTIVITY, LesionCounts, dice_from_counts
+from csvdnet.fsutil import write_text_atomic
+from csvdnet.inference.postprocess import find_peaks
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FORMAT = "csvdnet-calibration"
+THRESHOLDS = tuple(round(float(v), 2) for v in np.arange(0.05, 0.951, 0.05))
+"""Candidate probability / heatmap thresholds."""
+MIN_LESION_MM3 = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0)
+"""Candidate smallest kept components (mm^3) of the small-lesion tasks."""
+SIZE_CALIBRATED = ("rssi", "lacune")
+"""Segmentation tasks whose smallest kept component is calibrated with their threshold."""
+MIN_LESIONS = 5
+"""Fewest validation lesions (or points) a task needs to be calibrated: with one lesion any
+threshold that finds it scores F1 1 and the search would fit noise."""
+
+
+@dataclasses.dataclass
+class TaskCalibration:
+    """What the search chose for one task, and what it measured.
+
+    Attributes:
+        threshold: Chosen threshold.
+        min_lesion_mm3: Chosen smallest component (segmentation tasks; None for detection).
+        metric: Name of the metric maximised.
+        value: Its pooled value at the choice.
+        configured: The metric at the run's configured threshold and size.
+        lesions: True lesions / points in the validation subjects.
+        details: Counts at the choice (lesion counts, or tp / fp / fn and fp per subject).
+    """
+
+    threshold: float
+    min_lesion_mm3: float | None
+    metric: str
+    value: float
+    configured: float
+    lesions: int
+    details: dict[str, float]
+
+
+def _component_sizes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels, count = ndimage.label(mask, structure=CONNECTIVITY)
+    return labels, np.bincount(labels.ravel(), minlength=count + 1)
+
+
+def _lesion_stats(truth: np.ndarray, probability: np.ndarray, threshold: float,
+                  min_voxels: Sequence[float]) -> list[tuple[LesionCounts, float, float]]:
+    """For each smallest size: lesion counts, intersection and |P| + |T| of one subject."""
+    true_labels, n_true = ndimage.label(truth, structure=CONNECTIVITY)
+    labels, sizes = _component_sizes(probability >= threshold)
+    out = []
+    for smallest in min_voxels:
+        keep = sizes >= smallest
+        keep[0] = False
+        kept = keep[labels]
+        detected = np.count_nonzero(np.unique(true_labels[kept]))
+        hit_labels = np.unique(labels[truth & kept])
+        counts = LesionCounts(n_true, int(detected), int(np.count_nonzero(keep)),
+                              int(np.count_nonzero(hit_labels)))
+        out.append((counts, float(np.sum(kept & truth)), float(np.sum(kept) + np.sum(truth))))
+    return out
+
+
+def _crop(truth: np.ndarray, probability: np.ndarray, lowest: float) -> tuple[np.ndarray, ...]:
+    """Both arrays cut to the box around the truth and every voxel at or above ``lowest``
+    (plus one voxel), so that labelling small-lesion maps costs little."""
+    where = np.argwhere(truth | (probability >= lowest))
+    if not len(where):
+        return truth[:1, :1, :1], probability[:1, :1, :1]
+    lo = np.maximum(where.min(axis=0) - 1, 0)
+    hi = where.max(axis=0) + 2
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return truth[box], probability[box]
+
+
+def calibrate_segmentation(task: str, subjects: Iterable[tuple[np.ndarray, np.ndarray, float]],
+                           configured: tuple[float, float],
+                           thresholds: Sequence[float] = THRESHOLDS,
+                           sizes_mm3: Sequence[float] = MIN_LESION_MM3) -> TaskCalibration:
+    """Best threshold (and, for RSSI / lacunes, smallest size) of a segmentation task.
+
+    Args:
+        task: ``wmh``, ``rssi`` or ``lacune``.
+        subjects: ``(truth bool (X, Y, Z), probability (X, Y, Z), voxel volume mm^3)``.
+        configured: The run's ``(threshold, min_lesion_mm3)``.
+        thresholds: Candidate thresholds.
+        sizes_mm3: Candidate smallest sizes (used for :data:`SIZE_CALIBRATED` tasks).
+    """
+    sizes = tuple(sizes_mm3) if task in SIZE_CALIBRATED else (configured[1],)
+    candidates = sorted({*thresholds, configured[0]})
+    grid_sizes = sorted({*sizes, configured[1]})
+    totals: dict[tuple[float, float], list[Any]] = {}
+    lesions = 0
+    for truth, probability, voxel_mm3 in subjects:
+        truth, probability = _crop(truth, probability, min(candidates))
+        lesions += ndimage.label(truth, structure=CONNECTIVITY)[1]
+        for threshold in candidates:
+            stats = _lesion_stats(truth, probability, threshold,
+                                  [s / voxel_mm3 for s in grid_sizes])
+            for size, (counts, overlap, total) in zip(grid_sizes, stats):
+                entry = totals.setdefault((threshold, size), [LesionCounts(), 0.0, 0.0])
+                entry[0] = entry[0] + counts
+                entry[1] += overlap
+                entry[2] += total
+
+    def metrics(key: tuple[float, float]) -> tuple[float, float]:
+        counts, overlap, total = totals[key]
+        dice = dice_from_counts(overlap, total)
+        return (counts.f1, dice) if task in SIZE_CALIBRATED else (dice, counts.f1)
+
+    allowed = [k for k in totals if k[1] in sizes]
+    best = max(allowed, key=lambda k: (*metrics(k), -abs(k[0] - configured[0])))
+    counts, overlap, total = totals[best]
+    return TaskCalibration(
+        threshold=best[0], min_lesion_mm3=best[1],
+        metric="lesion_f1" if task in SIZE_CALIBRATED else "dice", value=metrics(best)[0],
+        configured=metrics((configured[0], configured[1]))[0], lesions=lesions,
+        details={"dice": dice_from_counts(overlap, total), "lesion_f1": counts.f1,
+                 "lesions_true": counts.true, "lesions_detected": counts.detected,
+                 "lesions_predicted": counts.predicted, "lesions_hit": counts.hits})
+
+
+def calibrate_detection(subjects: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
+                        configured: float,
+                        thresholds: Sequence[float] = THRESHOLDS) -> TaskCalibration:
+    """Best heatmap peak threshold of a detection task.
+
+    Args:
+        subjects: ``(true points (M, 3) voxels, heatmap (X, Y, Z), spacing mm)``.
+        configured: The run's threshold.
+        thresholds: Candidate thresholds.
+    """
+    candidates = sorted({*thresholds, configured})
+    # Local maxima do not depend on the threshold: find them once, then filter by value.
+    peaks = [find_peaks(heatmap, min(candidates)) for _, heatmap, _ in subjects]
+    counts: dict[float, np.ndarray] = {}
+    for threshold in candidates:
+        total = np.zeros(3, int)
+        for (true, _, spacing), (points, values) in zip(subjects, peaks):
+            total += match_points(points[values >= threshold], true, spacing)
+        counts[threshold] = total
+
+    def f1(threshold: float) -> float:
+        tp, fp, fn = counts[threshold]
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+    best = max(candidates, key=lambda t: (f1(t), -counts[t][1], -abs(t - configured)))
+    tp, fp, fn = (int(v) for v in counts[best])
+    return TaskCalibration(threshold=best, min_lesion_mm3=None, metric="f1", value=f1(best),
+                           configured=f1(configured), lesions=tp + fn,
+                           details={"tp": tp, "fp": fp, "fn": fn,
+                                    "fp_per_subject": fp / max(len(subjects), 1)})
+
+
+def calibrate_run(run_dir: str | Path, *, weights: str = "best",
+                  window: Sequence[int] | None = None, write: bool = True) -> dict[str, Any]:
+    """Calibrate a run's thresholds and smallest sizes on its validation subjects.
+
+    Args:
+        run_dir: The run directory (``split.json`` names the validation subjects).
+        weights: ``"best"`` or ``"last"``.
+        window: Sliding window (default: the run's ``inference.window``).
+        write: Write ``<run>/calibration.json`` (atomically).
+
+    Returns:
+        The calibration record (what ``calibration.json`` holds).
+
+    Raises:
+        CsvdnetInputError: Not a run, no weights, or no validation subjects.
+    """
+    from csvdnet.losses import PEAK_THRESHOLD
+    from csvdnet.training.heldout import _Setup
+    from csvdnet.training.precision import dtype_policy, resolve_policy
+    from csvdnet.training.record import run_config
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir, calibrated=False)
+    split_path = run_dir / "split.json"
+    if not split_path.is_file():
+        raise CsvdnetInputError(run_dir, "no split.json: not a training run")
+    val_ids = json.loads(split_path.read_text(encoding="utf-8"))["validation"]
+    if not val_ids:
+        raise CsvdnetInputError(split_path, "the run has no validation subjects to calibrate on")
+    with dtype_policy(resolve_policy(cfg.train.mixed_precision)):
+        setup = _Setup(run_dir, cfg, weights, cfg.train.val_cache or cfg.data.cache, val_ids,
+                       window)
+        kept: dict[str, list[tuple[Any, ...]]] = {}
+        for (image, targets, sample_weights), spacing in zip(setup.dataset, setup.spacing):
+            outputs = setup.predict(image)
+            for task in setup.tasks:
+                if task not in cfg.inference.thresholds or float(sample_weights[task][0]) <= 0:
+                    continue
+                truth = np.asarray(targets[task][0, ..., 0])
+                probability = np.asarray(outputs[task][0, ..., 0], np.float32)
+                if task in SEGMENTATION_TASKS:
+                    kept.setdefault(task, []).append((truth > 0.5, probability,
+                                                      float(np.prod(spacing))))
+                elif task in DETECTION_TASKS:
+                    kept.setdefault(task, []).append((np.argwhere(truth >= PEAK_THRESHOLD),
+                                                      probability, spacing))
+    thresholds = dict(cfg.inference.thresholds)
+    sizes = dict(cfg.inference.min_lesion_mm3)
+    tasks: dict[str, Any] = {}
+    for task, subjects in kept.items():
+        if task in SEGMENTATION_TASKS:
+            found = calibrate_segmentation(task, subjects,
+                                           (thresholds[task], sizes.get(task, 0.0)))
+        else:
+            found = calibrate_detection(subjects, thresholds[task])
+        if found.lesions < MIN_LESIONS:
+            tasks[task] = {"calibrated": False,
+                           "reason": f"{found.lesions} lesions in the validation subjects, "
+                                     f"fewer than {MIN_LESIONS}"}
+            continue
+        if found.value <= 0.0:
+            tasks[task] = {"calibrated": False,
+                           "reason": f"nothing found at any threshold ({found.metric} 0)"}
+            continue
+        thresholds[task] = found.threshold
+        if found.min_lesion_mm3 is not None:
+            sizes[task] = found.min_lesion_mm3
+        tasks[task] = {"calibrated": True, **dataclasses.asdict(found)}
+        logger.info("%s: threshold %.2f%s, %s %.3f (configured %.3f) on %d lesions", task,
+                    found.threshold, "" if found.min_lesion_mm3 is None
+                    else f", smallest {found.min_lesion_mm3:g} mm3", found.metric, found.value,
+                    found.configured, found.lesions)
+    record = {"format": CALIBRATION_FORMAT, "version": 1, "weights": weights,
+              "subjects": list(setup.ids),
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                  timespec="seconds"),
+              "thresholds": thresholds, "min_lesion_mm3": sizes, "tasks": tasks}
+    if write:
+        write_text_atomic(run_dir / CALIBRATION_FILE, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def load_calibration(run_dir: str | Path) -> dict[str, Any] | None:
+    """``<run>/calibration.json``, or None when the run has none.
+
+    Raises:
+        CsvdnetInputError: The file exists but is not a calibration record.
+    """
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise CsvdnetInputError(path, f"not valid JSON ({error})") from None
+    if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT:
+        raise CsvdnetInputError(path, f"not a {CALIBRATION_FORMAT} record")
+    for key in ("thresholds", "min_lesion_mm3"):
+        values = record.get(key)
+        if not isinstance(values, Mapping) or not all(
+                isinstance(v, (int, float)) for v in values.values()):
+            raise CsvdnetInputError(path, f"{key} must map tasks to numbers")
+    return record
