@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -120,14 +121,18 @@ class RunDir:
 class Checkpointer:
     """Resumable training state: a ``tf.train.CheckpointManager`` plus step and epoch counters.
 
-    In a multi-worker run every worker must take part in saving (the variables are synchronised
-    with collectives); only the chief writes into the run directory, the others into a
-    scratch folder that is removed after each save.
+    In a multi-worker run every worker takes part in every save (saving distributed variables
+    may run collectives, and the save counters must stay in step); only the chief writes into
+    the run directory. Each other worker writes into a fresh folder of its own machine's
+    temporary directory (``tempfile``), removed as soon as the save returns or fails, so a
+    shared filesystem never receives one checkpoint per worker and nothing of a non-chief
+    worker is left in the run directory. Every worker restores from the run directory, that
+    is from the chief's checkpoint, so a restarted job continues from one state everywhere.
 
     Args:
         directory: ``<run_dir>/checkpoints``.
         chief: Whether this process is the chief.
-        worker: This worker's id (names the scratch folder of a non-chief worker).
+        worker: This worker's id (names a non-chief worker's temporary folders).
         max_to_keep: Checkpoints kept (the previous one survives a damaged latest one).
         **objects: Trackable objects to save (network, loss, optimizer).
 
@@ -142,9 +147,9 @@ class Checkpointer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(step=self.step, epoch=self.epoch, **objects)
         self.directory = directory
-        self.scratch = None if chief else directory.parent / f".checkpoints_{worker}"
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.scratch or directory),
-                                                  max_to_keep=max_to_keep)
+        self.chief, self.worker, self.max_to_keep = chief, worker, max_to_keep
+        self.manager = (tf.train.CheckpointManager(self.checkpoint, str(directory),
+                                                   max_to_keep=max_to_keep) if chief else None)
 
     def restore(self) -> bool:
         """Restore the latest checkpoint of the run directory; False when there is none.
@@ -168,9 +173,16 @@ class Checkpointer:
         """Save the state after ``step`` batches and ``epoch`` completed epochs."""
         self.step.assign(step)
         self.epoch.assign(epoch)
-        self.manager.save(checkpoint_number=step)
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.manager is not None:
+            self.manager.save(checkpoint_number=step)
+            return
+        scratch = tempfile.mkdtemp(prefix=f"csvdnet-{self.worker}-checkpoint-")
+        try:
+            # The same save as the chief's (a manager's save increments the save counter too).
+            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=self.max_to_keep
+                                       ).save(checkpoint_number=step)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -178,7 +178,9 @@ class _EpochEnd:
         self.chief = chief
         self.summaries = Summaries(run.logs, enabled=chief)
         self.validation = None
-        if data.val_ids:
+        # Only the chief validates: the others would repeat its work and their results go
+        # nowhere (they wait for it in the next step's all-reduce).
+        if data.val_ids and chief:
             self.validation = make_validation_dataset(data.val_cache, data.val_ids, cfg.data,
                                                       tasks=data.tasks,
                                                       score_classes=cfg.model.score_classes)
