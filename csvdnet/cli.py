@@ -185,7 +185,7 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(config_path, overrides).validate()  # every config error before TF loads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the terminal
+    _quiet_tensorflow()
     from csvdnet.training import fit
 
     result = fit(cfg, resume=resume, progress=not quiet)
@@ -195,6 +195,13 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
         sys.exit(130)
     if calibrate and result.best is not None:
         _calibrate(result.run_dir, "best")
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow now, without its C++ start-up notices on a CPU-only machine."""
+    from csvdnet.tfimport import import_tensorflow
+
+    import_tensorflow()
 
 
 def _calibrate(run_dir: Path | str, weights: str) -> None:
@@ -227,7 +234,7 @@ def calibrate(run_dir: str, weights: str) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_tensorflow()
     _calibrate(run_dir, weights)
 
 
@@ -272,7 +279,10 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
     --runner, Beam's own options after --.
     """
     _check_engine(engine, beam_args, **{"--jobs": jobs > 1})
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if serving_url is None:
+        _quiet_tensorflow()
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rule_sets = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
     if engine == "beam":
         from csvdnet.beam import require_beam
@@ -335,7 +345,7 @@ def export(run_dir: str, out_dir: str, version: int | None, weights: str,
            mixed_precision: bool, description: str | None, heldout_cache: str | None,
            heldout_summary: str | None, card_notes: str | None) -> None:
     """Export RUN_DIR as a TF SavedModel (TF Serving layout) with metadata.json and a model card."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_tensorflow()
     from csvdnet.export import export_run
 
     command = ["csvdnet", "export", run_dir, "--out", out_dir, "--weights", weights]
@@ -364,7 +374,7 @@ def export(run_dir: str, out_dir: str, version: int | None, weights: str,
 @_input_errors_exit_2
 def demo(out_dir: str, model_dir: str | None, seed: int | None, profile: str) -> None:
     """Rate one synthetic subject with the shipped model and compare with its truth."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_tensorflow()
     from csvdnet.demo import DEMO_SEED, format_table, run_demo
 
     result = run_demo(out_dir, model_dir, seed=DEMO_SEED if seed is None else seed,
