@@ -295,6 +295,11 @@ def test_validation_of_a_perfect_and_of_an_empty_predictor():
                               "score_kappa": 1.0, "selection": 1.0}
     assert set(result.losses) == set(tasks)
     np.testing.assert_array_equal(result.example[0], subjects[0][0][0])
+    # The hardest subject is the image summaries' example: the second, predicted empty.
+    mixed = validate(lambda image: perfect(image) if image is subjects[0][0] else empty(image),
+                     subjects, loss, tasks, spacing, thresholds, num_classes=5)
+    assert mixed.example_index == 1
+    np.testing.assert_array_equal(mixed.example[0], subjects[1][0][0])
     result = validate(empty, subjects, loss, tasks, spacing, thresholds, num_classes=5)
     # RSSI is absent from every reference: its Dice (1, nothing predicted) is not selected.
     assert result.metrics == {"dice_wmh": 0.0, "dice_rssi": 1.0, "lesion_f1_wmh": 0.0,
@@ -354,6 +359,14 @@ def test_overlay_colours_masks_and_picks_the_lesion_slice():
     for half in (panels["flair"][:, :8], panels["flair"][:, 8:]):
         pixel = half[6 - 1 - 2, 3]
         assert pixel[0] > pixel[1] and pixel[0] >= 0.55 * TASK_COLOURS["wmh"][0]
+    # With errors, the slice where the prediction is most wrong: 3 false voxels at z = 2.
+    wrong = truth.copy()
+    wrong[1, 1:4, 2] = 1.0
+    panels = overlay_images(image, CHANNELS, {"wmh": truth}, {"wmh": wrong}, {"wmh": 0.5})
+    truth_half, predicted_half = panels["flair"][:, :8], panels["flair"][:, 8:]
+    rows = [6 - 1 - y for y in (1, 2, 3)]
+    assert all(predicted_half[r, 1, 0] > predicted_half[r, 1, 1] for r in rows)
+    assert not any(truth_half[r, 1, 0] > truth_half[r, 1, 1] for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------

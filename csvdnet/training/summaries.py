@@ -56,8 +56,9 @@ def overlay_images(image: np.ndarray, channels: Sequence[str], targets: Mapping[
                    thresholds: Mapping[str, float]) -> dict[str, np.ndarray]:
     """Truth | prediction panels of one subject's axial slice for each overlay sequence.
 
-    Each sequence's slice is the one with the most ground truth of its markers (the middle
-    slice when there is none), so a microbleed on SWI is shown even far from the WMH.
+    Each sequence's slice is the one where the prediction of its markers is most wrong (missed
+    plus false voxels), else the one with the most ground truth, else the middle slice: the
+    panel shows what the network still gets wrong, even a microbleed far from the WMH.
 
     Args:
         image: ``(X, Y, Z, C)`` working-grid image, channels in ``channels`` order.
@@ -74,12 +75,15 @@ def overlay_images(image: np.ndarray, channels: Sequence[str], targets: Mapping[
     shown = {seq: tasks for seq, tasks in shown.items() if tasks}
     truth = {t: targets[t][..., 0] > 0.5 for tasks in shown.values() for t in tasks}
     panels = {}
+    predicted = {t: outputs[t][..., 0] >= thresholds[t] for t in truth}
     for seq, tasks in shown.items():
+        errors = sum((truth[t] != predicted[t]).sum(axis=(0, 1)) for t in tasks)
         foreground = sum(truth[t].sum(axis=(0, 1)) for t in tasks)
-        z = int(np.argmax(foreground)) if foreground.any() else image.shape[2] // 2
+        z = (int(np.argmax(errors)) if errors.any() else
+             int(np.argmax(foreground)) if foreground.any() else image.shape[2] // 2)
         grey = _grey(_axial(image[..., channels.index(seq)], z))
         left = overlay(grey, {t: _axial(truth[t], z) for t in tasks})
-        right = overlay(grey, {t: _axial(outputs[t][..., 0] >= thresholds[t], z) for t in tasks})
+        right = overlay(grey, {t: _axial(predicted[t], z) for t in tasks})
         panels[seq] = np.concatenate([left, right], axis=1)
     return panels
 

@@ -30,9 +30,11 @@ tells whether anything at all was predicted.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.evaluation.detection import match_points, quadratic_weighted_kappa
@@ -156,8 +158,10 @@ class ValidationResult:
     Attributes:
         losses: Mean loss per task over the labelled subjects.
         metrics: Per-task metrics (see the module docstring) and ``selection``.
-        example: The first subject's ``(image, targets, predictions)`` as numpy arrays without
-            the batch dimension, for the image summaries.
+        example: The hardest subject's ``(image, targets, predictions)`` as numpy arrays without
+            the batch dimension, for the image summaries: the one whose own selection metrics
+            (the score's aside) average lowest.
+        example_index: Its position among the validation subjects.
         subjects: Per-subject counts (``_Counts.subject_row``) in input order, when asked for.
     """
 
@@ -165,6 +169,7 @@ class ValidationResult:
     metrics: dict[str, float]
     example: tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]] | None
     subjects: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    example_index: int = 0
 
 
 def validate(predict: Callable[[Any], Mapping[str, Any]],
@@ -172,7 +177,7 @@ def validate(predict: Callable[[Any], Mapping[str, Any]],
              loss: MultiTaskLoss, tasks: Sequence[str], spacing: Sequence[Sequence[float]],
              thresholds: Mapping[str, float], num_classes: int,
              min_lesion_mm3: Mapping[str, float] | None = None,
-             per_subject: bool = False) -> ValidationResult:
+             per_subject: bool = False, progress: bool = False) -> ValidationResult:
     """Predict every validation subject (batch 1, whole volume) and score the predictions.
 
     Args:
@@ -186,6 +191,7 @@ def validate(predict: Callable[[Any], Mapping[str, Any]],
         min_lesion_mm3: Predicted segmentation components smaller than this are dropped, per
             task (as inference does); none dropped for a task not named.
         per_subject: Also return each subject's counts (``ValidationResult.subjects``).
+        progress: Show a progress bar over the subjects (it disappears when done).
 
     Returns:
         Losses, metrics, the first subject for the image summaries and, if asked, per-subject
@@ -193,9 +199,11 @@ def validate(predict: Callable[[Any], Mapping[str, Any]],
     """
     counts = _Counts()
     rows: list[dict[str, float]] = []
-    example = None
+    example, example_index, hardest = None, 0, math.inf
     min_lesion_mm3 = min_lesion_mm3 or {}
-    for (image, targets, weights), voxel in zip(batches, spacing):
+    subjects = tqdm(zip(batches, spacing), total=len(spacing), desc="validation", unit="subject",
+                    leave=False, disable=not progress, dynamic_ncols=True)
+    for index, ((image, targets, weights), voxel) in enumerate(subjects):
         outputs = predict(image)
         subject = _Counts()
         for task in tasks:
@@ -206,10 +214,14 @@ def validate(predict: Callable[[Any], Mapping[str, Any]],
         counts.merge(subject)
         if per_subject:
             rows.append(subject.subject_row())
-        if example is None:
+        difficulty = selection_score(
+            dataclasses.replace(subject, scores=[]).metrics(num_classes)[1])
+        difficulty = 1.0 if math.isnan(difficulty) else difficulty
+        if example is None or difficulty < hardest:
             example = (np.asarray(image[0]), {t: np.asarray(v[0]) for t, v in targets.items()},
                        {t: np.asarray(v[0]) for t, v in outputs.items()})
+            example_index, hardest = index, difficulty
     metrics, selected = counts.metrics(num_classes)
     metrics["selection"] = selection_score(selected)
     losses = {t: total / n for t, (total, n) in counts.losses.items()}
-    return ValidationResult(losses, metrics, example, rows)
+    return ValidationResult(losses, metrics, example, rows, example_index)
