@@ -13,7 +13,6 @@ so only the summation order differs: 2e-7 seen here).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -38,16 +37,15 @@ from test_training import cache, make_cfg  # noqa: F401  (cache: the module-scop
 TESTS = Path(__file__).parent
 EPOCHS, STEPS_PER_EPOCH = 3, 2
 RTOL, ATOL = 1e-5, 1e-6
-RUN_ENTRIES = {"config.yaml", "preprocess.json", "split.json", "logs", "checkpoints", "last"}
+RUN_ENTRIES = {"config.yaml", "preprocess.json", "split.json", "logs", "checkpoints", "best",
+               "last", "calibration.json"}
 
 
 def worker_cfg(cache: Path, run_dir: Path, strategy: str) -> Config:
-    """``make_cfg``'s tiny run (global batch 2, a whole-brain batch every 3rd step) for
-    ``EPOCHS`` x ``STEPS_PER_EPOCH`` steps, without validation (it runs on the chief alone
-    and is covered by tests/test_training.py)."""
-    cfg = make_cfg(cache, run_dir, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
-                   strategy=strategy)
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_fraction=0.0))
+    """``make_cfg``'s tiny run (global batch 2, a whole-brain batch every 3rd step, one
+    validation subject) for ``EPOCHS`` x ``STEPS_PER_EPOCH`` steps."""
+    return make_cfg(cache, run_dir, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
+                    strategy=strategy)
 
 
 def free_ports(count: int) -> list[int]:
@@ -183,6 +181,9 @@ def test_two_workers_equal_one_worker_with_the_same_global_batch(cache, referenc
     outputs = cluster.finish()
     for output in outputs:
         assert f"done: epoch {EPOCHS}, step {EPOCHS * STEPS_PER_EPOCH}" in output, output[-2000:]
+    # Only the chief validated, and so only the chief calibrates the run at the end.
+    assert "calibrated on 1 validation subjects" in outputs[0], outputs[0][-2000:]
+    assert "calibrated" not in outputs[1], outputs[1][-2000:]
     assert_same_state(reference, run_dir)
     # The chief alone wrote the run directory and TensorBoard (one event file); the other
     # worker's checkpoint copies went to its own temporary folders, all removed.
@@ -220,6 +221,8 @@ def test_killed_worker_and_restarted_job_resume_from_the_chiefs_checkpoint(  # n
         assert re.search(rf"resumed .* at step {saved}\b", output), output[-2000:]
         assert f"done: epoch {EPOCHS}, step {total}" in output, output[-2000:]
     assert latest_step(run_dir) == total
+    # The restarted non-chief found the chief's best/metrics.json but does nothing with it.
+    assert "calibrated" in outputs[0] and "calibrated" not in outputs[1], outputs[1][-2000:]
     assert_same_state(reference, run_dir)
     assert {p.name for p in run_dir.iterdir()} == RUN_ENTRIES
     assert list(restarted.tmpdirs[1].iterdir()) == []

@@ -58,7 +58,8 @@ class TrainResult:
             ``learning_rate``, ``samples_per_second``, ``loss/<task>`` (training) and, when it
             validated, ``val_loss/<task>`` and ``val/<metric>``.
         best: ``best/metrics.json`` (selection score, epoch, step, metrics), or None without
-            validation.
+            validation and on the workers of a multi-worker run other than the chief (which
+            neither validate nor write the run directory, so nothing is done with it there).
         policy: The dtype policy used.
         replicas: Replicas in sync.
     """
@@ -330,4 +331,4 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainRes
                                            progress and chief)
     end_epoch.summaries.close()
     return TrainResult(run.path, step, step // cfg.train.steps_per_epoch, interrupted, history,
-                       end_epoch.best, policy, strategy.num_replicas_in_sync)
+                       end_epoch.best if chief else None, policy, strategy.num_replicas_in_sync)
