@@ -1,149 +1,661 @@
-"""Accuracy of a trained run on a held-out cache, against the recipe's targets.
+"""Held-out accuracy against the goals of issue 11, through the code path of ``csvdnet predict``.
 
-Runs :func:`csvdnet.training.heldout.evaluate_run` (working spacing, dense outputs by sliding
-window, the run's thresholds and minimum lesion sizes, exactly as training validates) and prints
-markdown: the pooled metrics next to the demo recipe's aims, per-subject medians and quartiles
-(the VALDO way of reporting), and the confusion of the total SVD score. With ``--calibrate`` it
-first picks each task's threshold on the run's own validation subjects
-(:func:`~csvdnet.training.heldout.calibrate_thresholds`) and evaluates the held-out cache with
-those as well. Writes everything as JSON too.
+What it does:
+
+1. Predicts the held-out cohort with the library code ``csvdnet predict`` runs
+   (:meth:`csvdnet.inference.predictor.Predictor.from_dir`,
+   :func:`csvdnet.inference.cohort.open_input`, :func:`~csvdnet.inference.cohort.predict_cohort`):
+   native-space outputs, the model's stored thresholds and minimum lesion sizes, into
+   ``OUT/predictions`` (every subject redone), timing each subject. ``--model`` is a training
+   run directory or an exported SavedModel directory, as for ``csvdnet predict``. With
+   ``--predictions DIR`` nothing is predicted: an existing ``csvdnet predict`` output folder is
+   evaluated instead (its ``scores.tsv`` ``seconds`` column gives the timing, its subjects'
+   ``report.json`` the model that made it).
+2. Evaluates the predictions against the cohort's labels with
+   :func:`csvdnet.evaluation.evaluate.evaluate` (the code of ``csvdnet evaluate``: native space,
+   95 % percentile bootstrap intervals over subjects) into ``OUT/evaluation``.
+3. Prints the goals table of issue 11 and writes it to ``OUT/results.md`` and
+   ``OUT/results.json``: each figure with its bootstrap interval where ``evaluate`` gives one
+   ("-" where it gives none), the goal, whether it is met and the numbers behind it; the
+   agreement of the rule total with the ordinal-head total; the machine, its CPU flags, the load
+   average, the date, the model, the cohort, its synthesis seed and the number of subjects.
+4. With ``--compare OTHER/results.json``, adds the other run's value and the difference
+   (an A/B comparison, A = this run, B = the other), marking a difference "within the interval"
+   when either run's value lies inside the other's 95 % interval: such a difference is not
+   established by one cohort (run a second seed).
+
+Exit status: 0; 1 when a subject failed to predict or has no prediction (the figures then leave
+it out, and the table says so); 2 for an unusable cohort, model or prediction folder.
+
+The former working-grid mode (``--run`` / ``--cache``, :mod:`csvdnet.training.heldout`) is gone:
+the goals are measured on the outputs users get. ``csvdnet.training.heldout`` still serves
+training's own validation.
 
 Usage (the demo recipe's held-out check, training/README.md)::
 
     csvdnet synth --profile demo --subjects 24 --seed 7 --out demo/heldout
-    csvdnet preprocess demo/heldout/manifest.csv --out demo/heldout-cache \\
-        --config training/configs/synthetic-demo.yaml
-    python benchmarks/bench_accuracy.py --run runs/synthetic-demo --cache demo/heldout-cache \\
-        --calibrate
+    python benchmarks/bench_accuracy.py --model runs/synthetic-demo \\
+        --cohort demo/heldout/manifest.csv --out benchmarks/out/heldout-demo --jobs 2
+
+    # an exported model, with test-time flips, compared with the run above:
+    python benchmarks/bench_accuracy.py --model saved_models/csvdnet-synthetic/1 \\
+        --cohort demo/heldout/manifest.csv --out benchmarks/out/heldout-export-tta --tta \\
+        --label "export + TTA" --compare benchmarks/out/heldout-demo/results.json
+
+    # existing predictions (no prediction run):
+    python benchmarks/bench_accuracy.py --model runs/synthetic-demo \\
+        --cohort demo/heldout/manifest.csv --predictions demo/heldout-pred \\
+        --out benchmarks/out/heldout-demo-existing
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import datetime
 import json
 import os
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
-
-import numpy as np
+from typing import Any, Callable, Mapping
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from csvdnet import __version__  # noqa: E402
 from csvdnet.errors import CsvdnetInputError  # noqa: E402
-from csvdnet.evaluation import DetectionCounts, LesionCounts  # noqa: E402
-from csvdnet.training.heldout import (HeldoutResult, calibrate_thresholds,  # noqa: E402
-                                      evaluate_run)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 
-AIMS = {"dice_wmh": 0.85, "f1_cmb": 0.85, "f1_epvs": 0.85, "lesion_f1_lacune": 0.8,
-        "lesion_f1_rssi": 0.8, "score_kappa": 0.95}
-"""The demo recipe's aims (issue 4): what a network that has learnt the phantoms reaches."""
-
-NAMES = {"dice_wmh": "WMH Dice (voxels, pooled)", "lesion_f1_wmh": "WMH lesion F1",
-         "dice_rssi": "RSSI Dice", "lesion_f1_rssi": "RSSI lesion F1",
-         "dice_lacune": "lacune Dice", "lesion_f1_lacune": "lacune lesion F1",
-         "f1_cmb": "CMB detection F1", "f1_epvs": "EPVS detection F1",
-         "score_accuracy": "total SVD score accuracy",
-         "score_kappa": "total SVD score quadratic-weighted kappa",
-         "selection": "selection score (mean of the aimed metrics)"}
+RESULTS_FORMAT = "csvdnet-bench-accuracy"
+RESULTS_VERSION = 1
 
 
-def _subject_f1(row: dict[str, float], task: str) -> float | None:
-    """Per-subject F1 from the counts; None when the subject has nothing to find or found."""
-    if f"tp_{task}" in row:
-        counts = DetectionCounts(*(int(row[f"{k}_{task}"]) for k in ("tp", "fp", "fn")))
-        return counts.f1 if counts.n_true + counts.n_pred else None
-    if f"lesions_true_{task}" not in row:
+# ----------------------------------------------------------------------------------------------
+# The goals of issue 11, read from csvdnet evaluate's summary.json.
+
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """One row of the goals table.
+
+    Attributes:
+        key: Stable identifier (results.json, --compare).
+        marker: The marker / score.
+        metric: What is measured.
+        goal: The goal's bound.
+        higher_is_better: ``value >= goal`` is met if true, ``value <= goal`` otherwise.
+        read: summary.json -> (value, (ci_low, ci_high) or None, basis dict, basis text), or
+            None when the summary has no such figure.
+    """
+
+    key: str
+    marker: str
+    metric: str
+    goal: float | None
+    higher_is_better: bool
+    read: Callable[[Mapping[str, Any]], tuple[float, tuple[float, float] | None,
+                                               dict[str, Any], str] | None]
+
+
+def _get(tree: Mapping[str, Any], *path: str) -> Any:
+    for name in path:
+        if not isinstance(tree, Mapping) or name not in tree:
+            return None
+        tree = tree[name]
+    return tree
+
+
+def _ci(low: Any, high: Any) -> tuple[float, float] | None:
+    return None if low is None or high is None else (float(low), float(high))
+
+
+def _pooled_dice(task: str):
+    def read(summary):
+        entry = _get(summary, "segmentation", task)
+        if entry is None or _get(entry, "pooled_dice", "value") is None:
+            return None
+        dice, lesions = entry["pooled_dice"], entry.get("pooled_lesions", {})
+        basis = {"subjects": entry["n_subjects"], "true_lesions": lesions.get("true")}
+        text = f"{entry['n_subjects']} subjects, {lesions.get('true')} true lesions"
+        return dice["value"], _ci(dice.get("ci_low"), dice.get("ci_high")), basis, text
+    return read
+
+
+def _lesion_f1(task: str):
+    """Pooled lesion F1 of csvdnet evaluate (26-connected components, found by any overlap)."""
+    def read(summary):
+        entry = _get(summary, "segmentation", task)
+        lesions = _get(entry, "pooled_lesions") if entry else None
+        if lesions is None or _get(lesions, "f1", "value") is None:
+            return None
+        true, found = lesions["true"], lesions["detected"]
+        predicted, hits = lesions["predicted"], lesions["hits"]
+        basis = {"subjects": entry["n_subjects"], "true_lesions": true,
+                 "true_found": found, "missed": true - found, "predicted_lesions": predicted,
+                 "predicted_on_a_true_lesion": hits, "predicted_on_none": predicted - hits}
+        text = (f"{entry['n_subjects']} subjects; {true} true lesions, {found} found "
+                f"({true - found} missed); {predicted} predicted, {predicted - hits} on no "
+                "true lesion")
+        f1 = lesions["f1"]
+        return f1["value"], _ci(f1.get("ci_low"), f1.get("ci_high")), basis, text
+    return read
+
+
+def _detection_f1(task: str):
+    def read(summary):
+        entry = _get(summary, "detection", task)
+        pooled = _get(entry, "pooled") if entry else None
+        if pooled is None or _get(pooled, "f1", "value") is None:
+            return None
+        tp, fp, fn = pooled["tp"], pooled["fp"], pooled["fn"]
+        basis = {"subjects": entry["n_subjects"], "true_points": tp + fn, "tp": tp, "fp": fp,
+                 "fn": fn, "radius_mm": entry.get("radius_mm")}
+        radius = entry.get("radius_mm")
+        match = (f"within {radius:g} mm" if task != "epvs" or radius is None
+                 else f"within {radius:g} mm of the EPVS (tube) when its extent is labelled")
+        text = (f"{entry['n_subjects']} subjects, {tp + fn} true; TP {tp}, FP {fp}, FN {fn} "
+                f"({match})")
+        f1 = pooled["f1"]
+        return f1["value"], _ci(f1.get("ci_low"), f1.get("ci_high")), basis, text
+    return read
+
+
+def _false_positives(task: str):
+    def read(summary):
+        entry = _get(summary, "detection", task)
+        per = _get(entry, "false_positives_per_subject") if entry else None
+        if per is None or per.get("mean") is None:
+            return None
+        fp = _get(entry, "pooled", "fp")
+        basis = {"subjects": per["n"], "fp": fp, "max_per_subject": per.get("max")}
+        text = f"{fp} FP over {per['n']} subjects"
+        if per.get("max") is not None:
+            text += f" (most in one subject: {per['max']:g})"
+        return per["mean"], _ci(per.get("mean_ci_low"), per.get("mean_ci_high")), basis, text
+    return read
+
+
+def _score(kind: str, statistic: str):
+    def read(summary):
+        entry = _get(summary, "total_score", kind)
+        if entry is None or entry.get(statistic) is None:
+            return None
+        n = entry["n"]
+        exact = round(entry["accuracy"] * n)
+        basis = {"subjects": n, "exact": exact, "within_one": entry.get("within_one"),
+                 "confusion": entry.get("confusion")}
+        text = f"{n} subjects, {exact} exact"
+        if entry.get("within_one") is not None:
+            text += f", {round(entry['within_one'] * n)} within one"
+        ci = entry.get(f"{statistic}_ci")
+        return entry[statistic], _ci(*ci) if ci else None, basis, text
+    return read
+
+
+GOALS: tuple[Goal, ...] = (
+    Goal("wmh_dice", "WMH", "Dice (voxels, pooled)", 0.85, True, _pooled_dice("wmh")),
+    Goal("lacune_lesion_f1", "lacunes", "lesion F1 (26-connected, pooled)", 0.80, True,
+         _lesion_f1("lacune")),
+    Goal("rssi_lesion_f1", "RSSI", "lesion F1 (26-connected, pooled)", 0.80, True,
+         _lesion_f1("rssi")),
+    Goal("cmb_f1", "CMB", "detection F1 (4 mm, pooled)", 0.85, True, _detection_f1("cmb")),
+    Goal("cmb_fp_per_subject", "CMB", "false positives per subject (mean)", 1.0, False,
+         _false_positives("cmb")),
+    Goal("epvs_f1", "EPVS", "detection F1 (pooled)", 0.85, True, _detection_f1("epvs")),
+    Goal("rule_total_exact", "total SVD score, rules (Staals)", "exact accuracy", 0.80, True,
+         _score("rule", "accuracy")),
+    Goal("rule_total_kappa", "total SVD score, rules (Staals)", "quadratic-weighted kappa", 0.90,
+         True, _score("rule", "kappa_quadratic")),
+    Goal("ordinal_total_exact", "total SVD score, ordinal head", "exact accuracy", 0.80, True,
+         _score("ordinal", "accuracy")),
+    Goal("ordinal_total_kappa", "total SVD score, ordinal head", "quadratic-weighted kappa", 0.90,
+         True, _score("ordinal", "kappa_quadratic")),
+)
+"""The goals table of issue 11, in its order."""
+
+AGREEMENT: tuple[Goal, ...] = (
+    Goal("rule_vs_ordinal_exact", "rule total vs ordinal total", "exact agreement", None, True,
+         _score("rule_vs_ordinal", "accuracy")),
+    Goal("rule_vs_ordinal_kappa", "rule total vs ordinal total", "quadratic-weighted kappa",
+         None, True, _score("rule_vs_ordinal", "kappa_quadratic")),
+)
+"""How well the two totals agree with each other (no goal)."""
+
+
+def goal_rows(summary: Mapping[str, Any], goals: tuple[Goal, ...] = GOALS) -> list[dict[str, Any]]:
+    """The table's rows from a ``csvdnet evaluate`` summary; absent figures get value None."""
+    rows = []
+    for goal in goals:
+        found = goal.read(summary)
+        row: dict[str, Any] = {"key": goal.key, "marker": goal.marker, "metric": goal.metric,
+                               "goal": goal.goal,
+                               "goal_text": None if goal.goal is None else
+                               f"{'>=' if goal.higher_is_better else '<='} {goal.goal:g}"}
+        if found is None:
+            row.update(value=None, ci=None, met=None, basis={},
+                       basis_text="not in the evaluation (no label or prediction for it)")
+        else:
+            value, ci, basis, text = found
+            met = None if goal.goal is None else (
+                value >= goal.goal if goal.higher_is_better else value <= goal.goal)
+            if basis.get("true_lesions", basis.get("true_points")) == 0:
+                # Nothing to find: evaluate's figure is a convention (F1 1.0 when nothing is
+                # predicted either), not a measurement of the goal.
+                met = None
+                text += "; nothing to find in this cohort, so not a measurement"
+            row.update(value=float(value), ci=list(ci) if ci else None, met=met, basis=basis,
+                       basis_text=text)
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The machine, the cohort, the model.
+
+def cpu_flags() -> dict[str, Any]:
+    """Whether the CPU has avx2, avx512f, avx512_bf16 and AMX (``/proc/cpuinfo`` flags)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        return {"avx2": None, "avx512f": None, "avx512_bf16": None, "amx": None}
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    return {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "avx512_bf16": "avx512_bf16" in flags, "amx": bool(amx), "amx_flags": amx}
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
         return None
-    counts = LesionCounts(*(int(row[f"lesions_{k}_{task}"])
-                            for k in ("true", "detected", "predicted", "hit")))
-    return counts.f1 if counts.true + counts.predicted else None
 
 
-def report(result: HeldoutResult, title: str) -> str:
-    """Markdown: pooled metrics vs aims, per-subject quartiles, score confusion."""
-    lines = [f"### {title}", "",
-             f"Run `{result.run_dir}` ({result.weights} weights, {result.policy}), held-out cache "
-             f"`{result.cache}`: {len(result.subjects)} subjects; prediction (sliding window + "
-             f"whole-volume score) {result.seconds_per_subject:.1f} s per subject (median).",
-             "", "| metric | pooled | per-subject median [IQR] (n) | aim |", "|---|---:|---:|---:|"]
-    for key, name in NAMES.items():
-        if key not in result.metrics:
+def git_commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` when the working tree differs), if in git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, text=True, capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty.strip() else "")
+
+
+def cohort_synthesis(cohort_path: Path) -> dict[str, Any] | None:
+    """``seed`` and ``profile`` from the first subject's ``synth.json`` (a synthetic cohort)."""
+    from csvdnet.io import read_cohort
+
+    cohort = read_cohort(cohort_path)
+    for subject in cohort.subjects:
+        for image in subject.sequences.values():
+            path = Path(image).parent / "synth.json"
+            if path.is_file():
+                try:
+                    record = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    return None
+                return {"seed": record.get("seed"), "profile": record.get("profile"),
+                        "first_subject": subject.id, "synth_json": str(path)}
+        return None
+    return None
+
+
+def reports_model(pred_dir: Path) -> dict[str, Any]:
+    """The model named by the predictions' ``report.json`` files (existing predictions)."""
+    models: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(pred_dir.rglob("*report.json")):
+        try:
+            model = json.loads(path.read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError, AttributeError):
             continue
-        per = []
-        if key.startswith(("dice_", "lesion_f1_", "f1_")):
-            task = key.rsplit("_", 1)[1]
-            for row in result.per_subject:
-                if key.startswith("dice_"):
-                    # Per-subject Dice over the subjects that have the lesion.
-                    if row.get(f"volume_voxels_{task}", 0) > 0:
-                        per.append(row[key])
-                else:
-                    value = _subject_f1(row, task)
-                    if value is not None:
-                        per.append(value)
-        spread = (f"{np.median(per):.3f} [{np.percentile(per, 25):.3f}-"
-                  f"{np.percentile(per, 75):.3f}] ({len(per)})" if per else "")
-        aim = f">= {AIMS[key]}" if key in AIMS else ""
-        lines.append(f"| {name} | {result.metrics[key]:.3f} | {spread} | {aim} |")
-    pairs = [(int(r["score_true"]), int(r["score_predicted"])) for r in result.per_subject
-             if "score_true" in r]
-    if pairs:
-        confusion = np.zeros((5, 5), int)
-        for true, predicted in pairs:
-            confusion[true, predicted] += 1
-        lines += ["", "Total SVD score, rows true, columns predicted:", "",
-                  "| true \\ predicted | 0 | 1 | 2 | 3 | 4 |", "|---|---|---|---|---|---|"]
-        lines += [f"| {i} | " + " | ".join(str(n) for n in confusion[i]) + " |"
-                  for i in range(5)]
-    return "\n".join(lines)
+        if isinstance(model, dict):
+            models.setdefault((str(model.get("path")), str(model.get("sha256"))), model)
+    return {"models": list(models.values()), "consistent": len(models) == 1}
 
+
+def recorded_seconds(pred_dir: Path) -> list[float]:
+    """The ``seconds`` column of an existing ``scores.tsv`` (the predictor's stage timings)."""
+    path = pred_dir / "scores.tsv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        out = []
+        for row in csv.DictReader(handle, delimiter="\t"):
+            try:
+                out.append(float(row.get("seconds") or "nan"))
+            except ValueError:
+                continue
+        return [s for s in out if s == s]
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction and evaluation.
+
+def predict(model: Path, cohort: Path, out: Path, *, jobs: int, tta: bool, weights: str
+            ) -> dict[str, Any]:
+    """Predict ``cohort`` into ``out`` exactly as ``csvdnet predict`` (local engine) does."""
+    from csvdnet.tfimport import import_tensorflow
+
+    tf = import_tensorflow()
+    from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
+    from csvdnet.inference.predictor import Predictor
+
+    started = time.perf_counter()
+    predictor = Predictor.from_dir(model, weights=weights, tta=tta)
+    load_seconds = time.perf_counter() - started
+    subjects, problems, bids = open_input(cohort, predictor.info.channels,
+                                          predictor.preprocess_cfg.reference)
+    total = len(subjects) + len(problems)
+    started = time.perf_counter()
+    summary = predict_cohort(predictor, subjects, out, bids=bids, source=cohort, jobs=jobs,
+                             overwrite=True, on_subject=progress_printer(total),
+                             problems=problems)
+    wall = time.perf_counter() - started
+    seconds = list(summary.seconds.values())
+    return {"made_here": True, "folder": str(out), "jobs": jobs, "tta": tta, "weights": weights,
+            "tensorflow": getattr(tf, "__version__", None),
+            "model": dataclasses.asdict(predictor.info),
+            "subjects_total": total, "predicted": len(summary.done),
+            "failed": {**problems, **summary.failed},
+            "model_load_seconds": round(load_seconds, 2), "wall_seconds": round(wall, 2),
+            "seconds_per_subject_median": round(statistics.median(seconds), 2)
+            if seconds else None,
+            "seconds_per_subject_wall": round(wall / len(seconds), 2) if seconds else None,
+            "seconds_source": "each subject's load + predict + write in predict_cohort, "
+                              f"{jobs} in flight"}
+
+
+def existing_predictions(pred_dir: Path, model: Path) -> dict[str, Any]:
+    seconds = recorded_seconds(pred_dir)
+    reports = reports_model(pred_dir)
+    note = None
+    if reports["models"]:
+        paths = {str(Path(m.get("path", "")).resolve()) for m in reports["models"]}
+        if str(model.resolve()) not in paths:
+            note = (f"the predictions' report.json files name model {sorted(paths)}, not "
+                    f"--model {model}")
+    if not reports["consistent"] and reports["models"]:
+        note = (note + "; " if note else "") + "the predictions come from more than one model"
+    return {"made_here": False, "folder": str(pred_dir), "jobs": None, "tta": None,
+            "weights": None, "model_from_reports": reports["models"], "model_note": note,
+            "seconds_per_subject_median": round(statistics.median(seconds), 2)
+            if seconds else None,
+            "seconds_source": "the `seconds` column of their scores.tsv, the sum of the "
+                              "predictor's stage timings"}
+
+
+def run_evaluation(cohort: Path, pred_dir: Path, out: Path) -> tuple[dict[str, Any], list]:
+    from csvdnet.evaluation.evaluate import evaluate
+
+    seen = [0]
+
+    def progress(subject: str) -> None:
+        seen[0] += 1
+        print(f"evaluated {seen[0]}: {subject}", file=sys.stderr, flush=True)
+
+    result = evaluate(cohort, pred_dir, out, on_subject=progress)
+    return result.summary, result.rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparison and reporting.
+
+def _inside(value: float | None, ci: list[float] | None) -> bool | None:
+    if value is None or not ci:
+        return None
+    return ci[0] <= value <= ci[1]
+
+
+def compare(rows: list[dict[str, Any]], other: Mapping[str, Any]) -> dict[str, Any]:
+    """Per row: B's value and interval, A - B, and whether it is within the intervals."""
+    other_rows = {r["key"]: r for r in other.get("rows", []) + other.get("agreement", [])}
+    out = {}
+    for row in rows:
+        b = other_rows.get(row["key"])
+        if b is None:
+            continue
+        a_value, b_value = row.get("value"), b.get("value")
+        diff = None if a_value is None or b_value is None else a_value - b_value
+        in_a, in_b = _inside(b_value, row.get("ci")), _inside(a_value, b.get("ci"))
+        if diff is None:
+            verdict = "-"
+        elif in_a is None and in_b is None:
+            verdict = "no interval"
+        elif in_a or in_b:
+            verdict = "within the interval"
+        else:
+            verdict = "outside both intervals"
+        out[row["key"]] = {"value": b_value, "ci": b.get("ci"), "met": b.get("met"),
+                           "difference": diff, "verdict": verdict}
+    return out
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ci_text(ci: list[float] | None) -> str:
+    return "-" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _met_text(met: bool | None) -> str:
+    return "-" if met is None else ("yes" if met else "no")
+
+
+def _confusion(title: str, matrix: list[list[int]] | None) -> list[str]:
+    if not matrix:
+        return []
+    k = len(matrix)
+    lines = ["", f"{title} (rows true, columns predicted):", "",
+             "| true \\ predicted | " + " | ".join(str(i) for i in range(k)) + " |",
+             "|---|" + "---:|" * k]
+    lines += [f"| {i} | " + " | ".join(str(n) for n in matrix[i]) + " |" for i in range(k)]
+    return lines
+
+
+def report(record: Mapping[str, Any]) -> str:
+    """The markdown of ``results.md``."""
+    machine, cohort, pred = record["machine"], record["cohort"], record["prediction"]
+    flags = machine["cpu_flags"]
+    flag_text = ", ".join(f"{name} {'yes' if flags.get(name) else 'no'}"
+                          for name in ("avx2", "avx512f", "avx512_bf16", "amx"))
+    if flags.get("amx_flags"):
+        flag_text += f" ({' '.join(flags['amx_flags'])})"
+    load = lambda x: "-" if not x else " / ".join(f"{v:.2f}" for v in x)  # noqa: E731
+    title = "Held-out accuracy against the goals of issue 11"
+    if record.get("label"):
+        title += f": {record['label']}"
+    seed = cohort.get("synthesis") or {}
+    lines = [f"### {title}", "",
+             f"- date: {record['date']}; csvdnet {record['csvdnet_version']}"
+             + (f", commit {record['git_commit']}" if record.get("git_commit") else ""),
+             f"- machine: {machine['description']}; CPU flags: {flag_text}; load average "
+             f"(1 / 5 / 15 min) at start {load(machine['load_average_start'])}, at end "
+             f"{load(machine['load_average_end'])}",
+             f"- model: `{record['model']}`",
+             f"- cohort: `{cohort['path']}`: {cohort['subjects']} subjects, "
+             f"{cohort['evaluated']} evaluated"
+             + (f"; synthetic, seed {seed['seed']} (profile {seed.get('profile')}, from "
+                f"{seed['first_subject']}/synth.json)" if seed.get("seed") is not None
+                else "; no synth.json (seed unknown / not synthetic)")]
+    if pred["made_here"]:
+        lines.append(
+            f"- predictions: made by this run through `csvdnet predict`'s code path into "
+            f"`{pred['folder']}` ({pred['weights']} weights, {pred['jobs']} job(s), TTA "
+            f"{'on' if pred['tta'] else 'off'}, TensorFlow {pred.get('tensorflow')}): "
+            f"{pred['predicted']} of {pred['subjects_total']} predicted; "
+            f"{_num(pred['seconds_per_subject_median'], 1)} s per subject (median; "
+            f"{pred['seconds_source']}), {_num(pred['seconds_per_subject_wall'], 1)} s per "
+            f"subject by wall time, model load {pred['model_load_seconds']:.1f} s")
+        model = pred["model"]
+        lines.append(f"- model record: {model.get('kind')} `{model.get('id')}`, sha256 "
+                     f"{str(model.get('sha256'))[:12]}, spacing {model.get('spacing')}, "
+                     f"thresholds {model.get('thresholds')}")
+        for subject, message in pred["failed"].items():
+            lines.append(f"- **prediction failed** for {subject}: {message}")
+    else:
+        lines.append(
+            f"- predictions: existing, not re-predicted: `{pred['folder']}`; "
+            f"{_num(pred['seconds_per_subject_median'], 1)} s per subject (median, "
+            f"{pred['seconds_source']})")
+        for model in pred.get("model_from_reports", []):
+            lines.append(f"- model named by their reports: {model.get('kind')} "
+                         f"`{model.get('id')}` at `{model.get('path')}`, sha256 "
+                         f"{str(model.get('sha256'))[:12]}, thresholds "
+                         f"{model.get('thresholds')}")
+        if pred.get("model_note"):
+            lines.append(f"- **note**: {pred['model_note']}")
+    missing = record["evaluation"].get("missing_prediction") or []
+    if missing:
+        lines.append(f"- **no prediction** (left out of every figure): {', '.join(missing)}")
+    lines.append(f"- evaluation: `csvdnet evaluate`'s code (native space; 95 % percentile "
+                 f"bootstrap over subjects) in `{record['evaluation']['folder']}`")
+    lines.append("")
+
+    comparison = record.get("comparison")
+    header = ["marker", "metric", "value", "95 % CI", "goal", "met"]
+    if comparison:
+        b = comparison["label"] or comparison["path"]
+        lines += ["A/B comparison: A = this run"
+                  + (f" ({record['label']})" if record.get("label") else "")
+                  + f", B = {b} (`{comparison['path']}`; model `{comparison.get('model')}`, "
+                  f"cohort `{comparison.get('cohort')}`, seed {comparison.get('seed')}). "
+                  "\"within the interval\": one run's value lies inside the other's 95 % "
+                  "interval, so this cohort does not establish the difference.", ""]
+        if comparison.get("warning"):
+            lines += [f"**{comparison['warning']}**", ""]
+        header = ["marker", "metric", "A", "A 95 % CI", "B", "B 95 % CI", "A - B",
+                  "difference", "goal", "A met", "B met"]
+    header.append("basis (A)" if comparison else "basis")
+    lines += ["| " + " | ".join(header) + " |",
+              "|" + "|".join("---" if h in ("marker", "metric", "basis", "basis (A)",
+                                            "difference") else "---:" for h in header) + "|"]
+    for row in record["rows"] + record["agreement"]:
+        cells = [row["marker"], row["metric"], _num(row["value"]), _ci_text(row["ci"])]
+        if comparison:
+            other = comparison["rows"].get(row["key"], {})
+            cells += [_num(other.get("value")), _ci_text(other.get("ci")),
+                      "-" if other.get("difference") is None
+                      else f"{other['difference']:+.3f}", other.get("verdict", "-")]
+        cells += [row["goal_text"] or "(no goal)", _met_text(row["met"])]
+        if comparison:
+            cells.append(_met_text(comparison["rows"].get(row["key"], {}).get("met")))
+        cells.append(row["basis_text"])
+        lines.append("| " + " | ".join(cells) + " |")
+    met = [r["met"] for r in record["rows"] if r["met"] is not None]
+    lines += ["", f"Goals met: {sum(met)} of {len(met)} measured"
+              + (f" ({len(record['rows']) - len(met)} not measured)"
+                 if len(met) < len(record["rows"]) else "") + "."]
+    for row in record["rows"]:
+        if row["key"] in ("rule_total_exact", "ordinal_total_exact"):
+            lines += _confusion(f"Total SVD score, {row['marker'].split(', ')[1]}",
+                                row["basis"].get("confusion"))
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run directory written by csvdnet train")
-    parser.add_argument("--cache", required=True, help="held-out preprocessed cache")
-    parser.add_argument("--weights", choices=("best", "last"), default="best")
-    parser.add_argument("--out", default="benchmarks/out/accuracy.json",
-                        help="JSON with pooled and per-subject metrics")
-    parser.add_argument("--window", type=int, nargs=3, default=None,
-                        help="sliding-window size (default: the run's inference.window)")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="also evaluate with thresholds calibrated on the run's validation "
-                             "subjects")
+    parser.add_argument("--model", required=True,
+                        help="training run directory or exported SavedModel directory")
+    parser.add_argument("--cohort", required=True,
+                        help="labelled held-out cohort: folder or manifest.csv")
+    parser.add_argument("--out", required=True,
+                        help="output folder: predictions/, evaluation/, results.md, results.json")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="subjects in flight at once, as csvdnet predict --jobs")
+    parser.add_argument("--tta", action="store_true", help="left-right flip test-time "
+                                                           "augmentation, as csvdnet predict")
+    parser.add_argument("--weights", choices=("best", "last"), default="best",
+                        help="which weights of a training run")
+    parser.add_argument("--predictions", default=None,
+                        help="evaluate this existing csvdnet predict output instead of "
+                             "predicting")
+    parser.add_argument("--label", default=None, help="a name for this run in the table")
+    parser.add_argument("--compare", default=None,
+                        help="results.json of another run of this script (A/B comparison)")
     args = parser.parse_args(argv)
-    print(f"## Held-out accuracy — `python benchmarks/bench_accuracy.py` "
-          f"({datetime.datetime.now():%Y-%m-%d %H:%M})\n\n{describe_machine()}\n")
-    record = {}
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    model, cohort, out = Path(args.model), Path(args.cohort), Path(args.out)
+    other = None
+    if args.compare:
+        try:
+            other = json.loads(Path(args.compare).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            parser.error(f"--compare {args.compare}: {exc}")
+        if other.get("format") != RESULTS_FORMAT:
+            parser.error(f"--compare {args.compare}: not a results.json of this script")
+    if not cohort.exists():
+        parser.error(f"--cohort {cohort}: not found")
+    if args.predictions and not Path(args.predictions).is_dir():
+        parser.error(f"--predictions {args.predictions}: not a folder")
+    if not args.predictions and not model.is_dir():
+        parser.error(f"--model {model}: not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "label": args.label,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "csvdnet_version": __version__, "git_commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None
+                                                       else sys.argv[1:])]),
+        "model": str(model),
+        "machine": {"description": describe_machine(), "cpu_flags": cpu_flags(),
+                    "load_average_start": load_average()}}
     try:
-        result = evaluate_run(args.run, args.cache, weights=args.weights, window=args.window)
-        record["configured"] = result.to_dict()
-        print(report(result, "With the run's configured thresholds"))
-        if args.calibrate:
-            chosen, table = calibrate_thresholds(args.run, weights=args.weights,
-                                                 window=args.window)
-            record["calibration"] = {"thresholds": chosen,
-                                     "validation_metric_by_threshold": table}
-            print("\nThresholds calibrated on the run's validation subjects (task: threshold, "
-                  "validation metric at each grid value):\n")
-            for task, scores in table.items():
-                grid = ", ".join(f"{v:g}: {m:.3f}" for v, m in scores.items())
-                print(f"- {task}: **{chosen[task]:g}** ({grid})")
-            calibrated = evaluate_run(args.run, args.cache, weights=args.weights,
-                                      window=args.window, thresholds=chosen)
-            record["calibrated"] = calibrated.to_dict()
-            print("\n" + report(calibrated, "With the calibrated thresholds"))
+        synthesis = cohort_synthesis(cohort)
+        if args.predictions:
+            pred_dir = Path(args.predictions)
+            record["prediction"] = existing_predictions(pred_dir, model)
+        else:
+            pred_dir = out / "predictions"
+            record["prediction"] = predict(model, cohort, pred_dir, jobs=args.jobs,
+                                           tta=args.tta, weights=args.weights)
+        summary, _ = run_evaluation(cohort, pred_dir, out / "evaluation")
     except CsvdnetInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    print(f"\n(JSON: {out})")
-    return 0
+    subjects = summary["subjects"]
+    record["machine"]["load_average_end"] = load_average()
+    record["cohort"] = {"path": str(cohort), "subjects": subjects["cohort"],
+                        "evaluated": subjects["evaluated"], "synthesis": synthesis}
+    record["evaluation"] = {"folder": str(out / "evaluation"),
+                            "summary": str(out / "evaluation" / "summary.json"),
+                            "missing_prediction": subjects["missing_prediction"],
+                            "confidence_intervals": _get(summary, "definitions",
+                                                         "confidence_intervals")}
+    record["rows"] = goal_rows(summary)
+    record["agreement"] = goal_rows(summary, AGREEMENT)
+    if other is not None:
+        other_seed = _get(other, "cohort", "synthesis", "seed")
+        warning = None
+        if (other_seed != (synthesis or {}).get("seed")
+                or _get(other, "cohort", "subjects") != subjects["cohort"]):
+            warning = ("B was measured on a different cohort (seed or subject count differs): "
+                       "the difference mixes model and cohort")
+        record["comparison"] = {"path": args.compare, "label": other.get("label"),
+                                "model": other.get("model"),
+                                "cohort": _get(other, "cohort", "path"), "seed": other_seed,
+                                "warning": warning,
+                                "rows": compare(record["rows"] + record["agreement"], other)}
+    text = report(record)
+    (out / "results.md").write_text(text, encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    print(f"(written: {out / 'results.md'}, {out / 'results.json'})")
+    failed = record["prediction"].get("failed") or {}
+    return 1 if failed or subjects["missing_prediction"] else 0
 
 
 if __name__ == "__main__":
