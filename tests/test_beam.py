@@ -106,7 +106,7 @@ def test_beam_predict_writes_what_local_predict_writes_and_resumes(
     assert "flair.nii.gz" in errors[0]["message"]
     scores = list(csv.DictReader(open(beam / "scores.tsv"), delimiter="\t"))
     assert [r["subject"] for r in scores] == ["sub-0000", "sub-0001", "sub-0002"]
-    assert not (beam / ".beam-rows").exists()
+    assert not (beam / ".beam").exists()
 
     # A job that failed after finishing sub-0000 and sub-0001 but before writing scores.tsv:
     # sub-0002 never finished, sub-0001's row is only in the job's record of finished subjects.
@@ -114,8 +114,8 @@ def test_beam_predict_writes_what_local_predict_writes_and_resumes(
                for s in ("sub-0000", "sub-0001")}
     row_sub1 = next(r for r in scores if r["subject"] == "sub-0001")
     shutil.rmtree(beam / "sub-0002")
-    (beam / ".beam-rows").mkdir()
-    (beam / ".beam-rows" / "sub-0001.json").write_text(json.dumps(row_sub1))
+    (beam / ".beam" / "rows").mkdir(parents=True)
+    (beam / ".beam" / "rows" / "sub-0001.json").write_text(json.dumps(row_sub1))
     with open(beam / "scores.tsv", "w") as handle:
         handle.write("".join(line for line in open(local / "scores.tsv")
                              if not line.startswith(("sub-0001", "sub-0002"))))
@@ -123,6 +123,7 @@ def test_beam_predict_writes_what_local_predict_writes_and_resumes(
     assert "predicted 1, skipped 2 already done, failed 1 of 4" in result.output, result.output
     assert {s: (beam / s / "report.json").stat().st_mtime_ns for s in done_at} == done_at
     _assert_same_outputs(local, beam)
+    assert not (beam / ".beam").exists()
 
     # Nothing left to do: no pipeline runs, the tables stay as they are.
     result = _predict(cohort, exported_model, beam, "--engine", "beam")

@@ -16,14 +16,29 @@ subject) pass between those steps as objects in the worker's memory, never encod
 What leaves a worker is a subject's ``scores.tsv`` row or its error (a few hundred bytes),
 gathered by one last step that writes ``scores.tsv`` / ``errors.tsv`` (the cache's
 ``index.json``). Every path must therefore be one that all workers and the launching process
-see (a shared filesystem).
+see (a shared filesystem). The subjects to do go to the workers as a JSON-lines file in the
+output folder (:data:`WORK_DIR`), read by a Beam text source, not as data embedded in the
+pipeline (a biobank's list would outgrow a runner's job-graph limit).
 """
 
 from __future__ import annotations
 
-from csvdnet.errors import CsvdnetInputError
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
 
-__all__ = ["BEAM_MISSING", "RUNNERS", "pipeline_options", "require_beam"]
+from csvdnet.errors import CsvdnetInputError
+from csvdnet.fsutil import atomic_path
+
+__all__ = ["BEAM_MISSING", "RUNNERS", "WORK_DIR", "pipeline_options", "read_subject",
+           "remove_work_dir", "require_beam", "write_subject_list"]
+
+WORK_DIR = ".beam"
+"""Folder of the output (cache) folder holding a Beam job's working files: the list of subjects to
+do, and (prediction) each finished subject's ``scores.tsv`` row until ``scores.tsv`` holds it.
+Removed when the job has finished."""
 
 BEAM_MISSING = ("the beam engine needs Apache Beam, which is not installed: "
                 "pip install 'csvdnet[beam]'")
@@ -69,3 +84,45 @@ def pipeline_options(runner: str, beam_args: tuple[str, ...] | list[str] = ()) -
                                          "pipeline options (--name=value)")
         previous = arg
     return PipelineOptions([f"--runner={runner}", *args])
+
+
+def _subject_dict(subject: Any) -> dict[str, Any]:
+    return {"id": subject.id,
+            "sequences": {k: str(v) for k, v in subject.sequences.items()},
+            "labels": {k: str(v) for k, v in subject.labels.items()},
+            "label_sequence": dict(subject.label_sequence),
+            "ratings": None if subject.ratings is None else dataclasses.asdict(subject.ratings)}
+
+
+def write_subject_list(work: Path, subjects: Iterable[Any]) -> Path:
+    """Write ``subjects`` (:class:`csvdnet.io.Subject`) as JSON lines to ``work/subjects.jsonl``
+    (atomically); return the file."""
+    path = Path(work) / "subjects.jsonl"
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(_subject_dict(s)) + "\n" for s in subjects),
+                       encoding="utf-8")
+    return path
+
+
+def read_subject(line: str) -> Any:
+    """A :class:`csvdnet.io.Subject` from one line of :func:`write_subject_list`'s file."""
+    from csvdnet.io import Subject
+    from csvdnet.io.ratings import Ratings
+
+    record = json.loads(line)
+    return Subject(id=record["id"],
+                   sequences={k: Path(v) for k, v in record["sequences"].items()},
+                   labels={k: Path(v) for k, v in record["labels"].items()},
+                   label_sequence=dict(record["label_sequence"]),
+                   ratings=None if record["ratings"] is None else Ratings(**record["ratings"]))
+
+
+def remove_work_dir(out: Path, keep_rows: bool = False) -> None:
+    """Remove a finished job's :data:`WORK_DIR` (with ``keep_rows``: only its subject list)."""
+    work = Path(out) / WORK_DIR
+    if not keep_rows:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    (work / "subjects.jsonl").unlink(missing_ok=True)
+    if work.is_dir() and not any(work.iterdir()):
+        work.rmdir()

@@ -3,7 +3,8 @@
 The pipeline (``csvdnet.beam`` says what crosses each step)::
 
     subjects (listed here, skip-if-done decided here: csvdnet.inference.cohort.plan_cohort)
-      -> Reshuffle                      spread the subjects (records of file paths) over workers
+      -> ReadFromText + Reshuffle       the subjects (records of file paths, OUT/.beam/
+                                        subjects.jsonl) spread over the workers
       -> LoadPreprocess  (DoFn)         Predictor.prepare: load + preprocess, as local predict
       -> Network         (RunInference with PredictorModelHandler, batch size 1)
       -> FinishWrite     (DoFn)         Predictor.finish (invert, postprocess, regions, scoring)
@@ -13,7 +14,7 @@ The pipeline (``csvdnet.beam`` says what crosses each step)::
 
 A subject that fails in any step becomes an ``errors.tsv`` row (the same ``describe_error`` as
 local predict) and the pipeline goes on. Each finished subject's row is also kept in
-``OUT/.beam-rows/`` until the gather step has written ``scores.tsv``: a rerun after a failed
+``OUT/.beam/rows/`` until the gather step has written ``scores.tsv``: a rerun after a failed
 job counts those subjects as done, so it only predicts what is missing.
 
 The model: :class:`PredictorModelHandler` loads it with ``Predictor.from_dir`` (an exported
@@ -23,6 +24,7 @@ rebuilt), once per worker process (:func:`_predictor`), shared by the handler an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -33,6 +35,7 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
+from csvdnet.beam import WORK_DIR, read_subject, remove_work_dir, write_subject_list
 from csvdnet.fsutil import write_text_atomic
 from csvdnet.inference import outputs
 from csvdnet.inference.cohort import (CohortPlan, CohortSummary, describe_error, plan_cohort,
@@ -42,7 +45,7 @@ __all__ = ["PredictorModelHandler", "ROWS_DIR", "predict_cohort_beam"]
 
 log = logging.getLogger(__name__)
 
-ROWS_DIR = ".beam-rows"
+ROWS_DIR = f"{WORK_DIR}/rows"
 """Folder of ``OUT`` holding each finished subject's ``scores.tsv`` row until the gather step."""
 
 _LOADED: dict[tuple, Any] = {}
@@ -234,10 +237,13 @@ def predict_cohort_beam(model_dir: str | Path, input_path: str | Path, out: str 
     summary = CohortSummary(skipped=list(plan.skipped))
     if plan.todo:
         started = time.perf_counter()
+        listing = write_subject_list(out / WORK_DIR, plan.todo)
+        gather_plan = dataclasses.replace(plan, todo=[])  # the gather step needs no subjects
         with beam.Pipeline(options=options) as pipeline:
             prepared = (pipeline
-                        | "Subjects" >> beam.Create(plan.todo, reshuffle=False)
+                        | "Subjects" >> beam.io.ReadFromText(str(listing))
                         | "Spread" >> beam.Reshuffle()
+                        | "Parse" >> beam.Map(read_subject)
                         | "LoadPreprocess" >> beam.ParDo(_Prepare(spec)).with_outputs(
                             "failed", main="prepared"))
             finished = (prepared.prepared
@@ -246,10 +252,12 @@ def predict_cohort_beam(model_dir: str | Path, input_path: str | Path, out: str 
             _ = ((finished, prepared.failed)
                  | "Results" >> beam.Flatten()
                  | "Collect" >> beam.combiners.ToList()
-                 | "Gather" >> beam.ParDo(_Gather(plan)))
+                 | "Gather" >> beam.ParDo(_Gather(gather_plan)))
+        remove_work_dir(out, keep_rows=True)
         seconds = time.perf_counter() - started
     else:
         _write_tables(plan, [])
+        remove_work_dir(out, keep_rows=True)
         seconds = 0.0
     failed = _read_failed(out / "errors.tsv")
     summary.failed.update({sid: failed[sid] for sid in plan.order if sid in failed})

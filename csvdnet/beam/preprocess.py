@@ -3,7 +3,8 @@
 The same cache as :func:`csvdnet.cache.preprocess_cohort` (the same functions write it)::
 
     subjects to do (listed here: csvdnet.cache.plan_cache; complete subjects kept)
-      -> Reshuffle                spread the subjects (records of file paths) over workers
+      -> ReadFromText + Reshuffle the subjects (records of file paths, CACHE/.beam/
+                                  subjects.jsonl) spread over the workers
       -> Preprocess  (DoFn)       one subject's folder, written atomically by the worker
                                   (csvdnet.cache._process_subject); emits (id, error or None)
       -> Gather      (one step)   index.json (csvdnet.cache.finish_cache)
@@ -16,24 +17,28 @@ other exception is a bug and fails the job (its finished subjects are kept: a re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 
-from csvdnet.cache import CachePlan, CacheSummary, _process_subject, finish_cache, plan_cache
+from csvdnet.beam import WORK_DIR, read_subject, remove_work_dir, write_subject_list
+from csvdnet.cache import (CachePlan, CacheSummary, _process_subject, _subject_dir, finish_cache,
+                           plan_cache)
 
 __all__ = ["preprocess_cohort_beam"]
 
 
 class _Preprocess(beam.DoFn):
-    def __init__(self, cfg: Any, channels: tuple[str, ...]) -> None:
-        self._cfg, self._channels = cfg, channels
+    def __init__(self, cache_dir: str, cfg: Any, channels: tuple[str, ...]) -> None:
+        self._cache_dir, self._cfg, self._channels = cache_dir, cfg, channels
 
-    def process(self, item: tuple[Any, str]) -> Iterable[tuple[str, str | None]]:
-        subject, folder = item
-        yield subject.id, _process_subject(subject, Path(folder), self._cfg, self._channels)
+    def process(self, line: str) -> Iterable[tuple[str, str | None]]:
+        subject = read_subject(line)
+        folder = _subject_dir(Path(self._cache_dir), subject.id)
+        yield subject.id, _process_subject(subject, folder, self._cfg, self._channels)
 
 
 class _Gather(beam.DoFn):
@@ -75,13 +80,16 @@ def preprocess_cohort_beam(cohort: Any, out_dir: str | os.PathLike, cfg: Any, *,
                       overwrite=overwrite)
     if not plan.todo:
         return _finish(plan, [])
+    listing = write_subject_list(plan.cache_dir / WORK_DIR, [s for s, _ in plan.todo])
     with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline
-             | "Subjects" >> beam.Create([(s, str(f)) for s, f in plan.todo], reshuffle=False)
+             | "Subjects" >> beam.io.ReadFromText(str(listing))
              | "Spread" >> beam.Reshuffle()
-             | "Preprocess" >> beam.ParDo(_Preprocess(plan.cfg, plan.channels))
+             | "Preprocess" >> beam.ParDo(_Preprocess(str(plan.cache_dir), plan.cfg,
+                                                      plan.channels))
              | "Collect" >> beam.combiners.ToList()
-             | "Gather" >> beam.ParDo(_Gather(plan)))
+             | "Gather" >> beam.ParDo(_Gather(dataclasses.replace(plan, todo=[]))))
+    remove_work_dir(plan.cache_dir)
     index, done = load_cache(plan.cache_dir)
     failed = dict(index.get("failed", {}))
     todo = {s.id for s, _ in plan.todo}
