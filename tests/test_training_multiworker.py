@@ -32,7 +32,8 @@ from csvdnet.training import fit
 from csvdnet.training.strategy import (cluster_workers, expand_hostlist, make_strategy,
                                        slurm_tf_config)
 from csvdnet.errors import CsvdnetInputError
-from test_training import cache, make_cfg  # noqa: F401  (cache: the module-scoped fixture)
+from _fake_cache import write_cache
+from test_training import CHANNELS, make_cfg, make_subject
 
 TESTS = Path(__file__).parent
 EPOCHS, STEPS_PER_EPOCH = 3, 2
@@ -121,7 +122,15 @@ def assert_same_state(reference: Path, run_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(cache, tmp_path_factory) -> Path:  # noqa: F811
+def cache(tmp_path_factory) -> Path:
+    """tests/test_training.py's four 16^3 subjects (one validates)."""
+    rng = np.random.default_rng(0)
+    subjects = [make_subject(rng, f"s{i}", (5 + 2 * i, 8, 7 + i), i % 3) for i in range(4)]
+    return write_cache(tmp_path_factory.mktemp("multiworker") / "cache", subjects, CHANNELS)
+
+
+@pytest.fixture(scope="module")
+def reference(cache, tmp_path_factory) -> Path:
     """The same run in one process (default strategy, one replica, the same global batch)."""
     run_dir = tmp_path_factory.mktemp("one_worker") / "run"
     result = fit(worker_cfg(cache, run_dir, "default"), progress=False)
@@ -129,7 +138,7 @@ def reference(cache, tmp_path_factory) -> Path:  # noqa: F811
     return run_dir
 
 
-def write_config(cache: Path, run_dir: Path, tmp: Path) -> Path:  # noqa: F811
+def write_config(cache: Path, run_dir: Path, tmp: Path) -> Path:
     path = tmp / "config.yaml"
     path.write_text(dump_config(worker_cfg(cache, run_dir, "multi_worker")))
     return path
@@ -175,7 +184,7 @@ def test_tf_config_and_slurm_step_are_checked(monkeypatch):
 # Two worker processes (slow: each starts TensorFlow and joins the cluster).
 
 @pytest.mark.slow
-def test_two_workers_equal_one_worker_with_the_same_global_batch(cache, reference, tmp_path):  # noqa: F811
+def test_two_workers_equal_one_worker_with_the_same_global_batch(cache, reference, tmp_path):
     run_dir = tmp_path / "run"
     cluster = Cluster(write_config(cache, run_dir, tmp_path), tmp_path, "job")
     outputs = cluster.finish()
@@ -193,7 +202,7 @@ def test_two_workers_equal_one_worker_with_the_same_global_batch(cache, referenc
 
 
 @pytest.mark.slow
-def test_killed_worker_and_restarted_job_resume_from_the_chiefs_checkpoint(  # noqa: F811
+def test_killed_worker_and_restarted_job_resume_from_the_chiefs_checkpoint(
         cache, reference, tmp_path):
     run_dir = tmp_path / "run"
     config = write_config(cache, run_dir, tmp_path)
@@ -205,12 +214,15 @@ def test_killed_worker_and_restarted_job_resume_from_the_chiefs_checkpoint(  # n
             assert all(p.poll() is None for p in cluster.processes), \
                 [p.communicate()[0][-2000:] for p in cluster.processes]
             time.sleep(0.1)
-        # SIGKILL the non-chief mid-run; the chief then blocks in the next all-reduce and, as a
-        # scheduler would, the job is torn down.
+        # SIGKILL the non-chief mid-run: the chief, waiting in an all-reduce, learns from the
+        # cluster's heartbeats that it is gone and fails (about 10 s here) instead of hanging.
         cluster.processes[1].send_signal(signal.SIGKILL)
         cluster.processes[1].wait(timeout=60)
+        output = cluster.processes[0].communicate(timeout=180)[0]
     finally:
         cluster.kill()
+    assert cluster.processes[0].returncode == 1, output[-2000:]
+    assert "UnavailableError" in output and "unhealthy" in output, output[-2000:]
     saved = latest_step(run_dir)
     assert 0 < saved < total and saved % STEPS_PER_EPOCH == 0, saved
 
