@@ -90,6 +90,20 @@ def test_registered_regions_match_a_synthetic_subject(tiny_subject: dict,
         oracle, tiny_subject["regions"]) - 0.05
 
 
+def test_registration_gives_the_same_affine_every_run_whatever_the_threads(
+        tiny_subject: dict) -> None:
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(4)  # as on a 4-core machine
+    try:
+        runs = [template_to_subject(tiny_subject["flair"], tiny_subject["brain"])
+                for _ in range(3)]
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+    assert all(np.array_equal(runs[0], other) for other in runs[1:])
+
+
 def test_an_image_without_a_brain_is_refused() -> None:
     with pytest.raises(CsvdnetInputError, match="no brain"):
         template_to_subject(Image(np.zeros((20, 20, 20)), np.eye(4)))
