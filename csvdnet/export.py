@@ -133,7 +133,15 @@ def _training_record(run_dir: Path, cfg: Any, weights: str, description: str) ->
     metrics = _read_json(run_dir / weights / "metrics.json") or {}
     split = _read_json(run_dir / "split.json") or {}
     counts = {key: len(value) for key, value in split.items() if isinstance(value, list)}
+    from csvdnet.training.calibration import load_calibration
+
+    calibration = load_calibration(run_dir)
+    if calibration is not None:  # what the thresholds in metadata.json were chosen on
+        calibration = {"subjects": len(calibration.get("subjects", [])),
+                       "weights": calibration.get("weights"),
+                       "tasks": calibration.get("tasks", {})}
     return {"description": description, "run": run_dir.name, "weights": weights,
+            "calibration": calibration,
             "epoch": metrics.get("epoch"), "step": metrics.get("step"),
             "validation": metrics.get("metrics", {}), "subjects": counts,
             "recipe": {"epochs": cfg.train.epochs, "steps_per_epoch": cfg.train.steps_per_epoch,

@@ -104,6 +104,7 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
         "+ shape in, the outputs of `serving_default` out).",
         f"- Thresholds: {m['thresholds']}; smallest lesion reported (mm3): "
         f"{m['min_lesion_mm3']}; rule sets: {', '.join(m['rule_sets'])}.",
+        _calibration_line(m.get("training", {}).get("calibration")),
         f"- Modality dropout in training: {m['modality_dropout']} (a missing sequence is "
         f"{'flagged, not refused' if m['modality_dropout'] > 0 else 'refused'}).", "",
         "## Training data", "", description, "",
@@ -115,7 +116,7 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
     if recipe:
         lines += ["Recipe: " + ", ".join(f"{k} {v}" for k, v in recipe.items()) + ".", ""]
     lines += ["## Evaluation", "", "Validation subjects of the run (the epoch the weights come "
-              "from; thresholds as configured):", ""]
+              "from; thresholds as configured in the recipe, before calibration):", ""]
     lines += _metric_rows(training.get("validation") or {}) if training.get("validation") \
         else ["(no validation metrics recorded)"]
     evaluation = m.get("evaluation")
@@ -152,3 +153,18 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
     if notes:
         lines += [notes.strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _calibration_line(calibration: dict | None) -> str:
+    """How the thresholds were chosen, for the model card."""
+    if not calibration:
+        return "- Thresholds as configured in the recipe (not calibrated)."
+    chosen = [f"{task} {found['metric']} {found['configured']:.2f} -> {found['value']:.2f} "
+              f"({found['lesions']} lesions)"
+              for task, found in calibration.get("tasks", {}).items() if found.get("calibrated")]
+    kept = [task for task, found in calibration.get("tasks", {}).items()
+            if not found.get("calibrated")]
+    return (f"- Thresholds and smallest sizes calibrated on the run's "
+            f"{calibration.get('subjects', 0)} validation subjects (`csvdnet calibrate`): "
+            + ("; ".join(chosen) or "none changed")
+            + (f"; kept as configured: {', '.join(kept)}" if kept else "") + ".")

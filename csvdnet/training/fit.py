@@ -22,7 +22,7 @@ import tensorflow as tf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from csvdnet import SCORE_TASK
+from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.config import Config, TrainConfig
 from csvdnet.data import make_dataset, make_validation_dataset
 from csvdnet.inference import windowed_predictor
@@ -36,7 +36,7 @@ from csvdnet.training.signals import stop_on_signals
 from csvdnet.training.step import Batch, TrainStep, make_train_step
 from csvdnet.training.strategy import is_chief, make_strategy, worker_id
 from csvdnet.training.summaries import Summaries, overlay_images
-from csvdnet.training.validation import validate
+from csvdnet.training.validation import selected_metric, validate
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,7 @@ class _EpochEnd:
                  state: Checkpointer, chief: bool):
         self.cfg, self.run, self.data, self.parts, self.state = cfg, run, data, parts, state
         self.chief = chief
+        self.progress = False  # a progress bar over the validation subjects (set by fit)
         self.summaries = Summaries(run.logs, enabled=chief)
         self.validation = None
         # Only the chief validates: the others would repeat its work and their results go
@@ -216,7 +217,8 @@ class _EpochEnd:
         cfg = self.cfg
         result = validate(self.predict, self.validation, self.parts.loss, self.data.tasks,
                           self.data.val_spacing, cfg.inference.thresholds,
-                          cfg.model.score_classes, cfg.inference.min_lesion_mm3)
+                          cfg.model.score_classes, cfg.inference.min_lesion_mm3,
+                          progress=self.progress)
         self.summaries.scalars("validation", {
             **{f"loss/{k}": v for k, v in result.losses.items()},
             **{f"metrics/{k}": v for k, v in result.metrics.items()}}, step)
@@ -235,6 +237,24 @@ class _EpochEnd:
                 **{f"val/{k}": v for k, v in result.metrics.items()}}
 
 
+def epoch_line(record: dict[str, float], epochs: int, per_step: float, eta: float) -> str:
+    """The line printed after an epoch: step time, ETA, training loss and, when it validated,
+    each task's selection metric (validation.selected_metric) and the selection score."""
+    minutes = int(round(eta / 60.0))
+    eta_text = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+    line = (f"epoch {int(record['epoch'])}/{epochs} step {int(record['step'])} "
+            f"({per_step:.2f} s/step, ETA {eta_text}): loss {record['loss/total']:.4g}")
+    shown = []
+    for task in (*SEGMENTATION_TASKS, *DETECTION_TASKS, SCORE_TASK):
+        metric = selected_metric(task)
+        if metric is not None and f"val/{metric}" in record:
+            name = "kappa" if task == SCORE_TASK else metric.replace(f"_{task}", "")
+            shown.append(f"{task} {name.replace('_', ' ')} {record[f'val/{metric}']:.3f}")
+    if "val/selection" in record:
+        shown.append(f"selection {record['val/selection']:.3f}")
+    return line + (" | val " + ", ".join(shown) if shown else "")
+
+
 def _loop(cfg: Config, step: int, batches: Iterator[Batch], train_step: TrainStep,
           end_epoch: _EpochEnd, progress: bool) -> tuple[int, list[dict[str, float]], bool]:
     """Run the remaining epochs from global ``step``; SIGINT / SIGTERM save and stop.
@@ -247,6 +267,7 @@ def _loop(cfg: Config, step: int, batches: Iterator[Batch], train_step: TrainSte
     stopping = False  # agreed by all workers through the step (see make_train_step)
     bar = tqdm(total=epochs * spe, initial=step, unit="step", dynamic_ncols=True,
                disable=not progress)
+    first_step, run_started = step, time.perf_counter()
     with stop_on_signals() as stop, logging_redirect_tqdm():
         for epoch in range(step // spe, epochs):
             means, started = _Means(), time.perf_counter()
@@ -263,10 +284,12 @@ def _loop(cfg: Config, step: int, batches: Iterator[Batch], train_step: TrainSte
                 end_epoch.state.save(step, epoch)
             else:
                 history.append(end_epoch(epoch, step, means, time.perf_counter() - started))
+                per_step = (time.perf_counter() - run_started) / max(step - first_step, 1)
+                line = epoch_line(history[-1], epochs, per_step, (epochs * spe - step) * per_step)
                 if progress:
-                    bar.write(f"epoch {epoch + 1}/{epochs} step {step}: " + "  ".join(
-                        f"{k} {history[-1][k]:.4g}" for k in ("loss/total", "val/selection")
-                        if k in history[-1]))
+                    bar.write(line)
+                elif end_epoch.chief:
+                    logger.info(line)
             if stopping:
                 logger.warning("stopped by a signal at step %d: continue with --resume", step)
                 break
@@ -327,6 +350,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainRes
         batches = iter(strategy.experimental_distribute_dataset(
             _training_dataset(cfg, data, step)))
         end_epoch = _EpochEnd(cfg, run, data, parts, state, chief)
+        end_epoch.progress = progress and chief
         step, history, interrupted = _loop(cfg, step, batches, train_step, end_epoch,
                                            progress and chief)
     end_epoch.summaries.close()
