@@ -279,15 +279,16 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
     --runner, Beam's own options after --.
     """
     _check_engine(engine, beam_args, **{"--jobs": jobs > 1})
+    if engine == "beam":  # a missing extra is said before TensorFlow's seconds of import
+        from csvdnet.beam import require_beam
+
+        require_beam()
     if serving_url is None:
         _quiet_tensorflow()
     else:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rule_sets = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
     if engine == "beam":
-        from csvdnet.beam import require_beam
-
-        require_beam()
         from csvdnet.beam.predict import predict_cohort_beam
 
         summary, total = predict_cohort_beam(
