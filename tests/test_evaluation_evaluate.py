@@ -192,8 +192,9 @@ def test_synthetic_cohort_numbers_agree_with_the_planted_truth(tmp_path):
     n_cmb = len(read_points(second.labels["cmb"]))
     epvs = list(csv.DictReader(open(second.labels["epvs"])))
 
-    def along(world):  # 0.4 x the tube's length from its midpoint: on the tube, off the point
-        return world + np.array([[0.4 * float(r["length_mm"]), 0, 0] for r in epvs])
+    def along(world):  # 0.4 x the tube's length along its axis: on the centreline, off the point
+        return world + np.array([[0.4 * float(r["length_mm"]) * float(r[f"d{axis}"])
+                                  for axis in "xyz"] for r in epvs])
 
     edits = {second.id: Edits(masks={"wmh": lambda m: m & keep}, points={
         "cmb": lambda w: w[:0], "epvs": along}, scores={"ordinal_total": 4})}
