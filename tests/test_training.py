@@ -31,7 +31,7 @@ from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
 from csvdnet.training import fit
 from csvdnet.training.checkpoints import WEIGHTS_NAME, ema_weights
-from csvdnet.training.heldout import calibrate_thresholds, evaluate_run
+from csvdnet.training.heldout import evaluate_run
 from csvdnet.training.plan import check_config, split_subjects
 from csvdnet.training.precision import cpu_has_bf16, resolve_policy
 from csvdnet.training.signals import stop_on_signals
@@ -442,21 +442,25 @@ def test_heldout_evaluation_repeats_the_runs_validation(cache, one_epoch, tmp_pa
         evaluate_run(run_dir, tmp_path)
 
 
-def test_thresholds_calibrate_on_the_validation_subjects(cache, one_epoch):
-    run_dir, _ = one_epoch
+def test_calibration_agrees_with_the_held_out_check(cache, one_epoch, tmp_path, monkeypatch):
+    # The calibrated value of a task is what evaluate_run measures on the same validation
+    # subjects at the chosen threshold (one path for the metric, not two).
+    from csvdnet.training import calibration
+
+    monkeypatch.setattr(calibration, "MIN_LESIONS", 1)  # the fake validation subject has one
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_epoch[0], run_dir)
     validation = json.loads((run_dir / "split.json").read_text())["validation"]
-    chosen, table = calibrate_thresholds(run_dir, grid=(0.2, 0.5, 0.8))
-    assert set(table) == {"wmh", "cmb"}  # the dense tasks the validation subject has lesions of
-    for value in (0.2, 0.8):
-        held = evaluate_run(run_dir, cache, subjects=validation,
-                            thresholds={"wmh": value, "cmb": value})
-        assert table["wmh"][value] == pytest.approx(held.metrics["dice_wmh"])
-        assert table["cmb"][value] == pytest.approx(held.metrics["f1_cmb"])
-    for task, configured in (("wmh", 0.5), ("cmb", 0.3)):
-        top = max(table[task].values())
-        best = [v for v, score in table[task].items() if score == top]
-        assert chosen[task] == min(best, key=lambda v: abs(v - configured))
-    assert chosen["rssi"] == 0.5 and chosen["epvs"] == 0.3  # nothing to calibrate on: kept
+    record = calibration.calibrate_run(run_dir)
+    assert set(record["tasks"]) == {"wmh", "cmb"}  # the dense tasks with lesions in validation
+    held = evaluate_run(run_dir, cache, subjects=validation)  # now with calibration.json
+    for task, metric in (("wmh", "dice_wmh"), ("cmb", "f1_cmb")):
+        found = record["tasks"][task]
+        if found["calibrated"]:
+            assert found["value"] == pytest.approx(held.metrics[metric], abs=1e-6)
+        else:  # found at no threshold by a one-epoch network
+            assert found["reason"].startswith("nothing found") and held.metrics[metric] == 0.0
+    assert record["thresholds"]["rssi"] == 0.5 and record["thresholds"]["epvs"] == 0.3  # kept
 
 
 def test_stopped_and_resumed_run_equals_an_uninterrupted_one(cache, one_epoch, tmp_path):

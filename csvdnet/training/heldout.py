@@ -11,7 +11,6 @@ space is ``csvdnet evaluate``'s job.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,12 +31,10 @@ from csvdnet.training.checkpoints import WEIGHTS_NAME
 from csvdnet.training.plan import labelled_tasks, open_cache
 from csvdnet.training.precision import dtype_policy, resolve_policy
 from csvdnet.training.record import load_preprocess_record, run_config
-from csvdnet.training.validation import ValidationResult, selected_metric, validate
+from csvdnet.training.validation import ValidationResult, validate
 
 logger = logging.getLogger(__name__)
 
-THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-"""Candidate thresholds of :func:`calibrate_thresholds`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +147,8 @@ def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best
         subjects: Subjects to evaluate (default: all of the cache).
         window: Sliding-window size of the dense outputs (default: the run's
             ``inference.window``; the training patch size is the natural choice).
-        thresholds: Per-task thresholds replacing the run's ``inference.thresholds`` (e.g.
-            from :func:`calibrate_thresholds`).
+        thresholds: Per-task thresholds replacing the run's (calibrated, when the run has
+            ``calibration.json``: :mod:`csvdnet.training.calibration`) ``inference.thresholds``.
 
     Returns:
         Pooled and per-subject metrics.
@@ -179,60 +176,3 @@ def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best
     return HeldoutResult(Path(run_dir), weights, setup.cache, tuple(setup.ids), setup.tasks,
                          result.metrics, result.losses, result.subjects,
                          float(np.median(seconds[1:] or seconds)), policy)
-
-
-def calibrate_thresholds(run_dir: str | Path, *, weights: str = "best",
-                         grid: Sequence[float] = THRESHOLD_GRID,
-                         window: Sequence[int] | None = None
-                         ) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
-    """Per dense task, the threshold that does best on the run's own validation subjects.
-
-    Each task's threshold is the grid value that maximises the metric the selection score uses
-    for it (WMH Dice, RSSI / lacune lesion F1, CMB / EPVS detection F1), ties going to the
-    value nearest the configured one. A task without a lesion in any validation subject keeps
-    its configured threshold: nothing there to calibrate on. Calibrate on validation subjects,
-    then apply to held-out ones, never the other way round.
-
-    Args:
-        run_dir: The run directory (its ``split.json`` names the validation subjects).
-        weights: ``"best"`` or ``"last"``.
-        grid: Candidate thresholds.
-        window: Sliding-window size (default: the run's ``inference.window``).
-
-    Returns:
-        ``(thresholds by task, {task: {threshold: metric}})``.
-
-    Raises:
-        CsvdnetInputError: Not a run, missing weights or split, or a run without validation.
-    """
-    cfg = run_config(run_dir)
-    split_path = Path(run_dir) / "split.json"
-    if not split_path.is_file():
-        raise CsvdnetInputError(run_dir, "no split.json: not a training run")
-    val_ids = json.loads(split_path.read_text(encoding="utf-8"))["validation"]
-    if not val_ids:
-        raise CsvdnetInputError(split_path, "the run has no validation subjects to calibrate on")
-    with dtype_policy(resolve_policy(cfg.train.mixed_precision)):
-        setup = _Setup(run_dir, cfg, weights, cfg.train.val_cache or cfg.data.cache, val_ids,
-                       window)
-        stored = [(image, targets, sample_weights, setup.predict(image))
-                  for image, targets, sample_weights in setup.dataset]
-    batches = [(image, targets, sample_weights)
-               for image, targets, sample_weights, _ in stored]
-    configured = dict(cfg.inference.thresholds)
-    # Dense tasks with a lesion (or a point) in some validation subject: the ones to calibrate.
-    present = [task for task in setup.tasks if task in configured
-               and any(float(np.max(targets[task])) > 0.5 for _, targets, *_ in stored)]
-    table: dict[str, dict[float, float]] = {}
-    for value in grid:
-        outputs = iter([out for *_, out in stored])
-        result = setup.validate(lambda image: next(outputs), batches,
-                                {task: float(value) for task in configured})
-        for task in present:
-            table.setdefault(task, {})[float(value)] = result.metrics[selected_metric(task)]
-    chosen = dict(configured)
-    for task, scores in table.items():
-        top = max(scores.values())
-        chosen[task] = min((v for v, score in scores.items() if score == top),
-                           key=lambda v: abs(v - configured[task]))
-    return chosen, table
