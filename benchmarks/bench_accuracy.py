@@ -38,7 +38,7 @@ Usage (the demo recipe's held-out check, training/README.md)::
         --cohort demo/heldout/manifest.csv --out benchmarks/out/heldout-demo --jobs 2
 
     # an exported model, with test-time flips, compared with the run above:
-    python benchmarks/bench_accuracy.py --model saved_models/csvdnet-synthetic/1 \\
+    python benchmarks/bench_accuracy.py --model saved_models/csvdnet-synthetic/2 \\
         --cohort demo/heldout/manifest.csv --out benchmarks/out/heldout-export-tta --tta \\
         --label "export + TTA" --compare benchmarks/out/heldout-demo/results.json
 

@@ -17,7 +17,7 @@ after the network.
 Usage::
 
     python inference/rest_client_example.py http://localhost:8501/v1/models/csvdnet-synthetic \
-        saved_models/csvdnet-synthetic/1/metadata.json
+        saved_models/csvdnet-synthetic/2/metadata.json
 """
 
 from __future__ import annotations
