@@ -84,10 +84,11 @@ def _component_sizes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, np.bincount(labels.ravel(), minlength=count + 1)
 
 
-def _lesion_stats(truth: np.ndarray, probability: np.ndarray, threshold: float,
+def _lesion_stats(truth: np.ndarray, true_labels: np.ndarray, n_true: int,
+                  probability: np.ndarray, threshold: float,
                   min_voxels: Sequence[float]) -> list[tuple[LesionCounts, float, float]]:
-    """For each smallest size: lesion counts, intersection and |P| + |T| of one subject."""
-    true_labels, n_true = ndimage.label(truth, structure=CONNECTIVITY)
+    """For each smallest size: lesion counts, intersection and |P| + |T| of one subject
+    (``true_labels``, ``n_true``: the truth's 26-connected components, labelled once)."""
     labels, sizes = _component_sizes(probability >= threshold)
     out = []
     for smallest in min_voxels:
@@ -134,9 +135,10 @@ def calibrate_segmentation(task: str, subjects: Iterable[tuple[np.ndarray, np.nd
     lesions = 0
     for truth, probability, voxel_mm3 in subjects:
         truth, probability = _crop(truth, probability, min(candidates))
-        lesions += ndimage.label(truth, structure=CONNECTIVITY)[1]
+        true_labels, n_true = ndimage.label(truth, structure=CONNECTIVITY)
+        lesions += n_true
         for threshold in candidates:
-            stats = _lesion_stats(truth, probability, threshold,
+            stats = _lesion_stats(truth, true_labels, n_true, probability, threshold,
                                   [s / voxel_mm3 for s in grid_sizes])
             for size, (counts, overlap, total) in zip(grid_sizes, stats):
                 entry = totals.setdefault((threshold, size), [LesionCounts(), 0.0, 0.0])
