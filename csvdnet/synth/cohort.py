@@ -38,7 +38,8 @@ from csvdnet.fsutil import atomic_dir, write_text_atomic
 from csvdnet.io import Ratings, save_nifti, write_points, write_ratings
 from csvdnet.synth.anatomy import Anatomy, SubjectWarp, build_anatomy
 from csvdnet.synth.geometry import Grid, box_average, rigid_matrix
-from csvdnet.synth.lesions import Lesions, plant_lesions, reference_mask
+from csvdnet.synth.lesions import Lesions, plant_lesions
+from csvdnet.synth.shapes import reference_mask
 from csvdnet.synth.profiles import Profile, resolve_profile
 from csvdnet.synth.ratings import Plan, check_prevalence, recount, sample_plan
 from csvdnet.synth.sequences import native_grid, render
