@@ -1,4 +1,4 @@
-"""Thresholds and smallest lesion sizes calibrated on a run's validation subjects, kept with the run.
+"""Thresholds and smallest lesion sizes calibrated on a run's validation subjects, kept with it.
 
 ``calibrate_run(run_dir)`` predicts every validation subject of the run once (working grid, the
 run's sliding window, its ``best/`` weights), then searches, per dense task:
@@ -212,7 +212,7 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
         CsvdnetInputError: Not a run, no weights, or no validation subjects.
     """
     from csvdnet.losses import PEAK_THRESHOLD
-    from csvdnet.training.heldout import _Setup
+    from csvdnet.training.heldout import RunOnCache
     from csvdnet.training.precision import dtype_policy, resolve_policy
     from csvdnet.training.record import run_config
 
@@ -225,8 +225,8 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
     if not val_ids:
         raise CsvdnetInputError(split_path, "the run has no validation subjects to calibrate on")
     with dtype_policy(resolve_policy(cfg.train.mixed_precision)):
-        setup = _Setup(run_dir, cfg, weights, cfg.train.val_cache or cfg.data.cache, val_ids,
-                       window)
+        setup = RunOnCache(run_dir, cfg, weights, cfg.train.val_cache or cfg.data.cache,
+                           val_ids, window)
         kept: dict[str, list[tuple[Any, ...]]] = {}
         for (image, targets, sample_weights), spacing in zip(setup.dataset, setup.spacing):
             outputs = setup.predict(image)

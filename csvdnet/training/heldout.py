@@ -103,7 +103,7 @@ def _warn_if_preprocessed_differently(cache: Path, trained: Any) -> None:
                        "; ".join(f"{k} {made.get(k)!r} vs {expected.get(k)!r}" for k in differ))
 
 
-class _Setup:
+class RunOnCache:
     """A run's network over one cache's subjects: dataset, tasks, spacing, windowed predictor."""
 
     def __init__(self, run_dir: str | Path, cfg: Config, weights: str, cache: str | Path,
@@ -161,7 +161,7 @@ def evaluate_run(run_dir: str | Path, cache: str | Path, *, weights: str = "best
     # The run's policy: the numbers match what its validation logged.
     policy = resolve_policy(cfg.train.mixed_precision)
     with dtype_policy(policy):
-        setup = _Setup(run_dir, cfg, weights, cache, subjects, window)
+        setup = RunOnCache(run_dir, cfg, weights, cache, subjects, window)
         seconds: list[float] = []
 
         def predict(image: tf.Tensor) -> dict[str, np.ndarray]:
