@@ -222,7 +222,11 @@ def test_killed_worker_and_restarted_job_resume_from_the_chiefs_checkpoint(
     finally:
         cluster.kill()
     assert cluster.processes[0].returncode == 1, output[-2000:]
-    assert "UnavailableError" in output and "unhealthy" in output, output[-2000:]
+    # How the chief learns it depends on timing: the heartbeats mark the peer unhealthy, or its
+    # pending receive sees the connection reset (seen on a quiet machine); both are Unavailable.
+    assert "UnavailableError" in output and ("unhealthy" in output
+                                             or "Connection reset by peer" in output), \
+        output[-2000:]
     saved = latest_step(run_dir)
     assert 0 < saved < total and saved % STEPS_PER_EPOCH == 0, saved
 
