@@ -88,3 +88,29 @@ def test_a_subject_without_its_reference_is_recorded_not_fatal(tmp_path):
     errors = list(csv.DictReader(open(out / "errors.tsv"), delimiter="\t"))
     assert [(e["subject"], e["error"]) for e in errors] == [("s1", "input")]
     assert "flair" in errors[0]["message"]
+
+
+def test_no_subject_folder_vanishes_hospital_capitals_are_read_others_listed(tmp_path):
+    cohort = tmp_path / "cohort"
+    first = write_subject(cohort / "s0", "RAS")
+    write_subject(cohort / "s1", "RAS")
+    for name in ("flair", "t1"):  # as a hospital export names them
+        (cohort / "s1" / f"{name}.nii.gz").rename(cohort / "s1" / f"{name.upper()}.nii.gz")
+    (cohort / "s2").mkdir()
+    (cohort / "s2" / "export.log").write_text("DICOM export finished\n")
+    found, problems, _ = open_input(cohort, ("flair", "t1"), "flair")
+    assert [s.id for s in found] == ["s0", "s1"] and list(problems) == ["s2"]
+    assert list(found[1].sequences) == ["flair", "t1"]
+
+    out = tmp_path / "out"
+    summary = predict_cohort(oracle_predictor(normalised_level(first)), found, out,
+                             problems=problems)
+
+    assert summary.done == ["s0", "s1"]
+    scores = list(csv.DictReader(open(out / "scores.tsv"), delimiter="\t"))
+    errors = list(csv.DictReader(open(out / "errors.tsv"), delimiter="\t"))
+    assert [r["subject"] for r in scores] == ["s0", "s1"]
+    assert [(e["subject"], e["error"]) for e in errors] == [("s2", "input")]
+    assert "holds no NIfTI image (found export.log)" in errors[0]["message"]
+    single, _, _ = open_input(cohort / "s1", ("flair", "t1"), "flair")
+    assert [s.id for s in single] == ["s1"] and list(single[0].sequences) == ["flair", "t1"]

@@ -52,6 +52,55 @@ def test_cohort_folder_discovery(tmp_path):
     assert s02.ratings == Ratings(fazekas_pv=2, cmb_count=3)
     with pytest.raises(KeyError, match="s03"):
         cohort["s03"]
+    # every folder is a subject or a listed problem, never skipped without a word
+    assert list(cohort.problems) == ["backup", "docs"]
+    assert cohort.problems["backup"] == (
+        f"{root / 'backup'}: no flair image (the reference sequence): the folder holds no NIfTI "
+        "image (found flair.nii.bak)")
+    assert cohort.problems["docs"].endswith("the folder holds no NIfTI image (found readme.txt)")
+
+
+@pytest.mark.parametrize("names, expected", [
+    (("FLAIR.nii.gz", "T1.nii.gz"), {"flair": "FLAIR.nii.gz", "t1": "T1.nii.gz"}),
+    (("T2_FLAIR.nii.gz", "t1w.nii", "T2W.nii.gz", "SWI.nii.gz", "DWI.nii"),
+     {"flair": "T2_FLAIR.nii.gz", "t1": "t1w.nii", "t2": "T2W.nii.gz", "swi": "SWI.nii.gz",
+      "dwi": "DWI.nii"}),
+    (("Flair.NII.GZ", "T2star.nii.gz", "b1000.nii.gz", "MPRAGE.nii"),
+     {"flair": "Flair.NII.GZ", "t1": "MPRAGE.nii", "swi": "T2star.nii.gz",
+      "dwi": "b1000.nii.gz"}),
+], ids=["hospital-capitals", "aliases", "more-aliases"])
+def test_sequence_names_match_case_insensitively_with_aliases(tmp_path, names, expected):
+    root = tmp_path / "cohort"
+    touch(root, *(f"s01/{name}" for name in names))
+
+    cohort = read_cohort(root)
+
+    assert cohort.problems == {}
+    assert cohort["s01"].sequences == {seq: root / "s01" / name for seq, name in expected.items()}
+
+
+def test_a_folder_without_usable_images_is_a_listed_problem(tmp_path):
+    root = make_cohort_folder(tmp_path / "cohort")
+    touch(root, "s03/notes.txt", "s04/brain.nii.gz", "s04/scan2.nii", "s05/t1.nii.gz",
+          "s06/FLAIR.nii.gz", "s06/t2_flair.nii")
+    (root / "s07").mkdir()
+    (root / "s08").mkdir()
+    (root / "s08" / "flair.nii.gz").symlink_to("flair.nii.gz")  # loops onto itself
+
+    cohort = read_cohort(root)
+
+    assert [s.id for s in cohort] == ["s01", "s02"]
+    problems = cohort.problems
+    assert problems["s03"].endswith("the folder holds no NIfTI image (found notes.txt)")
+    assert problems["s04"].endswith(
+        "no NIfTI file is named after a sequence (flair may be named flair, t2_flair, t2-flair, "
+        "t2flair, flair_t2, any case); found brain.nii.gz, scan2.nii")
+    assert problems["s05"] == f"{root / 's05'}: no flair image (the reference sequence)"
+    assert problems["s06"] == (f"{root / 's06'}: both FLAIR.nii.gz and t2_flair.nii are taken as "
+                               "flair: keep one")
+    assert problems["s07"].endswith("no flair image (the reference sequence): the folder is empty")
+    assert problems["s08"] == (f"{root / 's08' / 'flair.nii.gz'}: a broken or self-looping "
+                               "symbolic link (its target cannot be reached)")
 
 
 def test_cohort_folder_with_fewer_sequences(tmp_path):
@@ -76,7 +125,8 @@ def test_cohort_folder_with_fewer_sequences(tmp_path):
      "wmh.csv: label wmh must be a .nii/.nii.gz file"),
     (lambda root: touch(root, "s01/labels/cmb.csv", "s01/labels/cmb.nii.gz"), "s01/labels",
      "two files for label cmb: cmb.csv and cmb.nii.gz"),
-    (lambda root: touch(root, "s01/flair.nii.gz"), "s01", "both flair.nii.gz and flair.nii"),
+    (lambda root: touch(root, "s01/flair.nii.gz"), "s01",
+     "both flair.nii and flair.nii.gz are taken as flair: keep one"),
     (lambda root: (root / "ratings.csv").write_text("subject,cmb_count\ns09,1\n"), "ratings.csv",
      "subject s09 is rated but not in the cohort"),
 ], ids=["no-reference", "unknown-label", "label-sequence-absent", "label-sequence-unknown",
@@ -90,7 +140,8 @@ def test_bad_cohort_folders_fail_the_subject_or_refuse_the_cohort(tmp_path, chan
             read_cohort(root)
         return
     cohort = read_cohort(root)  # a problem of s01: it fails alone
-    assert [s.id for s in cohort] == ["s02"] and list(cohort.problems) == ["s01"]
+    assert [s.id for s in cohort] == ["s02"]
+    assert list(cohort.problems) == ["backup", "docs", "s01"]  # backup, docs: no images at all
     assert re.match(re.escape(str(root / at)) + ": " + reason, cohort.problems["s01"])
 
 
@@ -103,8 +154,10 @@ def test_a_reference_no_subject_has_refuses_the_cohort(tmp_path):
 def test_cohort_path_must_exist_and_hold_subjects(tmp_path):
     with raises_input_error(tmp_path / "absent", "cohort folder or manifest not found"):
         read_cohort(tmp_path / "absent")
-    touch(tmp_path, "docs/flair.nii.bak")
     with raises_input_error(tmp_path, "no subject folders"):
+        read_cohort(tmp_path)
+    touch(tmp_path, "docs/flair.nii.bak")
+    with raises_input_error(tmp_path, r"no subject has a flair image \(the reference sequence\)"):
         read_cohort(tmp_path)
     with raises_input_error(tmp_path, "reference sequence 'flair' is not one of the sequences"):
         read_cohort(tmp_path, sequences=("t1",))
@@ -166,6 +219,17 @@ def test_manifest_paths_resolve_against_the_manifest(tmp_path, monkeypatch):
     assert s02.ratings is None
 
 
+def test_manifest_sequence_columns_match_case_insensitively_with_aliases(tmp_path):
+    manifest = make_manifest(tmp_path, "s01,data/s01_flair.nii.gz,data/s01_t1.nii\n",
+                             "subject,FLAIR,T1w")
+
+    cohort = read_cohort(manifest)
+
+    data = tmp_path / "study" / "data"
+    assert cohort["s01"].sequences == {"flair": data / "s01_flair.nii.gz",
+                                       "t1": data / "s01_t1.nii"}
+
+
 def test_manifest_sequences_follow_cohort_order_and_unused_ones_are_ignored(tmp_path):
     manifest = make_manifest(tmp_path, "s01,data/s01_t1.nii,data/s02_dwi.nii.gz,"
                                        "data/s01_flair.nii.gz\n", "subject,t1,dwi,flair")
@@ -179,8 +243,10 @@ def test_manifest_sequences_follow_cohort_order_and_unused_ones_are_ignored(tmp_
     (None, "s01,data/s01_flair.nii.gz,,,,,\ns01,data/s02_flair.nii.gz,,,,,\n",
      r"row 3: subject s01 is listed twice \(also row 2\)"),
     ("subject,flare", "s01,data/s01_flair.nii.gz\n",
-     r"unknown column 'flare' \(known: subject, flair, t1, t2, swi, dwi, wmh, rssi, lacune, cmb, "
-     "epvs, regions, brain_mask, or <label>@<sequence>\\)"),
+     r"unknown column 'flare' \(known: subject, flair, t1, t2, swi, dwi or an alias of theirs, "
+     r"wmh, rssi, lacune, cmb, epvs, regions, brain_mask, or <label>@<sequence>\)"),
+    ("subject,FLAIR,t2_flair", "s01,data/s01_flair.nii.gz,data/s01_flair.nii.gz\n",
+     "columns 'FLAIR' and 't2_flair' are both taken as flair: keep one"),
     ("id,flair", "s01,data/s01_flair.nii.gz\n", r"missing column\(s\) subject"),
     (None, "s01,data/s01_flair.nii.gz,,,data/s01_lacune.nii.gz,,\n",
      r"row 2 \(subject s01\): column wmh: .*s01_lacune.nii.gz does not exist"),
@@ -198,8 +264,8 @@ def test_manifest_sequences_follow_cohort_order_and_unused_ones_are_ignored(tmp_
     ("subject,flair,rssi@adc", "s01,data/s01_flair.nii.gz,\n",
      "column 'rssi@adc': label 'rssi@adc' is drawn on 'adc', which is not one of the sequences"),
 ], ids=["duplicate", "unknown-column", "no-subject-column", "missing-file", "no-rows", "empty-file",
-        "no-reference", "mask-as-csv", "sequence-as-csv", "label-sequence-absent",
-        "label-sequence-unknown"])
+        "two-flair-columns", "no-reference", "mask-as-csv", "sequence-as-csv",
+        "label-sequence-absent", "label-sequence-unknown"])
 def test_bad_manifests_name_the_manifest_and_row(tmp_path, header, rows, reason):
     manifest = make_manifest(tmp_path, rows, header)
 

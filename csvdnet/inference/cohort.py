@@ -326,7 +326,7 @@ def open_input(path: str | Path, sequences: Sequence[str], reference: str
     """The subjects of what ``csvdnet predict`` was pointed at.
 
     ``path`` may be a BIDS dataset (``dataset_description.json``), one subject's folder (holding
-    ``<reference>.nii[.gz]`` itself), a cohort folder of subject folders, or a manifest CSV.
+    its reference sequence itself, named as :func:`csvdnet.io.find_sequences` reads names), a cohort folder of subject folders, or a manifest CSV.
 
     Returns:
         ``(subjects, problems, bids)``: the subjects, subject id -> reason for subjects that
@@ -335,16 +335,15 @@ def open_input(path: str | Path, sequences: Sequence[str], reference: str
     Raises:
         CsvdnetInputError: The path is none of these, or a problem with the whole cohort.
     """
-    from csvdnet.io import NIFTI_SUFFIXES, Subject, read_cohort
+    from csvdnet.io import Subject, find_sequences, read_cohort
     from csvdnet.io.bids import is_bids, read_bids
 
     path = Path(path)
     if is_bids(path):
         cohort, problems = read_bids(path, sequences, reference)
         return list(cohort.subjects), problems, True
-    if path.is_dir() and any((path / f"{reference}{s}").is_file() for s in NIFTI_SUFFIXES):
-        found = {name: path / f"{name}{s}" for name in sequences for s in NIFTI_SUFFIXES
-                 if (path / f"{name}{s}").is_file()}
+    found = find_sequences(path, sequences) if path.is_dir() else {}
+    if reference in found:
         return [Subject(id=path.resolve().name, sequences=found)], {}, False
     cohort = read_cohort(path, sequences=sequences, reference=reference)
     return list(cohort.subjects), dict(cohort.problems), False

@@ -11,13 +11,15 @@ Modules, one concept each:
   (:func:`read_points`, :func:`write_points`).
 - :mod:`csvdnet.io.ratings`: :class:`Ratings`, ``ratings.csv``.
 - :mod:`csvdnet.io.cohort`: :class:`Subject`, :class:`Cohort`, :func:`read_cohort` (subject
-  folders or a manifest CSV), :func:`load_subject`.
+  folders or a manifest CSV), :func:`find_sequences` (file names and their
+  :data:`SEQUENCE_ALIASES`), :func:`load_subject`.
 - :mod:`csvdnet.io.csvtable`: the CSV conventions shared by points, ratings and manifests.
 
 Every public name is re-exported here: ``from csvdnet.io import load_nifti`` is the way to import.
 """
 
-from csvdnet.io.cohort import Cohort, Subject, load_subject, read_cohort
+from csvdnet.io.cohort import (SEQUENCE_ALIASES, Cohort, Subject, find_sequences, load_subject,
+                               read_cohort, sequence_of_file)
 from csvdnet.io.labels import (KNOWN_LABELS, POINT_LABELS, check_on_grid, load_mask, read_points,
                                write_points)
 from csvdnet.io.nifti import (B1000_RANGE, MAX_VOXELS, NIFTI_SUFFIXES, Image, ImageKind,
@@ -31,6 +33,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "POINT_LABELS",
     "RATING_FIELDS",
+    "SEQUENCE_ALIASES",
     "Cohort",
     "Image",
     "ImageKind",
@@ -38,6 +41,7 @@ __all__ = [
     "Ratings",
     "Subject",
     "check_on_grid",
+    "find_sequences",
     "load_mask",
     "load_nifti",
     "load_subject",
@@ -45,6 +49,7 @@ __all__ = [
     "read_points",
     "read_ratings",
     "save_nifti",
+    "sequence_of_file",
     "write_points",
     "write_ratings",
 ]

@@ -17,6 +17,16 @@ from csvdnet.io.ratings import Ratings, read_ratings
 
 logger = logging.getLogger(__name__)
 
+SEQUENCE_ALIASES: dict[str, tuple[str, ...]] = {
+    "flair": ("flair", "t2_flair", "t2-flair", "t2flair", "flair_t2"),
+    "t1": ("t1", "t1w", "t1_w", "t1-w", "mprage", "t1_mprage"),
+    "t2": ("t2", "t2w", "t2_w", "t2-w", "t2_tse"),
+    "swi": ("swi", "t2star", "t2_star", "t2-star", "t2s", "gre", "t2star_gre"),
+    "dwi": ("dwi", "b1000", "dwi_b1000", "trace"),
+}
+"""File names (without ``.nii[.gz]``, compared case-insensitively) taken as each default
+sequence in a subject folder. A sequence outside this table matches its own name only."""
+
 
 @dataclasses.dataclass
 class Subject:
@@ -81,9 +91,11 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
                 reference: str = "flair") -> Cohort:
     """Locate the files of a cohort given as a folder or a manifest CSV (see docs/contracts.md).
 
-    Folder form: each sub-folder holding at least one ``<sequence>.nii[.gz]`` is a subject;
-    its labels are ``labels/<label>[@<sequence>].nii[.gz]`` (and ``.csv`` for point labels).
-    Manifest form: a ``subject`` column plus one column per sequence / label (``<label>@<sequence>``
+    Folder form: each non-hidden sub-folder is a subject or a problem (never skipped without a
+    word); its sequences are ``<sequence>.nii[.gz]``, the name or one of its
+    :data:`SEQUENCE_ALIASES` in any case (``FLAIR.nii.gz``, ``T1w.nii``); its labels are ``labels/<label>[@<sequence>].nii[.gz]`` (and ``.csv`` for point labels).
+    Manifest form: a ``subject`` column plus one column per sequence (name or alias, any case) /
+    label (``<label>@<sequence>``
     for a label drawn on another sequence), paths relative to the CSV, empty cell = absent;
     columns of default sequences not in ``sequences`` are ignored. Either way an optional
     ``ratings.csv`` at the cohort root / beside the manifest is attached to the subjects.
@@ -96,7 +108,8 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
     Returns:
         The cohort; nothing is loaded.
 
-    A problem of one subject (no reference image, an unknown or duplicate label file, a
+    A problem of one subject (no reference image, a folder holding no NIfTI named after a
+    sequence, two files taken as one sequence, an unknown or duplicate label file, a
     manifest cell naming a missing file, a label drawn on a sequence the subject lacks, a bad
     ``ratings.csv`` row) leaves that subject out, recorded in :attr:`Cohort.problems`; files
     of a subject folder that are neither sequences nor labels are named in a warning.
@@ -181,20 +194,14 @@ def _make_subject(subject_id: str, sequences: dict[str, Path],
 
 def _subjects_from_folder(root: Path, sequences: tuple[str, ...], reference: str,
                           problems: dict[str, str]) -> list[Subject]:
+    """Every non-hidden sub-folder of ``root`` becomes a subject or an entry of ``problems``."""
     subjects = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            found = {name: path for name in sequences
-                     if (path := _single_file(folder, [f"{name}{s}" for s in NIFTI_SUFFIXES]))}
-        except CsvdnetInputError as exc:
-            problems[folder.name] = str(exc)
-            continue
-        if not found and not _has_any_sequence(folder):
-            continue  # not a subject folder (e.g. notes, previews)
-        _warn_unknown_files(folder, sequences)
-        try:
+            found = find_sequences(folder, sequences)
             if reference not in found:  # before the labels: the worse problem is named
-                raise CsvdnetInputError(folder, f"no {reference} image (the reference sequence)")
+                raise CsvdnetInputError(folder, _no_reference_message(folder, reference, found))
+            _warn_unknown_files(folder, sequences)
             labels = _labels_in_folder(folder / "labels", sequences, reference)
             subjects.append(_make_subject(folder.name, found, labels, reference, folder, ""))
         except CsvdnetInputError as exc:
@@ -211,30 +218,87 @@ def _subjects_from_folder(root: Path, sequences: tuple[str, ...], reference: str
 _SUBJECT_FILES = ("synth.json", "preview.png")
 
 
-def _has_any_sequence(folder: Path) -> bool:
-    """Whether ``folder`` holds a NIfTI named after any default sequence (a subject lacking
-    the requested ones, rather than some other folder)."""
-    return any((folder / f"{name}{s}").is_file() for name in DEFAULT_SEQUENCES
-               for s in NIFTI_SUFFIXES)
+def sequence_of_file(name: str, sequences: Sequence[str]) -> str | None:
+    """The sequence a file named ``name`` holds, by the names in :data:`SEQUENCE_ALIASES`.
+
+    Args:
+        name: A file name such as ``T2_FLAIR.nii.gz``; case does not matter.
+        sequences: The sequences asked for.
+
+    Returns:
+        The sequence name, or None for a file that is not a NIfTI named after one of them.
+    """
+    suffix = _nifti_suffix(Path(name))
+    if suffix is None:
+        return None
+    stem = name[:-len(suffix)].lower()
+    return next((seq for seq in sequences
+                 if stem in SEQUENCE_ALIASES.get(seq, ()) or stem == seq.lower()), None)
+
+
+def find_sequences(folder: Path, sequences: Sequence[str]) -> dict[str, Path]:
+    """The sequence files of one subject folder, named after a sequence or one of its aliases.
+
+    Args:
+        folder: The subject folder.
+        sequences: The sequences asked for, in channel order.
+
+    Returns:
+        Sequence name -> file, in ``sequences`` order, for the sequences present.
+
+    Raises:
+        CsvdnetInputError: Two files for one sequence (e.g. ``flair.nii`` and ``T2_FLAIR.nii.gz``),
+            or a sequence file that is a broken or self-looping symbolic link.
+    """
+    by_sequence: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        sequence = sequence_of_file(path.name, sequences)
+        if sequence is None:
+            continue
+        if path.is_symlink() and not path.exists():
+            raise CsvdnetInputError(path, "a broken or self-looping symbolic link (its target "
+                                          "cannot be reached)")
+        if path.is_file():
+            by_sequence.setdefault(sequence, []).append(path)
+    for sequence, paths in by_sequence.items():
+        if len(paths) > 1:
+            raise CsvdnetInputError(
+                folder, f"both {paths[0].name} and {paths[1].name} are taken as {sequence}: "
+                        "keep one")
+    return {name: by_sequence[name][0] for name in sequences if name in by_sequence}
+
+
+def _no_reference_message(folder: Path, reference: str, found: dict[str, Path]) -> str:
+    """Why ``folder`` is no subject: what it holds instead of the reference sequence."""
+    message = f"no {reference} image (the reference sequence)"
+    if found:
+        return message
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    images = [name for name in names if _nifti_suffix(Path(name))]
+    aliases = ", ".join(SEQUENCE_ALIASES.get(reference, (reference,)))
+    if images:
+        return (f"{message}: no NIfTI file is named after a sequence ({reference} may be named "
+                f"{aliases}, any case); found {', '.join(images[:5])}"
+                + (f" and {len(images) - 5} more" if len(images) > 5 else ""))
+    if names:
+        return (f"{message}: the folder holds no NIfTI image (found {', '.join(names[:5])}"
+                + (f" and {len(names) - 5} more" if len(names) > 5 else "") + ")")
+    return f"{message}: the folder is empty"
 
 
 def _warn_unknown_files(folder: Path, sequences: tuple[str, ...]) -> None:
     """Name, in one warning, the files of a subject folder that csvdnet does not read."""
-    known = {f"{name}{s}" for name in (*sequences, *DEFAULT_SEQUENCES) for s in NIFTI_SUFFIXES}
-    known |= {f"{name}.bval" for name in (*sequences, *DEFAULT_SEQUENCES)}
-    unknown = sorted(p.name for p in folder.iterdir()
-                     if not p.name.startswith(".") and p.name not in known
-                     and p.name not in _SUBJECT_FILES and not (p.is_dir() and p.name == "labels"))
+    known_sequences = (*sequences, *DEFAULT_SEQUENCES)
+    unknown = sorted(
+        p.name for p in folder.iterdir()
+        if not p.name.startswith(".") and p.name not in _SUBJECT_FILES
+        and sequence_of_file(p.name, known_sequences) is None
+        and not (p.name.lower().endswith(".bval")
+                 and sequence_of_file(p.name[:-5] + ".nii", known_sequences))
+        and not (p.is_dir() and p.name == "labels"))
     if unknown:
         logger.warning("%s: ignoring file(s) that are neither sequences (%s) nor labels/: %s",
                        folder, ", ".join(sequences), ", ".join(unknown))
-
-
-def _single_file(folder: Path, names: list[str]) -> Path | None:
-    present = [folder / name for name in names if (folder / name).is_file()]
-    if len(present) > 1:
-        raise CsvdnetInputError(folder, f"both {present[0].name} and {present[1].name}: keep one")
-    return present[0] if present else None
 
 
 def _labels_in_folder(folder: Path, sequences: tuple[str, ...],
@@ -269,8 +333,8 @@ def _subjects_from_manifest(manifest: Path, sequences: tuple[str, ...], referenc
     for row_no, subject_id, row in _unique_subject_rows(manifest, rows, "listed"):
         where = f"row {row_no} (subject {subject_id}): "
         try:
-            found = {c: _manifest_file(manifest, row[c], f"{where}column {c}: ")
-                     for c in sequence_columns if row[c]}
+            found = {name: _manifest_file(manifest, row[c], f"{where}column {c}: ")
+                     for name, c in sequence_columns.items() if row[c]}
             labels = {label: (_manifest_file(manifest, row[c], f"{where}column {c}: ", label),
                               drawn_on)
                       for c, (label, drawn_on) in label_columns.items() if row[c]}
@@ -282,24 +346,39 @@ def _subjects_from_manifest(manifest: Path, sequences: tuple[str, ...], referenc
 
 
 def _manifest_columns(manifest: Path, header: list[str], sequences: tuple[str, ...],
-                      reference: str) -> tuple[list[str], dict[str, tuple[str, str]]]:
-    """Sort the manifest's columns into sequences and labels.
+                      reference: str) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Sort the manifest's columns into sequences (named as in :data:`SEQUENCE_ALIASES`, any
+    case) and labels.
 
     Returns:
-        The sequence columns in cohort order, and column -> (label, sequence drawn on).
+        Sequence -> column in cohort order, and column -> (label, sequence drawn on).
+
+    Raises:
+        CsvdnetInputError: An unknown column, or two columns for one sequence.
     """
     label_columns: dict[str, tuple[str, str]] = {}
+    sequence_columns: dict[str, str] = {}
     for column in header:
-        if column in ("subject", *sequences, *DEFAULT_SEQUENCES):
-            continue  # columns of default sequences not asked for: a full manifest, fewer channels
-        if column.partition("@")[0] in KNOWN_LABELS:
+        if column == "subject":
+            continue
+        sequence = sequence_of_file(f"{column}.nii", (*sequences, *DEFAULT_SEQUENCES))
+        if sequence is not None:
+            if sequence in sequence_columns:
+                raise CsvdnetInputError(
+                    manifest, f"columns {sequence_columns[sequence]!r} and {column!r} are both "
+                              f"taken as {sequence}: keep one")
+            # columns of default sequences not asked for: a full manifest, fewer channels
+            sequence_columns[sequence] = column
+        elif column.partition("@")[0] in KNOWN_LABELS:
             label_columns[column] = _parse_label_name(column, sequences, reference, manifest,
                                                       f"column {column!r}: ")
         else:
             raise CsvdnetInputError(
-                manifest, f"unknown column {column!r} (known: subject, {', '.join(sequences)}, "
-                          f"{', '.join(KNOWN_LABELS)}, or <label>@<sequence>)")
-    return [name for name in sequences if name in header], label_columns
+                manifest, f"unknown column {column!r} (known: subject, {', '.join(sequences)} "
+                          f"or an alias of theirs, {', '.join(KNOWN_LABELS)}, or "
+                          f"<label>@<sequence>)")
+    return ({name: sequence_columns[name] for name in sequences if name in sequence_columns},
+            label_columns)
 
 
 def _manifest_file(manifest: Path, text: str, where: str, label: str | None = None) -> Path:
