@@ -326,7 +326,8 @@ def open_input(path: str | Path, sequences: Sequence[str], reference: str
     """The subjects of what ``csvdnet predict`` was pointed at.
 
     ``path`` may be a BIDS dataset (``dataset_description.json``), one subject's folder (holding
-    its reference sequence itself, named as :func:`csvdnet.io.find_sequences` reads names), a cohort folder of subject folders, or a manifest CSV.
+    its reference sequence itself, named as :func:`csvdnet.io.find_sequences` reads names), a
+    cohort folder of subject folders, or a manifest CSV.
 
     Returns:
         ``(subjects, problems, bids)``: the subjects, subject id -> reason for subjects that
