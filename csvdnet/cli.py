@@ -412,7 +412,7 @@ def evaluate(cohort_path: str, pred_dir: str, out_dir: str, reference: str,
     cohort = read_cohort(cohort_path, sequences=sequences, reference=reference)
     result = run_evaluation(cohort, pred_dir, out_dir, radius_mm=parse_radius(radius),
                             on_subject=None if quiet else
-                            lambda s: click.echo(f"evaluated {s}", err=True))
+                            lambda s, state: click.echo(f"{s}: {state}", err=True))
     for line in headline(result.summary):
         click.echo(line)
     click.echo(f"wrote {result.per_subject_tsv}, {result.summary_json}, {result.html}")

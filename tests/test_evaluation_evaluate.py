@@ -231,3 +231,61 @@ def test_a_cohort_entry_without_its_reference_is_reported(cohort, predictions, t
     assert "not evaluated, cohort entry unusable: sub-a" in result.output
     unreadable = json.loads((out / "summary.json").read_text())["subjects"]["unreadable_in_cohort"]
     assert list(unreadable) == ["sub-a"] and "flair" in unreadable["sub-a"]
+
+
+def test_an_unrelated_prediction_folder_is_refused_and_nothing_is_written(cohort, tmp_path):
+    unrelated = tmp_path / "holiday_photos"
+    (unrelated / "2019").mkdir(parents=True)
+    (unrelated / "notes.txt").write_text("not a prediction\n")
+    out = tmp_path / "eval"
+
+    result = CliRunner().invoke(cli, ["evaluate", "--cohort", str(cohort), "--pred",
+                                      str(unrelated), "--out", str(out)])
+
+    assert result.exit_code == 2, result.output
+    assert (f"{unrelated}: no subject of the cohort could be evaluated: 3 without a prediction "
+            "folder here (sub-a, sub-b, sub-c)") in result.output
+    assert "evaluated" not in result.output.replace("could be evaluated", "")
+    assert not (out / "summary.json").exists() and not (out / "metrics_per_subject.tsv").exists()
+
+
+def _shift_prediction_grid(pred, subject_id, mm):
+    """Rewrite a subject's prediction maps as if made from another image (shifted grid)."""
+    from csvdnet.io import load_nifti
+
+    for path in (pred / subject_id).glob("*.nii.gz"):
+        image = load_nifti(path, kind="labelmap")
+        affine = image.affine.copy()
+        affine[0, 3] += mm
+        save_nifti(image.data, affine, path)
+
+
+def test_predictions_of_another_image_are_not_evaluated_loudly(cohort, predictions, tmp_path):
+    import shutil
+
+    pred = tmp_path / "pred"
+    shutil.copytree(predictions[False], pred)
+    _shift_prediction_grid(pred, "sub-a", 7.0)  # same id, another cohort's image
+    out = tmp_path / "eval"
+
+    result = CliRunner().invoke(cli, ["evaluate", "--cohort", str(cohort), "--pred", str(pred),
+                                      "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    assert "1 of 3 subjects evaluated" in result.output
+    assert ("sub-a: NOT EVALUATED: the prediction is on another grid than the subject's "
+            "reference image (affines differ by up to 7 mm)") in result.output
+    rows = _rows(out / "metrics_per_subject.tsv")
+    assert rows["sub-a"]["prediction"] == "other grid"
+    assert rows["sub-a"]["wmh_dice"] == "n/a" and rows["sub-a"]["total_rule"] == "n/a"
+    subjects = json.loads((out / "summary.json").read_text())["subjects"]
+    assert subjects["evaluated"] == 1 and list(subjects["not_evaluated"]) == ["sub-a"]
+    assert subjects["missing_prediction"] == ["sub-c"]
+
+    _shift_prediction_grid(pred, "sub-b", -3.0)  # now no subject is comparable: refused
+    refused = CliRunner().invoke(cli, ["evaluate", "--cohort", str(cohort), "--pred", str(pred),
+                                       "--out", str(tmp_path / "eval2")])
+    assert refused.exit_code == 2
+    assert ("no subject of the cohort could be evaluated: 2 with a prediction on another grid "
+            "than the cohort's image (sub-a, sub-b); 1 without a prediction folder here (sub-c)"
+            ) in refused.output

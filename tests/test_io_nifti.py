@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _nifti_files import LPS, RAMP, SHAPE, raises_input_error, write_nifti
-from csvdnet.io import Image, load_nifti, save_nifti
+from csvdnet.io import Image, load_nifti, read_grid, save_nifti
 
 # --------------------------------------------------------------------------------------------
 # NIfTI load / save
@@ -239,3 +239,14 @@ def test_an_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
     monkeypatch.setattr(nib, "load", denied)
     with raises_input_error(path, r"permission denied \(the file cannot be read\)"):
         load_nifti(path)
+
+
+def test_read_grid_gives_load_niftis_grid_from_the_header(tmp_path):
+    path = save_nifti(RAMP, LPS, tmp_path / "flair.nii.gz")
+
+    shape, affine = read_grid(path)
+
+    assert shape == SHAPE
+    np.testing.assert_allclose(affine, load_nifti(path).affine)
+    with raises_input_error(tmp_path / "absent.nii.gz", "file not found"):
+        read_grid(tmp_path / "absent.nii.gz")

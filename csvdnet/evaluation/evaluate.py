@@ -196,7 +196,9 @@ def summarise_cohort(evals: list[SubjectEvaluation]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "subjects": {"cohort": len(evals), "evaluated": len(evaluated),
                      "missing_prediction": [r["subject"] for r in rows
-                                            if r.get("prediction") != "yes"],
+                                            if r.get("prediction") == "missing"],
+                     "not_evaluated": {e.row["subject"]: e.problems[-1] for e in evals
+                                       if e.row.get("prediction") not in ("yes", "missing")},
                      "problems": {e.row["subject"]: e.problems for e in evals if e.problems}},
         "segmentation": {}, "detection": {}, "counts": {}, "grades": {},
         "staals_components": {}, "total_score": {}}
@@ -262,7 +264,7 @@ def _write_tsv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def evaluate(cohort: str | os.PathLike | Cohort, pred_dir: str | os.PathLike,
              out_dir: str | os.PathLike, *, radius_mm: Mapping[str, float] | None = None,
-             on_subject: Callable[[str], None] | None = None) -> Evaluation:
+             on_subject: Callable[[str, str], None] | None = None) -> Evaluation:
     """Evaluate ``pred_dir`` against ``cohort`` and write the outputs to ``out_dir``.
 
     Args:
@@ -271,13 +273,19 @@ def evaluate(cohort: str | os.PathLike | Cohort, pred_dir: str | os.PathLike,
         out_dir: Where the three outputs go (created).
         radius_mm: Task -> matching radius in mm, overriding the defaults
             (:func:`csvdnet.evaluation.points.match_radius`).
-        on_subject: Called with each subject id once evaluated (progress display).
+        on_subject: Called as ``(subject id, state)`` after each subject (progress display);
+            state is ``evaluated`` or why not (``no prediction``, ``NOT EVALUATED: ...``).
 
     Returns:
         The rows, the summary and the paths written.
 
+    A subject whose prediction is on another grid than its reference image is not evaluated
+    (``prediction`` = ``other grid``, listed in ``summary["subjects"]["not_evaluated"]``): it
+    is another image's prediction, and its counts would be scored against the wrong patient.
+
     Raises:
-        CsvdnetInputError: The cohort cannot be read, or ``pred_dir`` is not a folder.
+        CsvdnetInputError: The cohort cannot be read, ``pred_dir`` is not a folder, or no
+            subject could be evaluated (nothing is written then).
     """
     from csvdnet.evaluation.html import write_html
 
@@ -292,10 +300,15 @@ def evaluate(cohort: str | os.PathLike | Cohort, pred_dir: str | os.PathLike,
     reports: dict[str, Path | None] = {}
     for subject in cohort:
         prediction = load_prediction(pred_dir, subject.id, bids, scores)
-        evals.append(evaluate_subject(subject.id, load_truth(subject), prediction, radius_mm))
+        evals.append(evaluate_subject(subject.id, load_truth(subject, cohort.reference),
+                                      prediction, radius_mm))
         reports[subject.id] = prediction.report_html if prediction is not None else None
         if on_subject:
-            on_subject(subject.id)
+            row = evals[-1].row
+            state = {"yes": "evaluated", "missing": "no prediction"}.get(
+                str(row["prediction"]), evals[-1].problems[-1])
+            on_subject(subject.id, state)
+    _refuse_if_nothing_evaluated(evals, cohort, pred_dir)
     summary = {"format": "csvdnet-evaluation", "version": EVALUATION_FORMAT_VERSION,
                "csvdnet_version": __version__,
                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -314,6 +327,29 @@ def evaluate(cohort: str | os.PathLike | Cohort, pred_dir: str | os.PathLike,
     write_text_atomic(result.summary_json, json.dumps(result.summary, indent=1) + "\n")
     write_html(result.html, result.rows, result.summary, evals, reports)
     return result
+
+
+def _refuse_if_nothing_evaluated(evals: list[SubjectEvaluation], cohort: Cohort,
+                                 pred_dir: Path) -> None:
+    """Raise when not one subject was evaluated: a wrong ``--pred`` must not look like a run."""
+    if any(e.row.get("prediction") == "yes" for e in evals):
+        return
+    states: dict[str, list[str]] = {}
+    for e in evals:
+        states.setdefault(str(e.row.get("prediction")), []).append(str(e.row["subject"]))
+    parts = [f"{len(ids)} {_STATE_WORDS.get(state, state)} ({', '.join(ids[:3])}"
+             + (", ..." if len(ids) > 3 else "") + ")" for state, ids in states.items()]
+    if cohort.problems:
+        parts.append(f"{len(cohort.problems)} unusable in the cohort")
+    found = "; ".join(parts) or "the cohort has no subject"
+    raise CsvdnetInputError(
+        pred_dir, f"no subject of the cohort could be evaluated: {found} (is this the csvdnet "
+                  "predict output of this cohort?)")
+
+
+_STATE_WORDS = {"missing": "without a prediction folder here",
+                "other grid": "with a prediction on another grid than the cohort's image",
+                "unusable": "with no usable prediction output"}
 
 
 def parse_radius(items: Sequence[str]) -> dict[str, float]:
@@ -338,7 +374,10 @@ def headline(summary: Mapping[str, Any]) -> list[str]:
     lines = [f"{subjects['evaluated']} of {subjects['cohort']} subjects evaluated"]
     if subjects["missing_prediction"]:
         lines.append("no prediction: " + ", ".join(subjects["missing_prediction"]))
-    other = [s for s in subjects["problems"] if s not in subjects["missing_prediction"]]
+    for subject, reason in subjects.get("not_evaluated", {}).items():
+        lines.append(f"{subject}: {reason}")
+    other = [s for s in subjects["problems"] if s not in subjects["missing_prediction"]
+             and s not in subjects.get("not_evaluated", {})]
     if other:
         lines.append(f"{len(other)} subject(s) with missing or unusable parts (see summary.json)")
     for subject, reason in subjects.get("unreadable_in_cohort", {}).items():

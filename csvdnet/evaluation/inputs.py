@@ -24,14 +24,16 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.evaluation.points import TrueObjects
 from csvdnet.inference import outputs
 from csvdnet.inference.postprocess import CONNECTIVITY
-from csvdnet.io import Image, Subject, load_nifti, read_points
+from csvdnet.io import Image, Subject, load_nifti, read_grid, read_points
 from csvdnet.io.nifti import _nifti_suffix
 
-__all__ = ["Prediction", "Truth", "is_bids_derivatives", "load_prediction", "load_truth",
-           "objects_from_labelmap", "read_scores"]
+__all__ = ["GRID_TOLERANCE_MM", "Prediction", "Truth", "grid_difference",
+           "is_bids_derivatives", "load_prediction", "load_truth", "objects_from_labelmap",
+           "read_scores"]
 
-# Grids closer than this (mm in the affine) are the same grid (float32 header round-off ~1e-6).
-_GRID_TOL = 1e-3
+GRID_TOLERANCE_MM = 1e-3
+"""Grids whose affines differ by less than this (mm) are the same grid (float32 header
+round-off is ~1e-6)."""
 
 
 @dataclasses.dataclass
@@ -42,6 +44,9 @@ class Truth:
         masks: Segmentation task -> label map (values kept: 1 lesion, 2 excluded).
         objects: Detection task -> true objects.
         affine: The reference grid's affine (of the first label loaded), or None.
+        shape: The shape of that label, or None.
+        reference_grid: ``(shape, affine)`` of the subject's reference image (its header), or
+            None when it was not asked for or cannot be read.
         regions: Region map, or None.
         ratings: The ``ratings.csv`` row as a dict (None values = not rated), or None.
         problems: Label name -> why it is not usable.
@@ -50,6 +55,8 @@ class Truth:
     masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     objects: dict[str, TrueObjects] = dataclasses.field(default_factory=dict)
     affine: np.ndarray | None = None
+    shape: tuple[int, ...] | None = None
+    reference_grid: tuple[tuple[int, int, int], np.ndarray] | None = None
     regions: np.ndarray | None = None
     ratings: dict[str, int | None] | None = None
     problems: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -65,6 +72,7 @@ class Prediction:
         points: Detection task -> ``(N, 3)`` world mm.
         confidence: Detection task -> ``(N,)`` confidence.
         affine: The grid of the maps.
+        shape: The shape of the maps.
         regions: The predicted region map (``regions_dseg``), or None.
         scores: The subject's ``scores.tsv`` row, or None.
         report_html: Path of its report.html, if it exists.
@@ -76,6 +84,7 @@ class Prediction:
     points: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     confidence: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     affine: np.ndarray | None = None
+    shape: tuple[int, ...] | None = None
     regions: np.ndarray | None = None
     scores: dict[str, str] | None = None
     report_html: Path | None = None
@@ -87,8 +96,19 @@ def _same_grid(a: Image, affine: np.ndarray | None, shape: tuple[int, ...] | Non
         return None
     if a.shape != tuple(shape):
         return f"grid {a.shape} differs from the subject's other labels {tuple(shape)}"
-    if np.abs(a.affine - affine).max() > _GRID_TOL:
+    if np.abs(a.affine - affine).max() > GRID_TOLERANCE_MM:
         return "affine differs from the subject's other labels"
+    return None
+
+
+def grid_difference(shape: tuple[int, ...], affine: np.ndarray, other_shape: tuple[int, ...],
+                    other_affine: np.ndarray) -> str | None:
+    """How two voxel grids differ (shape, then affine), or None when they are the same grid."""
+    if tuple(shape) != tuple(other_shape):
+        return f"shape {tuple(shape)} vs {tuple(other_shape)}"
+    worst = float(np.abs(np.asarray(affine) - np.asarray(other_affine)).max())
+    if worst > GRID_TOLERANCE_MM:
+        return f"affines differ by up to {worst:.3g} mm"
     return None
 
 
@@ -137,10 +157,21 @@ def _objects_from_csv(path: Path) -> TrueObjects:
     return TrueObjects(centres)
 
 
-def load_truth(subject: Subject) -> Truth:
-    """Load a subject's labels and ratings; unusable labels become ``problems``."""
+def load_truth(subject: Subject, reference: str | None = None) -> Truth:
+    """Load a subject's labels and ratings; unusable labels become ``problems``.
+
+    Args:
+        subject: The cohort subject.
+        reference: Its reference sequence: its grid (read from the header) is the one every
+            prediction of this subject must be on.
+    """
     truth = Truth()
     shape = None
+    if reference is not None and reference in subject.sequences:
+        try:
+            truth.reference_grid = read_grid(subject.sequences[reference])
+        except CsvdnetInputError as exc:
+            truth.problems[reference] = str(exc)
     if subject.ratings is not None:
         truth.ratings = dataclasses.asdict(subject.ratings)
     for name in (*SEGMENTATION_TASKS, *DETECTION_TASKS, "regions"):
@@ -156,7 +187,8 @@ def load_truth(subject: Subject) -> Truth:
             if problem:
                 truth.problems[name] = problem
                 continue
-            truth.affine, shape = image.affine, image.shape
+            truth.affine, truth.shape = image.affine, image.shape
+            shape = image.shape
             if name in SEGMENTATION_TASKS:
                 truth.masks[name] = image.data
             elif name == "regions":
@@ -219,7 +251,8 @@ def load_prediction(pred_dir: Path, subject_id: str, bids: bool,
             if problem:
                 prediction.problems[task] = f"{path.name}: {problem}"
                 continue
-            prediction.affine, shape = mask.affine, mask.shape
+            prediction.affine, prediction.shape = mask.affine, mask.shape
+            shape = mask.shape
             prediction.masks[task] = mask.data >= 0.5
             prob = folder / name(subject_id, bids, task, "prob")
             if prob.is_file():

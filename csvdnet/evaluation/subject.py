@@ -17,7 +17,7 @@ import numpy as np
 from nibabel.affines import apply_affine
 
 from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
-from csvdnet.evaluation.inputs import Prediction, Truth
+from csvdnet.evaluation.inputs import Prediction, Truth, grid_difference
 from csvdnet.evaluation.points import (Matching, TrueObjects, match_detections, match_radius,
                                        region_group)
 from csvdnet.evaluation.segmentation import challenge_masks, segmentation_metrics
@@ -173,14 +173,48 @@ def _ratings(truth: Truth, pred: Prediction, out: SubjectEvaluation) -> None:
                                           else pred_v - true_v)
 
 
+def _unusable_prediction(truth: Truth, pred: Prediction) -> tuple[str, str] | None:
+    """``(prediction state, reason)`` when nothing of ``pred`` may be compared with ``truth``.
+
+    A prediction on another grid than the subject's reference image (or its labels) is of
+    another image: another cohort's subject of the same id, or another sequence as reference.
+    Comparing its counts and ratings with this subject's would score the wrong patient.
+    """
+    if pred.affine is not None and pred.shape is not None:
+        labels = None if truth.affine is None else (truth.shape, truth.affine)
+        for what, grid in (("reference image", truth.reference_grid), ("labels", labels)):
+            if grid is None:
+                continue
+            difference = grid_difference(pred.shape, pred.affine, grid[0], grid[1])
+            if difference:
+                return ("other grid", f"NOT EVALUATED: the prediction is on another grid than "
+                                      f"the subject's {what} ({difference}): a prediction of "
+                                      f"another image, cohort or reference sequence?")
+    if not pred.masks and not pred.points and pred.scores is None:
+        return ("unusable", "NOT EVALUATED: the prediction folder holds no usable output ("
+                + "; ".join(f"{name}: {why}" for name, why in pred.problems.items()) + ")")
+    return None
+
+
 def evaluate_subject(subject_id: str, truth: Truth, pred: Prediction | None,
                      radius_mm: Mapping[str, float] | None = None) -> SubjectEvaluation:
-    """Every per-subject metric (module docstring); problems are listed, never raised."""
+    """Every per-subject metric (module docstring); problems are listed, never raised.
+
+    The row's ``prediction`` is ``yes`` (evaluated), ``missing`` (no prediction folder),
+    ``other grid`` (on another grid than the subject's reference image or labels: not this
+    subject's image, nothing compared) or ``unusable`` (no output could be read).
+    """
     out = SubjectEvaluation(row={"subject": subject_id,
                                  "prediction": "yes" if pred is not None else "missing"})
     out.problems += [f"label {name}: {why}" for name, why in truth.problems.items()]
     if pred is None:
         out.problems.append("no prediction folder")
+        out.row["problems"] = "; ".join(out.problems)
+        return out
+    unusable = _unusable_prediction(truth, pred)
+    if unusable is not None:
+        out.row["prediction"], reason = unusable
+        out.problems.append(reason)
         out.row["problems"] = "; ".join(out.problems)
         return out
     out.problems += [f"prediction {name}: {why}" for name, why in pred.problems.items()]

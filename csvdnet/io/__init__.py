@@ -6,7 +6,7 @@ ends here as a :class:`~csvdnet.errors.CsvdnetInputError` naming the file and th
 Modules, one concept each:
 
 - :mod:`csvdnet.io.nifti`: :class:`Image`, :func:`load_nifti` (header, size and voxel checks,
-  4-D diffusion series), :func:`save_nifti`.
+  4-D diffusion series), :func:`read_grid` (header only), :func:`save_nifti`.
 - :mod:`csvdnet.io.labels`: :func:`load_mask` (on the grid of its sequence), point labels
   (:func:`read_points`, :func:`write_points`).
 - :mod:`csvdnet.io.ratings`: :class:`Ratings`, ``ratings.csv``.
@@ -23,7 +23,7 @@ from csvdnet.io.cohort import (SEQUENCE_ALIASES, Cohort, Subject, find_sequences
 from csvdnet.io.labels import (KNOWN_LABELS, POINT_LABELS, check_on_grid, load_mask, read_points,
                                write_points)
 from csvdnet.io.nifti import (B1000_RANGE, MAX_VOXELS, NIFTI_SUFFIXES, Image, ImageKind,
-                              PathLike, load_nifti, save_nifti)
+                              PathLike, load_nifti, read_grid, save_nifti)
 from csvdnet.io.ratings import RATING_FIELDS, Ratings, read_ratings, write_ratings
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "load_nifti",
     "load_subject",
     "read_cohort",
+    "read_grid",
     "read_points",
     "read_ratings",
     "save_nifti",

@@ -117,6 +117,25 @@ def load_nifti(path: PathLike, *, kind: ImageKind = "image") -> Image:
     return Image(data, affine, path)
 
 
+def read_grid(path: PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The voxel grid of a NIfTI file from its header alone (no voxel is read).
+
+    Args:
+        path: The NIfTI file.
+
+    Returns:
+        ``(shape, affine)``: the 3-D shape (a 4-D series' volumes left out) and the affine
+        :func:`load_nifti` would give.
+
+    Raises:
+        CsvdnetInputError: The problems of :func:`load_nifti` that the header shows.
+    """
+    path = Path(path)
+    img = _open_nifti(path)
+    shape = _checked_shape(img, path, "image")
+    return (shape[0], shape[1], shape[2]), _header_affine(img.header, path)
+
+
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: PathLike, *,
                dtype: np.dtype | type | str | None = None) -> Path:
     """Write a NIfTI-1 image atomically; ``.nii.gz`` is compressed, ``.nii`` is not.
