@@ -28,9 +28,10 @@ import numpy as np
 from csvdnet.errors import CsvdnetInputError
 
 __all__ = ["CSO_EPVS_LIMIT", "EPVS_GRADE_LIMITS", "FAZEKAS_DEEP_LIMITS", "FAZEKAS_PV_LIMITS",
-           "Measurements", "RULE_SETS", "RuleScore", "RuleSet", "WmhFeatures", "epvs_grade",
-           "fazekas_deep_from", "fazekas_pv_from", "max_side_slice_count", "ordinal_class",
-           "ordinal_probabilities", "score", "staals_total", "wmh_point"]
+           "Measurements", "RULE_SETS", "RuleScore", "RuleSet", "SLICE_TIE_VOXELS", "WmhFeatures",
+           "axial_slice_axis", "epvs_grade", "fazekas_deep_from", "fazekas_pv_from",
+           "max_side_slice_count", "ordinal_class", "ordinal_probabilities", "score",
+           "side_slice_keys", "slices_of", "staals_total", "wmh_point"]
 
 EPVS_GRADE_LIMITS = (0, 10, 20, 40)
 """EPVS grade = number of these limits the count exceeds: 0 none, 1 1-10, 2 11-20, 3 21-40,
@@ -62,17 +63,90 @@ def staals_total(fazekas_pv: int, fazekas_deep: int, epvs_bg_grade: int, cmb_cou
             + int(epvs_bg_grade >= 2))
 
 
+SLICE_TIE_VOXELS = 1e-3
+"""A point within this fraction of a slice of the boundary between two axial slices lies on
+the boundary: it counts in both slices, as a rater sees a finding that the boundary cuts in
+both (and as no rounding rule, half-to-even or float noise, can decide)."""
+
+
+def axial_slice_axis(affine: np.ndarray) -> int:
+    """The voxel axis of a grid closest to world z: its indices are the axial slices."""
+    return int(np.argmax(np.abs(np.asarray(affine, dtype=np.float64)[2, :3])))
+
+
+def slices_of(position: float) -> range:
+    """The axial slices a point counts in, from its continuous slice coordinate.
+
+    Slice ``k`` spans ``[k - 0.5, k + 0.5]`` in voxel units. A point inside one slice counts in
+    that slice only; a point on the boundary of two (within :data:`SLICE_TIE_VOXELS`) counts in
+    both.
+
+    Args:
+        position: The point's coordinate along the slice axis, in voxels (not rounded).
+
+    Returns:
+        The slice indices (one, or two on a boundary).
+    """
+    low = int(np.ceil(position - 0.5 - SLICE_TIE_VOXELS))
+    high = int(np.floor(position + 0.5 + SLICE_TIE_VOXELS))
+    return range(low, high + 1)
+
+
+def side_slice_keys(world: np.ndarray, sides: Sequence[str], regions: np.ndarray,
+                    affine: np.ndarray,
+                    region_codes: int | Sequence[int]) -> list[list[tuple[str, int]]]:
+    """Per point, the (side, axial slice) pairs in which it counts for an EPVS grade.
+
+    A point counts in each axial slice of the reference grid that holds it (:func:`slices_of`:
+    one, or both slices of a boundary it lies on) where the voxel of that slice under the point
+    (in-plane position rounded to the nearest voxel) is in one of ``region_codes``. The one
+    definition of "an EPVS on this side of this slice" for the synthetic truth
+    (:mod:`csvdnet.synth`), ``csvdnet predict`` and ``csvdnet evaluate``.
+
+    Args:
+        world: (N, 3) point centres, world mm of the reference frame.
+        sides: ``"L"`` / ``"R"`` (or ``"M"``, which never counts) per point.
+        regions: Region map on the reference grid (codes of :data:`csvdnet.atlas.REGION_CODES`).
+        affine: Its voxel -> world affine.
+        region_codes: The region code(s) whose points count.
+
+    Returns:
+        One list of ``(side, slice)`` keys per point (empty: it counts nowhere).
+    """
+    world = np.asarray(world, dtype=np.float64).reshape(-1, 3)
+    if len(world) == 0:
+        return []
+    inverse = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    voxels = world @ inverse[:3, :3].T + inverse[:3, 3]
+    nearest = np.rint(voxels).astype(int)
+    axis = axial_slice_axis(affine)
+    codes = np.atleast_1d(region_codes)
+    shape = np.asarray(regions.shape[:3])
+    keys: list[list[tuple[str, int]]] = []
+    for voxel, position, side in zip(nearest, voxels[:, axis], sides):
+        found = []
+        if side in ("L", "R"):
+            for k in slices_of(float(position)):
+                at = voxel.copy()
+                at[axis] = k
+                if np.all((at >= 0) & (at < shape)) and np.isin(regions[tuple(at)], codes):
+                    found.append((str(side), int(k)))
+        keys.append(found)
+    return keys
+
+
 def max_side_slice_count(world: np.ndarray, sides: Sequence[str], regions: np.ndarray,
                          affine: np.ndarray, region_codes: int | Sequence[int]) -> int:
     """Largest number of points in the given regions on one side of one axial slice.
 
     The EPVS rating convention (basal ganglia for Staals, centrum semiovale for CAA-SVD): count
     the points per hemisphere and per axial slice of the reference grid, take the largest count.
-    The axial slices are those of the voxel axis closest to world z.
+    Which points count where is :func:`side_slice_keys` (a point on a slice boundary counts in
+    both slices).
 
     Args:
         world: (N, 3) point centres, world mm of the reference frame.
-        sides: ``"L"`` / ``"R"`` per point.
+        sides: ``"L"`` / ``"R"`` per point (``"M"``: on the midline, not counted).
         regions: Region map on the reference grid (codes of :data:`csvdnet.atlas.REGION_CODES`).
         affine: Its voxel -> world affine.
         region_codes: The region code(s) whose points count.
@@ -80,19 +154,9 @@ def max_side_slice_count(world: np.ndarray, sides: Sequence[str], regions: np.nd
     Returns:
         The count (0 when no point lies in the regions).
     """
-    world = np.asarray(world, dtype=np.float64).reshape(-1, 3)
-    if len(world) == 0:
-        return 0
-    inverse = np.linalg.inv(affine)
-    voxels = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
-    inside = np.all((voxels >= 0) & (voxels < regions.shape), axis=1)
-    selected = np.zeros(len(world), dtype=bool)
-    selected[inside] = np.isin(regions[tuple(voxels[inside].T)], np.atleast_1d(region_codes))
-    if not selected.any():
-        return 0
-    slice_axis = int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
-    keys = zip(np.asarray(sides)[selected].tolist(), voxels[selected, slice_axis].tolist())
-    return Counter(keys).most_common(1)[0][1]
+    counts = Counter(key for keys in side_slice_keys(world, sides, regions, affine, region_codes)
+                     for key in keys)
+    return max(counts.values(), default=0)
 
 
 @dataclasses.dataclass(frozen=True)

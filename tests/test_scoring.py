@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.scoring import (RULE_SETS, Measurements, epvs_grade, max_side_slice_count,
-                             ordinal_class, ordinal_probabilities, score, staals_total)
+from csvdnet.scoring import (RULE_SETS, SLICE_TIE_VOXELS, Measurements, epvs_grade,
+                             max_side_slice_count, ordinal_class, ordinal_probabilities, score,
+                             side_slice_keys, slices_of, staals_total)
 
 # A subject with nothing: every point of every rule set is 0.
 NONE = Measurements(fazekas_pv=0, fazekas_deep=0, epvs_bg_count=0, epvs_cso_count=0, cmb_lobar=0,
@@ -130,6 +131,35 @@ def test_max_side_slice_count():
     regions_p = np.full((8, 8, 8), 2, np.uint8)
     points = np.array([[1, 1, 2], [5, 1, 2], [1, 1, 4]])  # z = 2, 2, 4 -> voxel i = 1, 1, 2
     assert max_side_slice_count(points, ["L"] * 3, regions_p, permuted, 2) == 2
+
+
+def test_a_point_on_a_slice_boundary_counts_in_both_slices():
+    # 3 mm slices along world z; a 1.5 mm working grid puts every second plane exactly on a
+    # boundary (slice coordinate 2.5), or a hair off it by float noise (2.4999999999999996):
+    # round-half-to-even would put the first in slice 2 and the second in slice 2 as well, a
+    # point at 3.5 in slice 4, so a rater's count depended on the rounding, not on the EPVS.
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    regions = np.full((8, 8, 8), 2, np.uint8)
+    boundary = [[1, 1, 7.5], [2, 1, 3 * 2.4999999999999996], [3, 1, 10.5]]  # 2|3, 2|3, 3|4
+    inside = [[4, 1, 9.0]]  # slice 3 only
+    world = np.array(boundary + inside)
+    keys = side_slice_keys(world, ["L"] * 4, regions, affine, 2)
+    assert keys == [[("L", 2), ("L", 3)], [("L", 2), ("L", 3)], [("L", 3), ("L", 4)],
+                    [("L", 3)]]
+    assert max_side_slice_count(world, ["L"] * 4, regions, affine, 2) == 4  # slice 3
+    assert list(slices_of(2.5 - 0.9 * SLICE_TIE_VOXELS)) == [2, 3]
+    assert list(slices_of(2.5 - 2 * SLICE_TIE_VOXELS)) == [2]
+    assert list(slices_of(-0.5)) == [-1, 0]
+
+
+def test_a_boundary_point_counts_where_each_slice_has_the_region():
+    # The region is looked up in each slice the point counts in: basal ganglia (2) in slice 2
+    # only, so a point on the 2|3 boundary counts in slice 2 alone; midline points never count.
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    regions = np.zeros((8, 8, 8), np.uint8)
+    regions[:, :, 2] = 2
+    keys = side_slice_keys(np.array([[1, 1, 7.5], [1, 1, 7.5]]), ["R", "M"], regions, affine, 2)
+    assert keys == [[("R", 2)], []]
 
 
 def _logit(p: float) -> float:

@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from csvdnet.atlas import PERIVENTRICULAR_MM, REGION_CODES
+from csvdnet.scoring import side_slice_keys
 from csvdnet.synth.anatomy import PARENCHYMA, Anatomy
 from csvdnet.synth.geometry import Grid, SmoothField
 from csvdnet.synth.ratings import Plan
@@ -485,16 +486,13 @@ def _epvs(anat: Anatomy, placer: _Placer, plan: Plan, reference: Grid,
     tubes: list[Tube] = []
     slice_axis = reference.slice_axis()
 
-    def rating_keys(positions: np.ndarray) -> list[tuple[str, int] | None]:
-        """(side, reference slice) each point counts in; None outside the basal ganglia."""
-        voxels = np.rint(reference.world_to_voxel(positions)).astype(int)
-        inside = np.all((voxels >= 0) & (voxels < reference.shape), axis=1)
-        region = np.zeros(len(positions), dtype=reference_regions.dtype)
-        region[inside] = reference_regions[tuple(voxels[inside].T)]
+    def rating_keys(positions: np.ndarray) -> list[list[tuple[str, int]]]:
+        """(side, reference slice) pairs each point counts in (the rule of
+        :func:`csvdnet.scoring.side_slice_keys`); empty outside the basal ganglia."""
         mni_x = anat.warp(positions)[:, 0]
-        return [("L" if x < 0 else "R", int(k))
-                if r == _R["basal_ganglia"] and abs(x) >= _MIDLINE_MM else None
-                for r, x, k in zip(region, mni_x, voxels[:, slice_axis])]
+        sides = ["M" if abs(x) < _MIDLINE_MM else "L" if x < 0 else "R" for x in mni_x]
+        return side_slice_keys(positions, sides, reference_regions, reference.affine,
+                               _R["basal_ganglia"])
 
     def plant(position: np.ndarray, direction: np.ndarray, length: float, diameter: float) -> None:
         half = direction * length / 2
@@ -503,28 +501,30 @@ def _epvs(anat: Anatomy, placer: _Placer, plan: Plan, reference: Grid,
         tubes.append(tube)
 
     def plant_bg(pool: np.ndarray,
-                 accept: Callable[[tuple[str, int] | None], bool]) -> tuple[str, int] | None:
-        """A lenticulostriate EPVS: near-vertical, so a dot on axial slices."""
+                 accept: Callable[[list[tuple[str, int]]], bool]) -> list[tuple[str, int]]:
+        """A lenticulostriate EPVS: near-vertical, so a dot on axial slices. Returns the keys
+        it counts in (none when no place was found)."""
         position = placer.draw(pool, 1.4, gap=0.3, valid=lambda p: accept(rating_keys(p[None])[0]))
         if position is None:
-            return None
+            return []
         direction = _random_rotation(rng, 20)[:, 2]
         plant(position, direction, rng.uniform(3.0, 10.0), rng.uniform(1.0, 2.8))
         return rating_keys(position[None])[0]
 
     candidates = placer.candidates((_R["basal_ganglia"],), tissue_min=0.8)
     keys = rating_keys(anat.grid.flat_to_world(candidates))
-    rateable = [k for k in keys if k is not None]
+    rateable = [key for point_keys in keys for key in point_keys]
     if plan.epvs_bg_count and rateable:
         rated = max(sorted(set(rateable)), key=rateable.count)  # the roomiest side and slice
-        pool = candidates[[k == rated for k in keys]]
-        counts = {rated: sum(plant_bg(pool, lambda k: k == rated) is not None
-                             for _ in range(plan.epvs_bg_count))}
+        pool = candidates[[rated in point_keys for point_keys in keys]]
+        counts: dict[tuple[str, int], int] = {}
+        for _ in range(plan.epvs_bg_count):
+            for key in plant_bg(pool, lambda found: rated in found):
+                counts[key] = counts.get(key, 0) + 1
         # Elsewhere in the basal ganglia: fewer per side and slice than on the rated one.
         for _ in range(int(plan.epvs_bg_count * rng.uniform(0.5, 1.5))):
-            key = plant_bg(candidates,
-                           lambda k: k is not None and counts.get(k, 0) + 1 < counts[rated])
-            if key is not None:
+            for key in plant_bg(candidates, lambda found: bool(found) and all(
+                    counts.get(k, 0) + 1 < counts.get(rated, 0) for k in found)):
                 counts[key] = counts.get(key, 0) + 1
 
     cso = placer.candidates((_R["centrum_semiovale"],), tissue_min=0.8)

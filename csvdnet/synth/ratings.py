@@ -9,9 +9,11 @@ truth, by the same definitions a rater uses, so they agree with the labels exact
 
 - lacunes, RSSI: 26-connected components of ``labels/lacune`` / ``labels/rssi``;
 - microbleeds: rows of ``labels/cmb.csv``;
-- basal ganglia EPVS: points of ``labels/epvs.csv`` whose nearest reference voxel is in the
-  basal ganglia region, counted per hemisphere (the CSV's ``side`` column) and per axial slice
-  of the reference grid (the voxel axis closest to world z); the largest count is graded;
+- basal ganglia EPVS: points of ``labels/epvs.csv`` counted per hemisphere (the CSV's ``side``
+  column) and per axial slice of the reference grid (the voxel axis closest to world z) where
+  the slice's voxel under the point is basal ganglia; a point on the boundary of two slices
+  counts in both (:func:`csvdnet.scoring.side_slice_keys`, the rule predict and evaluate use);
+  the largest count is graded;
 - Fazekas grades: as planted (the WMH were drawn to match them);
 - total score: :func:`csvdnet.scoring.staals_total` (Staals et al., Neurology 2014); RSSI are
   never added.
