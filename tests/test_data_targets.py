@@ -25,6 +25,24 @@ def test_peak_is_exactly_one_at_the_nearest_voxel():
     assert heatmap.dtype == np.float32 and heatmap.shape == (20, 20, 20)
 
 
+def test_subvoxel_heatmap_is_centred_on_the_point_itself():
+    sigma = targets.sigma_voxels(2.0, tf.constant((1.5, 1.5, 1.5)))
+    point = np.array([[5.3, 6.5, 4.8]])
+    heatmap = targets.render_heatmap(tf.constant(point, tf.float32), tf.constant((12, 12, 12)),
+                                     sigma, subvoxel=True).numpy()
+    s = 2.0 / 1.5
+    # The nearest voxel (5, 7, 5) holds the Gaussian at its offset (-0.3, 0.5, 0.2), not 1.0.
+    assert heatmap[5, 7, 5] == pytest.approx(math.exp(-(0.09 + 0.25 + 0.04) / (2 * s * s)),
+                                             rel=1e-5)
+    assert heatmap[5, 6, 5] == pytest.approx(math.exp(-(0.09 + 0.25 + 0.04) / (2 * s * s)),
+                                             rel=1e-5)  # 6.5: both neighbours equal
+    assert heatmap[4, 7, 5] == pytest.approx(math.exp(-(1.69 + 0.25 + 0.04) / (2 * s * s)),
+                                             rel=1e-5)
+    assert heatmap.max() < 1.0
+    empty = targets.render_heatmap(tf.zeros((0, 3)), tf.constant((4, 4, 4)), sigma, subvoxel=True)
+    assert not np.any(empty.numpy())
+
+
 def test_gaussian_width_follows_sigma_mm_and_spacing_per_axis():
     # sigma 2 mm on a (1, 1, 2) mm grid: 2 voxels along x and y, 1 voxel along z.
     heatmap = render([[10, 10, 10]], spacing=(1.0, 1.0, 2.0))

@@ -42,7 +42,8 @@ def nearest_voxel(points: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.floor(tf.cast(points, tf.float32) + 0.5), tf.int32)
 
 
-def render_heatmap(points: tf.Tensor, shape: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+def render_heatmap(points: tf.Tensor, shape: tf.Tensor, sigma: tf.Tensor,
+                   subvoxel: bool = False) -> tf.Tensor:
     """Max-combined Gaussian heatmap with value exactly 1.0 at each point's nearest voxel.
 
     Points outside the volume still contribute the part of their Gaussian that falls inside
@@ -52,6 +53,13 @@ def render_heatmap(points: tf.Tensor, shape: tf.Tensor, sigma: tf.Tensor) -> tf.
         points: float ``(N, 3)`` voxel coordinates in the output grid; ``N`` may be 0.
         shape: int ``(3,)`` output volume shape.
         sigma: float32 ``(3,)`` Gaussian sigma in voxels per axis (see :func:`sigma_voxels`).
+        subvoxel: Centre each Gaussian on the point itself rather than on its nearest voxel:
+            the peak voxel is then below 1.0 (by at most ``exp(-0.5 |0.5 / sigma|^2)``), and
+            the heatmap keeps the sub-voxel position that
+            :func:`csvdnet.inference.postprocess.find_peaks` recovers. Training keeps the
+            default (its heatmap loss takes the voxels equal to 1 as the positives); the
+            rating-layer oracle (:mod:`csvdnet.inference.oracle`) draws what an ideal network
+            would output.
 
     Returns:
         float32 heatmap of shape ``shape``.
@@ -61,12 +69,19 @@ def render_heatmap(points: tf.Tensor, shape: tf.Tensor, sigma: tf.Tensor) -> tf.
     radius = tf.cast(tf.math.ceil(TRUNCATE_SIGMAS * sigma), tf.int32)
     axes = [tf.range(-radius[a], radius[a] + 1) for a in range(3)]
     offsets = tf.reshape(tf.stack(tf.meshgrid(*axes, indexing="ij"), axis=-1), (-1, 3))
-    # The Gaussian is centred on the nearest voxel, not on the sub-voxel point, so that the
-    # peak voxel is exactly exp(0) = 1 and is the one positive of this point.
-    values = tf.exp(-0.5 * tf.reduce_sum(tf.square(tf.cast(offsets, tf.float32) / sigma), axis=-1))
-    indices = nearest_voxel(points)[:, None, :] + offsets[None, :, :]
+    nearest = nearest_voxel(points)
+    indices = nearest[:, None, :] + offsets[None, :, :]
     inside = tf.reduce_all((indices >= 0) & (indices < shape), axis=-1)
-    values = tf.broadcast_to(values[None, :], tf.shape(inside))
+    if subvoxel:
+        delta = (tf.cast(indices, tf.float32)
+                 - tf.reshape(tf.cast(points, tf.float32), (-1, 1, 3)))
+        values = tf.exp(-0.5 * tf.reduce_sum(tf.square(delta / sigma), axis=-1))
+    else:
+        # Centred on the nearest voxel, not on the sub-voxel point, so that the peak voxel is
+        # exactly exp(0) = 1 and is the one positive of this point.
+        values = tf.exp(-0.5 * tf.reduce_sum(tf.square(tf.cast(offsets, tf.float32) / sigma),
+                                             axis=-1))
+        values = tf.broadcast_to(values[None, :], tf.shape(inside))
     return tf.tensor_scatter_nd_max(tf.zeros(shape, tf.float32),
                                     tf.boolean_mask(indices, inside),
                                     tf.boolean_mask(values, inside))
