@@ -14,11 +14,14 @@ then runs, timing each stage:
 3. **network**: dense outputs by Gaussian-blended sliding windows of the training patch size,
    the ordinal score from one whole-volume pass (``csvdnet.inference.sliding_window``);
    optional left-right flip test-time augmentation averages both passes;
-4. **invert**: probabilities back onto the reference grid by trilinear interpolation; masks
-   are thresholded there (never nearest-neighbour upsampling of a working-grid mask, which
-   loses small lesions);
-5. **postprocess**: components of the segmentation masks, heatmap peaks of CMB / EPVS (found on
-   the isotropic working grid, as validation finds them, then mapped to world mm);
+4. **invert**: probabilities back onto the reference grid by trilinear interpolation (written
+   as float maps);
+5. **postprocess**: segmentation masks thresholded on the working grid, where calibration and
+   validation decide them (smallest lesions removed there), then carried back to the reference
+   grid keeping each lesion whole (:func:`csvdnet.inference.postprocess.mask_to_reference`;
+   thresholding the interpolated probabilities shrank small lacunes below the size floor);
+   components of the masks; heatmap peaks of CMB / EPVS at sub-voxel positions (found on the
+   isotropic working grid, as validation finds them, then mapped to world mm);
 6. **regions**: the MNI152 region atlas registered to the subject (``csvdnet.inference.regions``),
    region and side of every finding;
 7. **scoring**: measured quantities (``csvdnet.inference.measure``), every rule set
@@ -268,7 +271,6 @@ class Predictor:
         flags = list(prepared.flags)
         reference = images[meta.reference]
         affine = np.asarray(reference.affine, np.float64)
-        voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
         dense = [t for t in SEGMENTATION_TASKS + DETECTION_TASKS if t in outputs]
         with clock("invert"):
             probabilities = {t: meta.invert(outputs[t][0, ..., 0], order=1).astype(np.float32)
@@ -280,12 +282,18 @@ class Predictor:
         thresholds = self.info.thresholds
         masks: dict[str, np.ndarray] = {}
         raw: dict[str, list[tuple[np.ndarray, float, float | None]]] = {}
+        working_voxel_mm3 = float(np.prod(meta.spacing))
+        working_to_reference = np.linalg.inv(affine) @ np.asarray(meta.working_affine, np.float64)
         with clock("postprocess"):
             for task in dense:
                 if task in SEGMENTATION_TASKS:
-                    min_voxels = self.info.min_lesion_mm3.get(task, 0.0) / voxel_mm3
-                    masks[task] = postprocess.threshold_mask(probabilities[task],
-                                                             thresholds[task], min_voxels)
+                    # Decided on the working grid, as calibration and validation decide it,
+                    # then carried back whole (a small lacune survives the resampling).
+                    min_voxels = self.info.min_lesion_mm3.get(task, 0.0) / working_voxel_mm3
+                    decided = postprocess.threshold_mask(np.asarray(outputs[task])[0, ..., 0],
+                                                         thresholds[task], min_voxels)
+                    masks[task] = postprocess.mask_to_reference(decided, meta.invert,
+                                                                working_to_reference)
                     raw[task] = [(c.centroid_world, c.max_prob, c.volume_mm3) for c in
                                  postprocess.components(masks[task], probabilities[task], affine)]
                 else:
