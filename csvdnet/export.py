@@ -40,9 +40,10 @@ from typing import Any, Sequence
 
 from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS, __version__
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.export_verify import (METADATA_NAME, MODEL_CARD_NAME, MODEL_FORMAT,
-                                   MODEL_FORMAT_VERSION, SIGNATURES, file_sha256)
-from csvdnet.fsutil import atomic_dir
+from csvdnet.export_verify import (FIELDS_DIGEST_KEY, METADATA_NAME, MODEL_CARD_NAME,
+                                   MODEL_FORMAT, MODEL_FORMAT_VERSION, SIGNATURES,
+                                   fields_sha256, file_sha256)
+from csvdnet.fsutil import atomic_dir, remove_stale_parts
 
 __all__ = ["DENSE_OUTPUTS", "ExportResult", "PRECISIONS", "SCORE_OUTPUTS", "export_run"]
 
@@ -179,6 +180,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
             commands, seeds).
         command: The command line that made the export (recorded in the model card).
 
+    The version folder is built as ``out/.<version>.<pid>.<random>.part/`` and renamed when
+    complete; such folders left by a killed export (its process gone) are removed first, a
+    running export's are kept.
+
     Returns:
         What was written.
 
@@ -207,6 +212,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
         raise CsvdnetInputError(run_dir / "preprocess.json",
                                 f"{len(channels)} channels but the network takes "
                                 f"{cfg.model.input_channels}")
+    remove_stale_parts(out)  # what a killed export was writing (a live one's is kept)
     version = _next_version(out) if version is None else int(version)
     if version < 1:
         raise CsvdnetInputError("--version", f"must be >= 1, got {version}")
@@ -281,6 +287,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
         (tmp / MODEL_CARD_NAME).write_text(model_card(metadata, notes), encoding="utf-8")
         metadata["files"] = {p.relative_to(tmp).as_posix(): file_sha256(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
+        metadata[FIELDS_DIGEST_KEY] = fields_sha256(metadata)
         (tmp / METADATA_NAME).write_text(json.dumps(metadata, indent=1) + "\n",
                                          encoding="utf-8")
     return ExportResult(path=target, metadata=metadata, seconds=time.perf_counter() - started,

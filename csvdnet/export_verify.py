@@ -14,12 +14,20 @@ directory. Before a model is loaded:
 - no file is a symbolic link and no listed path leaves the directory.
 
 Each refusal is a :class:`~csvdnet.errors.CsvdnetInputError` naming the file and the reason on
-one line. Nothing in a model directory is ever executed or unpickled: the SavedModel is a
+one line.
+
+``metadata.json`` itself holds the thresholds, rule sets and preprocessing, and a user may edit
+them on purpose; an edited model must never pass for the original. :func:`model_identity`
+names a model ``NAME/VERSION@<first 12 hex of metadata.json's sha256>``, and
+``NAME/VERSION+edited@...`` with the reason when ``metadata.json`` no longer matches its own
+``fields_sha256`` (written by ``csvdnet export``: the digest of every other field) or, for a
+model csvdnet ships, the digest pinned in :data:`SHIPPED_METADATA_SHA256`. Nothing in a model directory is ever executed or unpickled: the SavedModel is a
 graph of TensorFlow ops, the metadata is JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path, PurePosixPath
@@ -27,8 +35,9 @@ from typing import Any
 
 from csvdnet.errors import CsvdnetInputError
 
-__all__ = ["METADATA_NAME", "MODEL_CARD_NAME", "MODEL_FORMAT", "MODEL_FORMAT_VERSION",
-           "SIGNATURES", "file_sha256", "find_version_dir", "is_exported_model",
+__all__ = ["FIELDS_DIGEST_KEY", "METADATA_NAME", "MODEL_CARD_NAME", "MODEL_FORMAT",
+           "MODEL_FORMAT_VERSION", "SHIPPED_METADATA_SHA256", "SIGNATURES", "fields_sha256",
+           "file_sha256", "find_version_dir", "is_exported_model", "model_identity",
            "read_metadata", "verify_model"]
 
 MODEL_FORMAT = "csvdnet-model"
@@ -39,6 +48,15 @@ METADATA_NAME = "metadata.json"
 MODEL_CARD_NAME = "MODEL_CARD.md"
 SIGNATURES = ("serving_default", "score", "serve_bytes")
 """The serving signatures of every export (``csvdnet.export``)."""
+
+SHIPPED_METADATA_SHA256 = {
+    "csvdnet-synthetic/2": "4da4eeb348ff0a322d7ab3764c9ce8fcedf63373df586a918290dc109792c3c8",
+}
+"""sha256 of ``metadata.json`` of each model csvdnet ships (``saved_models/``, what ``csvdnet
+demo`` runs), by ``NAME/VERSION``: a copy whose metadata differs is named edited. A new shipped
+export adds its line here (tests/test_export.py checks the shipped folder against it)."""
+FIELDS_DIGEST_KEY = "fields_sha256"
+"""``metadata.json`` field holding the sha256 of its other fields (:func:`fields_sha256`)."""
 
 _REQUIRED = {"name": str, "version": int, "channels": list, "preprocess": dict, "window": list,
              "overlap": (int, float), "gaussian_blend": bool, "stride": int, "thresholds": dict,
@@ -168,3 +186,39 @@ def verify_model(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
             raise CsvdnetInputError(file, "sha256 differs from metadata.json: the file was "
                                           "altered after export, refused")
     return version_dir, metadata
+
+
+def fields_sha256(metadata: dict[str, Any]) -> str:
+    """sha256 of a metadata dict's fields other than :data:`FIELDS_DIGEST_KEY`, as canonical
+    JSON (sorted keys, no spaces): changes with any value, not with the file's formatting."""
+    fields = {key: value for key, value in metadata.items() if key != FIELDS_DIGEST_KEY}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def model_identity(version_dir: str | os.PathLike, metadata: dict[str, Any]
+                   ) -> tuple[str, str, str | None]:
+    """The id a verified export is reported under, its metadata digest, and why it is edited.
+
+    Args:
+        version_dir: The version folder (:func:`verify_model`).
+        metadata: Its metadata (:func:`verify_model`).
+
+    Returns:
+        ``(id, sha256 of metadata.json, edited)``: id ``NAME/VERSION@<12 hex>``, or
+        ``NAME/VERSION+edited@<12 hex>`` when ``edited`` (a one-line reason) is not None.
+    """
+    digest = file_sha256(Path(version_dir) / METADATA_NAME)
+    name = f"{metadata['name']}/{metadata['version']}"
+    edited = None
+    recorded = metadata.get(FIELDS_DIGEST_KEY)
+    if recorded is not None and recorded != fields_sha256(metadata):
+        edited = ("metadata.json was edited after export (its fields no longer match "
+                  f"{FIELDS_DIGEST_KEY}): thresholds, rule sets or preprocessing may differ from "
+                  f"the exported {name}")
+    pinned = SHIPPED_METADATA_SHA256.get(name)
+    if pinned is not None and digest != pinned:
+        edited = (f"metadata.json differs from the shipped {name} (sha256 {pinned[:12]}…, this "
+                  f"one {digest[:12]}…): thresholds, rule sets or preprocessing may have been "
+                  "changed")
+    return f"{name}{'+edited' if edited else ''}@{digest[:12]}", digest, edited

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.export_verify import (METADATA_NAME, MODEL_FORMAT_VERSION, SIGNATURES,
-                                   file_sha256, find_version_dir, verify_model)
+from csvdnet.export_verify import (FIELDS_DIGEST_KEY, METADATA_NAME, MODEL_FORMAT_VERSION,
+                                   SHIPPED_METADATA_SHA256, SIGNATURES, fields_sha256,
+                                   file_sha256, find_version_dir, model_identity, verify_model)
 
 TOLERANCE = 1e-5
 
@@ -118,6 +119,26 @@ def test_an_existing_version_is_never_overwritten(exported_model, tiny_run):
         export_run(tiny_run[1], exported_model.parent, precision="float8")
 
 
+def test_a_killed_exports_part_folder_is_removed_a_live_ones_kept(exported_model, tiny_run,
+                                                                    tmp_path):
+    from csvdnet.export import export_run
+
+    copy = _copy(exported_model, tmp_path)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead = copy.parent / f".2.{int(finished.stdout)}.0badc0de.part"  # a kill -9'd export
+    (dead / "variables").mkdir(parents=True)
+    (dead / "saved_model.pb").write_bytes(b"half")
+    live = copy.parent / f".3.{os.getpid()}.c0ffee00.part"  # an export still writing
+    live.mkdir()
+
+    with pytest.raises(CsvdnetInputError, match="already exists"):
+        export_run(tiny_run[1], copy.parent, version=1)
+
+    assert not dead.exists() and live.is_dir()
+    assert sorted(p.name for p in copy.parent.iterdir()) == [live.name, "1"]
+
+
 def test_name_folder_resolves_to_its_highest_version(exported_model, tmp_path):
     copy = _copy(exported_model, tmp_path)
     shutil.copytree(copy, copy.parent / "10")
@@ -179,13 +200,82 @@ def test_predictor_loads_an_export_as_its_run(exported_model, tiny_run):
 
     exported = Predictor.from_dir(exported_model.parent)  # NAME folder: highest version
     run = Predictor.from_dir(tiny_run[1])
-    assert exported.info.kind == "saved_model" and exported.info.id == "tiny/1"
-    assert exported.info.sha256 == file_sha256(exported_model / METADATA_NAME)
+    digest = file_sha256(exported_model / METADATA_NAME)
+    assert exported.info.kind == "saved_model" and exported.info.id == f"tiny/1@{digest[:12]}"
+    assert exported.info.sha256 == digest and exported.info.edited is None
     assert exported.info.channels == run.info.channels
     assert exported.info.thresholds == run.info.thresholds
     assert exported.preprocess_cfg == run.preprocess_cfg
     assert (exported.window, exported.overlap, exported.rule_sets) == \
         (run.window, run.overlap, run.rule_sets)
+
+
+def test_an_export_records_the_digest_of_its_metadata_fields(exported_model):
+    metadata = json.loads((exported_model / METADATA_NAME).read_text())
+
+    assert metadata[FIELDS_DIGEST_KEY] == fields_sha256(metadata)
+    model_id, digest, edited = model_identity(exported_model, metadata)
+    assert (model_id, edited) == (f"tiny/1@{digest[:12]}", None)
+
+
+def _edit_thresholds(version_dir: Path) -> dict:
+    """Edit metadata.json as a user would (thresholds lowered): every checksum still holds."""
+    meta_path = version_dir / METADATA_NAME
+    metadata = json.loads(meta_path.read_text())
+    metadata["thresholds"] = {task: 0.01 for task in metadata["thresholds"]}
+    meta_path.write_text(json.dumps(metadata, indent=1) + "\n")
+    return metadata
+
+
+def test_edited_metadata_is_named_edited_wherever_the_model_is_named(exported_model, tmp_path):
+    from csvdnet.inference.predictor import Predictor
+
+    copy = _copy(exported_model, tmp_path)
+    original = model_identity(exported_model, json.loads(
+        (exported_model / METADATA_NAME).read_text()))
+    metadata = _edit_thresholds(copy)
+    verify_model(copy)  # an edit on purpose is allowed ...
+
+    model_id, digest, edited = model_identity(copy, metadata)
+
+    # ... but never looks like the original
+    assert model_id == f"tiny/1+edited@{digest[:12]}" and model_id != original[0]
+    assert edited.startswith("metadata.json was edited after export (its fields no longer "
+                             "match fields_sha256)")
+    predictor = Predictor.from_dir(copy)
+    assert predictor.info.id == model_id and predictor.info.edited == edited
+    assert predictor.info.thresholds["wmh"] == 0.01
+
+
+def test_a_copy_of_the_shipped_model_with_other_metadata_is_edited(exported_model, tmp_path):
+    name, pinned = next(iter(SHIPPED_METADATA_SHA256.items()))
+    copy = _copy(exported_model, tmp_path)
+    meta_path = copy / METADATA_NAME
+    metadata = json.loads(meta_path.read_text())
+    # As the shipped model's metadata (exported before fields_sha256): only the pin can tell.
+    metadata["name"], metadata["version"] = name.split("/")[0], int(name.split("/")[1])
+    del metadata[FIELDS_DIGEST_KEY]
+    meta_path.write_text(json.dumps(metadata))
+
+    model_id, digest, edited = model_identity(copy, metadata)
+
+    assert digest != pinned and model_id == f"{name}+edited@{digest[:12]}"
+    assert edited.startswith(f"metadata.json differs from the shipped {name} (sha256 "
+                             f"{pinned[:12]}")
+
+
+def test_the_shipped_model_matches_its_pinned_digest():
+    from csvdnet.demo import SHIPPED_MODEL
+
+    if not SHIPPED_MODEL.is_dir():
+        pytest.skip("this checkout has no shipped model")
+    for version_dir in sorted(p for p in SHIPPED_MODEL.iterdir() if p.name.isdigit()):
+        metadata = json.loads((version_dir / METADATA_NAME).read_text())
+        name = f"{metadata['name']}/{metadata['version']}"
+        assert SHIPPED_METADATA_SHA256.get(name) == file_sha256(version_dir / METADATA_NAME), (
+            f"{version_dir}: pin its metadata.json sha256 in export_verify.SHIPPED_METADATA_SHA256")
+        model_id, _, edited = model_identity(version_dir, metadata)
+        assert edited is None and "+edited" not in model_id
 
 
 @pytest.mark.slow

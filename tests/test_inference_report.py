@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import html.parser
 import io
 import json
@@ -317,3 +318,27 @@ def test_montage_slices_show_every_marker_and_the_busiest_slice(result):
             counts[round(f.voxel[axis])] = counts.get(round(f.voxel[axis]), 0) + 1
     busiest = max(counts, key=counts.get)
     assert any(abs(busiest - k) < gap for k in slices)
+
+
+def test_an_edited_model_is_named_edited_in_report_json_and_html(result, tmp_path):
+    edited = copy.copy(result)
+    edited.model = dataclasses.replace(
+        result.model, id="synthetic-demo/1+edited@0123456789ab",
+        edited="metadata.json differs from the shipped synthetic-demo/1")
+
+    report = report_dict(edited)
+
+    assert validate_report(report) == []
+    assert report["model"]["edited"] == "metadata.json differs from the shipped synthetic-demo/1"
+    assert report["flags"][0] == ("edited model: metadata.json differs from the shipped "
+                                  "synthetic-demo/1")
+    assert report["flags"][1:] == list(result.flags)
+    assert report_dict(result)["model"]["edited"] is None
+    assert not any("edited" in flag for flag in report_dict(result)["flags"])
+    parser = _Page()
+    parser.feed(write_report_html(edited, tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert len(parser.find(data_edited_model="1")) == 1
+    assert "synthetic-demo/1+edited@0123456789ab" in "".join(parser.text)
+    plain = _Page()
+    plain.feed(write_report_html(result, tmp_path / "plain.html").read_text(encoding="utf-8"))
+    assert not plain.find(data_edited_model="1")

@@ -12,7 +12,8 @@ An **exported model** (``csvdnet export``: ``NAME/<version>/`` in TF Serving lay
 for its highest version) is verified first (:func:`csvdnet.export_verify.verify_model`: every
 checksum of ``metadata.json``, no foreign file, a format this csvdnet reads), then loaded with
 ``tf.saved_model.load``: no csvdnet model code runs, only the graph's TensorFlow ops. Its
-preprocessing, window, thresholds and rule sets come from ``metadata.json``. With a
+preprocessing, window, thresholds and rule sets come from ``metadata.json``; its id carries that
+file's digest and says when it was edited (:func:`csvdnet.export_verify.model_identity`). With a
 ``serving_url`` the network step goes to TensorFlow Serving instead
 (:mod:`csvdnet.inference.serving`); the local copy then only supplies the verified metadata.
 """
@@ -127,7 +128,7 @@ def load_saved_model(cls: type, model_dir: Path, *, rule_sets: Sequence[str] | N
             this csvdnet, a SavedModel without the csvdnet signatures, an unreachable server.
     """
     from csvdnet.config import PreprocessConfig, from_dict
-    from csvdnet.export_verify import METADATA_NAME, SIGNATURES, verify_model
+    from csvdnet.export_verify import METADATA_NAME, SIGNATURES, model_identity, verify_model
     from csvdnet.inference.serving import RestClient, SignatureForward, in_process_caller
 
     version_dir, metadata = verify_model(model_dir)
@@ -154,9 +155,9 @@ def load_saved_model(cls: type, model_dir: Path, *, rule_sets: Sequence[str] | N
                                     f"export")
         call, where = in_process_caller(loaded), str(version_dir.resolve())
     spacing = metadata["preprocess"].get("spacing")
+    model_id, digest, edited = model_identity(version_dir, metadata)
     info = ModelInfo(
-        id=f"{metadata['name']}/{metadata['version']}", path=where,
-        sha256=file_sha256(meta_path), kind="saved_model",
+        id=model_id, path=where, sha256=digest, kind="saved_model", edited=edited,
         channels=tuple(metadata["channels"]),
         spacing=tuple(float(s) for s in spacing) if spacing is not None else (0.0, 0.0, 0.0),
         thresholds={k: float(v) for k, v in metadata["thresholds"].items()},

@@ -28,7 +28,7 @@ from csvdnet.inference.result import Finding, SubjectResult
 __all__ = ["MARKERS", "REPORT_SCHEMA_VERSION", "SCHEMA_PATH", "report_dict", "validate_report",
            "write_report_html", "write_report_json"]
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 """Version of the ``report.json`` layout (major: incompatible change, minor: fields added)."""
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -70,7 +70,8 @@ def report_dict(result: SubjectResult) -> dict[str, Any]:
                   "spacing": _floats(model.spacing),
                   "thresholds": {k: float(v) for k, v in model.thresholds.items()},
                   "min_lesion_mm3": {k: float(v) for k, v in model.min_lesion_mm3.items()},
-                  "modality_dropout": bool(model.modality_dropout)},
+                  "modality_dropout": bool(model.modality_dropout),
+                  "edited": model.edited},
         "reference_grid": {"shape": [int(n) for n in result.shape],
                            "affine": [_floats(row) for row in np.asarray(result.affine)],
                            "spacing": _floats(result.spacing)},
@@ -83,7 +84,8 @@ def report_dict(result: SubjectResult) -> dict[str, Any]:
                     "class_probabilities": _floats(result.ordinal.class_probabilities),
                     "cumulative": _floats(result.ordinal.cumulative)},
         "agreement": None if result.agreement is None else bool(result.agreement),
-        "flags": [str(flag) for flag in result.flags],
+        "flags": ([f"edited model: {model.edited}"] if model.edited else [])
+        + [str(flag) for flag in result.flags],
         "timings": {stage: float(seconds) for stage, seconds in result.timings.items()},
     }
 

@@ -107,6 +107,10 @@ def _header(report: dict[str, Any]) -> str:
              f'<code>{_e(model["sha256"][:12])}…</code>) · csvdnet {_e(report["csvdnet_version"])}'
              f' · {created:%Y-%m-%d %H:%M} UTC · reference {_e(report["inputs"]["reference"])}'
              f' · sequences {_e(", ".join(report["inputs"]["sequences"]))}</div>']
+    if model.get("edited"):
+        parts.append('<div class="banner disagree" data-edited-model="1">Edited model: '
+                     f'{_e(model["edited"])}. These results are not those of the model as '
+                     "exported.</div>")
     if "synth" in model["id"].lower():
         parts.append('<div class="banner research" data-research-only="1">Model trained on '
                      "synthetic data: for research and testing only, not for clinical use."

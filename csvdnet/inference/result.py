@@ -61,7 +61,8 @@ class ModelInfo:
     """Which model made a prediction.
 
     Attributes:
-        id: Model name (run directory or SavedModel name and version).
+        id: Model name: ``<run directory>/<weights>``, or ``NAME/VERSION@<12 hex of
+            metadata.json's sha256>`` of an export (``+edited`` before the ``@`` when edited).
         path: Where it was loaded from.
         sha256: Checksum of the weights file (run directory) or of the export's
             ``metadata.json``, which lists the checksum of every other file (SavedModel).
@@ -72,6 +73,8 @@ class ModelInfo:
         min_lesion_mm3: Smallest reported component per segmentation task.
         modality_dropout: Whether the model was trained with input channels blanked at random
             (then a missing sequence is flagged instead of refused).
+        edited: Why the model is not as exported (its ``metadata.json`` edited: see
+            :func:`csvdnet.export_verify.model_identity`), or None.
     """
 
     id: str
@@ -83,6 +86,7 @@ class ModelInfo:
     thresholds: dict[str, float]
     min_lesion_mm3: dict[str, float]
     modality_dropout: bool
+    edited: str | None = None
 
 
 @dataclasses.dataclass(eq=False)  # array fields: element-wise equality has no single truth
