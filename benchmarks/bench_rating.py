@@ -1,0 +1,302 @@
+"""Oracle rating benchmark (issue 18): predict's real post-network code on the ground truth.
+
+Each subject of a labelled cohort is prepared as ``csvdnet predict`` prepares it
+(:meth:`Predictor.prepare`), its network outputs are replaced by what a perfect network would
+give (:func:`csvdnet.inference.oracle.oracle_outputs`: the true masks on the working grid,
+heatmaps rendered at the true points with the model's sigma, score logits of the true total),
+and :meth:`Predictor.finish` rates them: inversion, thresholds, peaks, regions, measurement and
+rules, exactly as predict. The network is loaded with the model but never run. ``--out`` is
+written by :func:`csvdnet.inference.cohort.predict_cohort`, as ``csvdnet predict`` writes it
+(subject folders, ``scores.tsv``, ``errors.tsv``; every subject redone), so any scorer of
+predict's outputs scores it. Every rating this run gets wrong is lost after the network.
+
+It then compares ``scores.tsv`` with the cohort's ``ratings.csv``: exact agreement of each
+Staals point (subject level), of each measurement (Fazekas PV / deep, basal ganglia EPVS grade
+and its raw count, CMB, lacune and RSSI counts) and of the Staals total (with quadratic kappa,
+:func:`csvdnet.evaluation.agreement.ordinal_agreement`), the confusion of each graded quantity,
+the goals of issue 18, and one line per subject naming what disagreed (truth -> oracle). The
+true raw basal ganglia EPVS count is counted from the EPVS label's points and sides on the
+cohort's own region map (``labels/regions``) by the synthetic truth's definition
+(:func:`csvdnet.synth.ratings.epvs_bg_count`); without those it is left out. The Markdown
+summary is printed and written to ``OUT/oracle_rating.md``, every number to
+``OUT/oracle_rating.json``.
+
+Exit status: 0; 1 when a subject failed or has no ratings; 2 for an unusable cohort or model.
+
+Usage::
+
+    csvdnet synth --profile demo --subjects 40 --seed 41 --out /tmp/demo41
+    python benchmarks/bench_rating.py --cohort /tmp/demo41/manifest.csv \\
+        --model saved_models/csvdnet-synthetic/2 --out /tmp/oracle-demo41 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from csvdnet import __version__  # noqa: E402
+from csvdnet.errors import CsvdnetInputError  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
+from bench_accuracy import _confusion, cohort_synthesis, git_commit, load_average  # noqa: E402
+
+RESULTS_FORMAT = "csvdnet-bench-rating"
+RESULTS_VERSION = 1
+GRADES = {"fazekas_pv": 4, "fazekas_deep": 4, "epvs_bg_grade": 5, "total": 5}
+"""Graded quantities and their number of classes."""
+COUNTS = ("epvs_bg_count", "cmb_count", "lacune_count", "rssi_count")
+POINTS = ("lacunes", "microbleeds", "wmh", "epvs")
+GOALS = (("total", "Staals total exact", 0.97),
+         *((f"point_{p}", f"Staals {p} point exact", 0.98) for p in POINTS),
+         ("epvs_bg_grade", "basal ganglia EPVS grade exact", 0.95),
+         ("lacune_count", "lacune count exact", 0.95),
+         ("fazekas_pv", "Fazekas PV exact", 0.90), ("fazekas_deep", "Fazekas deep exact", 0.90))
+"""Issue 18's goals: (key, what, the least exact fraction)."""
+
+
+class OracleRater:
+    """What :func:`~csvdnet.inference.cohort.predict_cohort` runs in place of the predictor:
+    :func:`~csvdnet.inference.oracle.oracle_predict`, noting each subject's missing labels."""
+
+    def __init__(self, predictor: Any, sigma_mm: float, subvoxel: bool) -> None:
+        self.predictor, self.sigma_mm, self.subvoxel = predictor, sigma_mm, subvoxel
+        self.rule_sets, self.score_classes = predictor.rule_sets, predictor.score_classes
+        self.missing: dict[str, list[str]] = {}
+
+    def predict(self, subject: Any) -> Any:
+        from csvdnet.inference.oracle import missing_tasks, oracle_predict
+
+        self.missing[subject.id] = list(missing_tasks(subject.labels))
+        return oracle_predict(self.predictor, subject, heatmap_sigma_mm=self.sigma_mm,
+                              subvoxel=self.subvoxel)
+
+
+def staals_points(fazekas_pv: int, fazekas_deep: int, epvs_bg_grade: int, cmb_count: int,
+                  lacune_count: int) -> dict[str, int]:
+    """The four Staals points of a subject (the rules of :mod:`csvdnet.scoring`)."""
+    from csvdnet.scoring import wmh_point
+
+    return {"lacunes": int(lacune_count >= 1), "microbleeds": int(cmb_count >= 1),
+            "wmh": int(wmh_point(fazekas_pv, fazekas_deep)), "epvs": int(epvs_bg_grade >= 2)}
+
+
+def true_epvs_bg_count(subject: Any) -> int | None:
+    """The true raw basal ganglia EPVS count (module doc), None without points, sides or
+    region map."""
+    from csvdnet.io import load_nifti, read_points
+    from csvdnet.synth.ratings import epvs_bg_count
+
+    path, regions = subject.labels.get("epvs"), subject.labels.get("regions")
+    if path is None or regions is None or Path(path).suffix != ".csv":
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        sides = [row.get("side") for row in csv.DictReader(handle)]
+    if any(side not in ("L", "R", "M") for side in sides):
+        return None
+    region_map = load_nifti(regions, kind="labelmap")
+    return int(epvs_bg_count(read_points(path), sides, np.asarray(region_map.data),
+                             np.asarray(region_map.affine, np.float64)))
+
+
+def truth_row(subject: Any) -> dict[str, int | None] | None:
+    """The subject's true values by the names of :func:`oracle_row`, None when unrated."""
+    r = subject.ratings
+    if r is None or any(v is None for v in (r.fazekas_pv, r.fazekas_deep, r.epvs_bg_grade,
+                                            r.cmb_count, r.lacune_count, r.total_score)):
+        return None
+    row = {"fazekas_pv": r.fazekas_pv, "fazekas_deep": r.fazekas_deep,
+           "epvs_bg_grade": r.epvs_bg_grade, "epvs_bg_count": true_epvs_bg_count(subject),
+           "cmb_count": r.cmb_count, "lacune_count": r.lacune_count,
+           "rssi_count": r.rssi_count, "total": r.total_score}
+    row.update({f"point_{k}": v for k, v in staals_points(
+        r.fazekas_pv, r.fazekas_deep, r.epvs_bg_grade, r.cmb_count, r.lacune_count).items()})
+    return row
+
+
+def oracle_row(scores: Mapping[str, str]) -> dict[str, int | None]:
+    """One ``scores.tsv`` row as numbers (empty cell: None)."""
+    def number(name: str) -> int | None:
+        return int(scores[name]) if scores.get(name, "") != "" else None
+
+    row = {name: number(name) for name in ("fazekas_pv", "fazekas_deep", "epvs_bg_grade",
+                                           "epvs_bg_count", "cmb_count", "lacune_count",
+                                           "rssi_count")}
+    row["total"] = number("staals_total")
+    if all(row[n] is not None for n in ("fazekas_pv", "fazekas_deep", "epvs_bg_grade",
+                                        "cmb_count", "lacune_count")):
+        row.update({f"point_{k}": v for k, v in staals_points(
+            row["fazekas_pv"], row["fazekas_deep"], row["epvs_bg_grade"], row["cmb_count"],
+            row["lacune_count"]).items()})
+    return row
+
+
+def agreement(pairs: list[tuple[dict, dict]]) -> dict[str, dict[str, Any]]:
+    """Per quantity: n, exact fraction, and kappa + confusion (grades, points) or the mean and
+    mean absolute difference oracle - truth (counts)."""
+    from csvdnet.evaluation.agreement import ordinal_agreement
+
+    out: dict[str, dict[str, Any]] = {}
+    names = [*GRADES, *(f"point_{p}" for p in POINTS), *COUNTS]
+    for name in names:
+        both = [(t[name], o.get(name)) for t, o in pairs
+                if t.get(name) is not None and o.get(name) is not None]
+        true, pred = np.array([b[0] for b in both]), np.array([b[1] for b in both])
+        entry: dict[str, Any] = {"n": len(both),
+                                 "exact": float(np.mean(true == pred)) if both else None,
+                                 "exact_n": int(np.sum(true == pred))}
+        if name in GRADES or name.startswith("point_"):
+            classes = GRADES.get(name, 2)
+            graded = ordinal_agreement(np.clip(true, 0, classes - 1),
+                                       np.clip(pred, 0, classes - 1), classes)
+            entry.update(kappa_quadratic=graded["kappa_quadratic"],
+                         confusion=graded["confusion"])
+        elif both:
+            entry.update(mean_difference=float(np.mean(pred - true)),
+                         mean_absolute_difference=float(np.mean(np.abs(pred - true))))
+        out[name] = entry
+    return out
+
+
+def diff_line(subject: str, truth: Mapping[str, Any], oracle: Mapping[str, Any]) -> str:
+    """``subject: name truth->oracle, ...`` for what disagreed ('all exact' when nothing)."""
+    names = ["total", *(f"point_{p}" for p in POINTS), "fazekas_pv", "fazekas_deep",
+             "epvs_bg_grade", *COUNTS]
+    parts = [f"{n} {truth[n]}->{oracle.get(n)}" for n in names
+             if truth.get(n) is not None and truth[n] != oracle.get(n)]
+    return f"{subject}: " + (", ".join(parts) if parts else "all exact")
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def report(record: Mapping[str, Any]) -> str:
+    """The Markdown summary of a results record."""
+    a, run = record["agreement"], record["run"]
+    synthesis = record["cohort"]["synthesis"]
+    made = (f"synthetic: profile {synthesis['profile']}, seed {synthesis['seed']}" if synthesis
+            else "not synthetic")
+    lines = [f"# Oracle rating benchmark ({record['date']})", "",
+             f"- model: `{record['model']}`; heatmaps: {run['heatmaps']}, sigma "
+             f"{run['heatmap_sigma_mm']} mm ({run['heatmap_sigma_source']}); the network not run",
+             f"- cohort: `{record['cohort']['path']}` ({made}); "
+             f"{record['subjects']['compared']} subjects compared, failed: "
+             f"{record['subjects']['failed'] or 'none'}, unrated: "
+             f"{record['subjects']['unrated'] or 'none'}",
+             f"- missing labels (output zeros): {record['missing_labels'] or 'none'}",
+             f"- csvdnet {record['csvdnet_version']}, commit {record['git_commit']}; "
+             f"{record['machine']}; {run['seconds']:.0f} s", "",
+             "| quantity | exact | n | quadratic kappa | mean diff (oracle - truth) | MAE |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, e in a.items():
+        exact = "-" if e["exact"] is None else f"{e['exact_n']}/{e['n']} ({e['exact']:.3f})"
+        lines.append(f"| {name} | {exact} | {e['n']} | {_cell(e.get('kappa_quadratic'))} | "
+                     f"{_cell(e.get('mean_difference'), 2)} | "
+                     f"{_cell(e.get('mean_absolute_difference'), 2)} |")
+    lines += ["", "Goals of issue 18 (the goals are for >= 40 subjects of an unseen seed):", "",
+              "| goal | exact | goal | met |", "|---|---:|---:|---|"]
+    for row in record["goals"]:
+        lines.append(f"| {row['what']} | {_cell(row['value'])} | >= {row['goal']:.2f} | "
+                     f"{'-' if row['met'] is None else ('yes' if row['met'] else 'no')} |")
+    for name in [*GRADES, *(f"point_{p}" for p in POINTS)]:
+        lines += _confusion(f"{name}", a[name].get("confusion") if a[name]["n"] else None)
+    lines += ["", "Per subject (truth->oracle):", ""]
+    lines += [f"- {line}" for line in record["diffs"]]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Rate the cohort's truth into ``args.out`` and compare; the results record."""
+    import time
+
+    from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
+    from csvdnet.inference.oracle import model_heatmap_sigma
+    from csvdnet.inference.predictor import Predictor
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    predictor = Predictor.from_dir(args.model)
+    sigma, sigma_source = model_heatmap_sigma(args.model)
+    subjects, problems, bids = open_input(args.cohort, predictor.info.channels,
+                                          predictor.preprocess_cfg.reference)
+    rater = OracleRater(predictor, sigma, args.heatmaps == "subvoxel")
+    summary = predict_cohort(rater, subjects, out, bids=bids, source=Path(args.cohort),
+                             jobs=args.jobs, overwrite=True, problems=problems,
+                             on_subject=progress_printer(len(subjects) + len(problems)))
+    with open(out / "scores.tsv", newline="", encoding="utf-8") as handle:
+        scores = {row["subject"]: row for row in csv.DictReader(handle, delimiter="\t")}
+    pairs, diffs, unrated, rows = [], [], [], {}
+    for subject in subjects:
+        if subject.id not in scores:
+            continue
+        truth, oracle = truth_row(subject), oracle_row(scores[subject.id])
+        rows[subject.id] = {"truth": truth, "oracle": oracle,
+                            "missing_labels": rater.missing.get(subject.id, [])}
+        if truth is None:
+            unrated.append(subject.id)
+            continue
+        pairs.append((truth, oracle))
+        diffs.append(diff_line(subject.id, truth, oracle))
+    a = agreement(pairs)
+    goals = [{"key": key, "what": what, "goal": goal, "value": a[key]["exact"],
+              "met": None if a[key]["exact"] is None else a[key]["exact"] >= goal}
+             for key, what, goal in GOALS]
+    return {
+        "format": RESULTS_FORMAT, "version": RESULTS_VERSION,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "csvdnet_version": __version__, "git_commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *argv]),
+        "machine": describe_machine(), "load_average_end": load_average(),
+        "model": str(args.model), "out": str(out),
+        "cohort": {"path": str(args.cohort), "synthesis": cohort_synthesis(Path(args.cohort))},
+        "run": {"heatmaps": args.heatmaps, "heatmap_sigma_mm": sigma,
+                "heatmap_sigma_source": sigma_source, "jobs": args.jobs,
+                "seconds": time.perf_counter() - started},
+        "subjects": {"input": len(subjects) + len(problems), "compared": len(pairs),
+                     "failed": {**problems, **summary.failed}, "unrated": unrated},
+        "missing_labels": {s: m for s, m in rater.missing.items() if m},
+        "agreement": a, "goals": goals, "diffs": diffs, "per_subject": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cohort", required=True, help="labelled cohort: folder or manifest")
+    parser.add_argument("--model", required=True,
+                        help="training run or exported model: preprocessing, thresholds, rules")
+    parser.add_argument("--out", required=True, help="output folder, as csvdnet predict --out")
+    parser.add_argument("--jobs", type=int, default=1, help="subjects in flight at once")
+    parser.add_argument("--heatmaps", choices=("subvoxel", "nearest"), default="subvoxel",
+                        help="Gaussians centred on the true point, or on its nearest working "
+                             "voxel as training draws them")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    try:
+        record = run(args, argv)
+    except CsvdnetInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = report(record)
+    out = Path(args.out)
+    (out / "oracle_rating.md").write_text(text, encoding="utf-8")
+    (out / "oracle_rating.json").write_text(json.dumps(record, indent=1) + "\n",
+                                            encoding="utf-8")
+    print(text)
+    return 1 if record["subjects"]["failed"] or record["subjects"]["unrated"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
