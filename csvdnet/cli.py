@@ -248,7 +248,8 @@ def calibrate(run_dir: str, weights: str) -> None:
               help="Output folder (per-subject folders, scores.tsv, errors.tsv; BIDS "
                    "derivatives for a BIDS input).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Subjects in flight at once (threads; preprocessing overlaps the network).")
+              help="Subjects in flight at once (threads; preprocessing overlaps the network); "
+                   "capped at the usable CPU cores.")
 @click.option("--tta", is_flag=True,
               help="Left-right flip test-time augmentation (about twice the network time).")
 @click.option("--rules", default=None,
@@ -297,8 +298,13 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
             serving_form=serving_form, overwrite=overwrite)
         problems: dict[str, str] = {}
     else:
-        from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
+        from csvdnet.inference.cohort import (cap_jobs, open_input, predict_cohort,
+                                              progress_printer)
         from csvdnet.inference.predictor import Predictor
+
+        jobs, capped = cap_jobs(jobs)
+        if capped:
+            click.echo(capped, err=True)
 
         predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta,
                                        serving_url=serving_url, serving_form=serving_form)

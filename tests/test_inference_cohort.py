@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from _oracle import normalised_level, oracle_predictor, write_subject
 
-from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
+from csvdnet.inference.cohort import (cap_jobs, open_input, predict_cohort,
+                                      progress_printer)
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +115,25 @@ def test_no_subject_folder_vanishes_hospital_capitals_are_read_others_listed(tmp
     assert "holds no NIfTI image (found export.log)" in errors[0]["message"]
     single, _, _ = open_input(cohort / "s1", ("flair", "t1"), "flair")
     assert [s.id for s in single] == ["s1"] and list(single[0].sequences) == ["flair", "t1"]
+
+
+def test_a_subset_manifest_is_predicted_though_ratings_csv_rates_other_subjects(tmp_path):
+    cohort = tmp_path / "cohort"
+    write_subject(cohort / "s0", "RAS")
+    write_subject(cohort / "s1", "RAS")
+    (cohort / "ratings.csv").write_text("subject,cmb_count\ns0,0\ns1,2\n")
+    manifest = cohort / "subset.csv"
+    manifest.write_text("subject,flair,t1\ns0,s0/flair.nii.gz,s0/t1.nii.gz\n")
+
+    found, problems, _ = open_input(manifest, ("flair", "t1"), "flair")
+
+    assert [s.id for s in found] == ["s0"] and problems == {}
+
+
+def test_jobs_beyond_the_cores_are_capped_and_said(monkeypatch):
+    monkeypatch.setattr("csvdnet.inference.cohort.usable_cpus", lambda: 4)
+
+    assert cap_jobs(3) == (3, None) and cap_jobs(4) == (4, None)
+    jobs, note = cap_jobs(1000)
+    assert jobs == 4
+    assert note.startswith("--jobs 1000 capped at 4 (the CPU cores this process may use)")

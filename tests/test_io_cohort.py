@@ -312,3 +312,33 @@ def test_manifest_ratings_for_unknown_subject_are_refused(tmp_path):
 
     with raises_input_error(ratings, "subject s02 is rated but not in the cohort"):
         read_cohort(manifest)
+
+
+def test_a_nifti_given_as_the_cohort_is_called_an_image_not_a_bad_csv(tmp_path):
+    root = make_cohort_folder(tmp_path / "cohort")
+
+    with raises_input_error(root / "s01" / "flair.nii", "is one image, not a cohort: give the "
+                                                         r"subject's folder \(holding flair"):
+        read_cohort(root / "s01" / "flair.nii")
+
+
+def test_a_manifest_cell_naming_a_looping_symlink_says_so(tmp_path):
+    manifest = make_manifest(tmp_path, "s01,data/loop.nii.gz,,,,,\n")
+    (manifest.parent / "data" / "loop.nii.gz").symlink_to("loop.nii.gz")
+
+    cohort = read_cohort(manifest)
+
+    assert cohort.problems["s01"].endswith("loop.nii.gz is a broken or self-looping symbolic link")
+
+
+def test_ratings_of_subjects_outside_a_subset_manifest_only_warn_when_not_strict(tmp_path,
+                                                                               caplog):
+    manifest = make_manifest(tmp_path, "s01,data/s01_flair.nii.gz,,,,,\n")
+    (manifest.parent / "ratings.csv").write_text("subject,cmb_count\ns01,0\ns02,1\ns03,2\n")
+
+    with caplog.at_level("WARNING", logger="csvdnet.io.cohort"):
+        cohort = read_cohort(manifest, strict_ratings=False)
+
+    assert [s.id for s in cohort] == ["s01"] and cohort["s01"].ratings == Ratings(cmb_count=0)
+    assert any(w.getMessage().endswith("ignoring the ratings of 2 subject(s) not in this "
+                                       "cohort: s02, s03") for w in caplog.records)

@@ -126,8 +126,8 @@ def test_dwi_series_becomes_the_mean_of_its_b1000_volumes(tmp_path):
 
 
 @pytest.mark.parametrize("bvals, at, reason", [
-    (None, "dwi.nii.gz", r"is 4-D \(4 volumes\); a \.bval file beside it \(dwi\.bval\) is needed "
-                         "to pick the b1000 volumes"),
+    (None, "dwi.nii.gz", r"is 4-D \(4 volumes\); a 3-D volume is needed, or, for a diffusion "
+     r"series, a \.bval file beside it \(dwi\.bval\) to pick the b1000 volumes"),
     ("0 1000 1000", "dwi.bval", "has 3 b-values but dwi.nii.gz has 4 volumes"),
     ("0 500 2000 3000", "dwi.bval",
      r"no volume has a b-value within 800\.\.1200 .*0, 500, 2000, 3000"),
@@ -137,6 +137,16 @@ def test_dwi_series_without_usable_bval_is_refused(tmp_path, bvals, at, reason):
     path = write_dwi(tmp_path, bvals)
 
     with raises_input_error(tmp_path / at, reason):
+        load_nifti(path)
+
+
+@pytest.mark.parametrize("name", ["flair.nii.gz", "T2_FLAIR.nii.gz", "t1w.nii.gz"])
+def test_a_4d_structural_image_is_refused_as_such_not_asked_for_a_bval(tmp_path, name):
+    path = write_dwi(tmp_path, None).rename(tmp_path / name)
+    sequence = "t1" if name == "t1w.nii.gz" else "flair"
+
+    with raises_input_error(path, rf"is 4-D \(4 volumes\), but a {sequence} image must be a 3-D "
+                                  r"volume \(only a diffusion series, dwi, may be 4-D\)"):
         load_nifti(path)
 
 

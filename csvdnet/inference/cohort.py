@@ -19,6 +19,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import time
@@ -30,8 +31,8 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import atomic_path
 from csvdnet.inference import outputs
 
-__all__ = ["CohortPlan", "CohortSummary", "describe_error", "plan_cohort", "predict_cohort",
-           "score_row", "write_tables", "SCORE_COLUMNS"]
+__all__ = ["CohortPlan", "CohortSummary", "cap_jobs", "describe_error", "plan_cohort",
+           "predict_cohort", "score_row", "usable_cpus", "write_tables", "SCORE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,26 @@ MEASUREMENT_COLUMNS = ("fazekas_pv", "fazekas_deep", "epvs_bg_count", "epvs_bg_g
                        "cmb_infratentorial", "lacune_count", "rssi_count")
 QUANTITY_COLUMNS = ("wmh_volume_ml", "wmh_periventricular_ml", "wmh_deep_ml",
                     "lacune_volume_ml", "rssi_volume_ml")
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity where the system tells, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def cap_jobs(jobs: int) -> tuple[int, str | None]:
+    """``--jobs`` capped at the usable CPU cores, and the sentence saying so (None if not capped).
+
+    More subjects in flight than cores compete for the same cores (each one's preprocessing and
+    network step keep a core busy) and hold every one's volumes in memory at once.
+    """
+    cpus = usable_cpus()
+    if jobs <= cpus:
+        return jobs, None
+    return cpus, (f"--jobs {jobs} capped at {cpus} (the CPU cores this process may use): more "
+                  "subjects in flight would only hold more volumes in memory")
 
 
 def _rule_column(rule_set: str) -> str:
@@ -346,5 +367,7 @@ def open_input(path: str | Path, sequences: Sequence[str], reference: str
     found = find_sequences(path, sequences) if path.is_dir() else {}
     if reference in found:
         return [Subject(id=path.resolve().name, sequences=found)], {}, False
-    cohort = read_cohort(path, sequences=sequences, reference=reference)
+    # Prediction reads no ratings: a ratings.csv of the whole cohort beside a subset manifest
+    # is only warned about.
+    cohort = read_cohort(path, sequences=sequences, reference=reference, strict_ratings=False)
     return list(cohort.subjects), dict(cohort.problems), False

@@ -88,7 +88,7 @@ class Cohort:
 
 
 def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
-                reference: str = "flair") -> Cohort:
+                reference: str = "flair", *, strict_ratings: bool = True) -> Cohort:
     """Locate the files of a cohort given as a folder or a manifest CSV (see docs/contracts.md).
 
     Folder form: each non-hidden sub-folder is a subject or a problem (never skipped without a
@@ -104,6 +104,9 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
         path: Cohort folder or manifest CSV.
         sequences: Sequence names to look for, in channel order.
         reference: The sequence every subject must have; labels are drawn on it by default.
+        strict_ratings: Refuse a ``ratings.csv`` rating subjects that are not in the cohort
+            (training, evaluation); False only warns (prediction of a subset, which does not
+            read the ratings).
 
     Returns:
         The cohort; nothing is loaded.
@@ -130,6 +133,10 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
     if path.is_dir():
         root, manifest = path, None
         subjects = _subjects_from_folder(path, sequences, reference, problems)
+    elif path.is_file() and _nifti_suffix(path):
+        raise CsvdnetInputError(path, "is one image, not a cohort: give the subject's folder "
+                                      f"(holding {reference} and the other sequences), a cohort "
+                                      "folder, a manifest CSV or a BIDS dataset")
     elif path.is_file():
         root, manifest = path.parent, path
         subjects = _subjects_from_manifest(path, sequences, reference, problems)
@@ -138,7 +145,7 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
     if problems and not subjects and all(f"no {reference} image" in m for m in problems.values()):
         raise CsvdnetInputError(path, f"no subject has a {reference} image (the reference "
                                       f"sequence): is the sequence name right?")
-    subjects = _attach_ratings(subjects, root / "ratings.csv", problems)
+    subjects = _attach_ratings(subjects, root / "ratings.csv", problems, strict_ratings)
     return Cohort(root=root, subjects=subjects, sequences=sequences, reference=reference,
                   manifest=manifest, problems=problems)
 
@@ -386,7 +393,9 @@ def _manifest_file(manifest: Path, text: str, where: str, label: str | None = No
     # abspath, not resolve(): keep the user's (possibly symlinked) paths recognisable in messages.
     path = Path(os.path.abspath(manifest.parent / Path(text).expanduser()))
     if not path.is_file():
-        state = "is not a file" if path.exists() else "does not exist"
+        state = ("is a broken or self-looping symbolic link" if path.is_symlink()
+                 and not path.exists() else "is not a file" if path.exists() else
+                 "does not exist")
         raise CsvdnetInputError(manifest, f"{where}{path} {state}")
     problem = _format_problem(path, label)
     if problem:
@@ -394,9 +403,10 @@ def _manifest_file(manifest: Path, text: str, where: str, label: str | None = No
     return path
 
 
-def _attach_ratings(subjects: list[Subject], ratings_path: Path,
-                    problems: dict[str, str]) -> list[Subject]:
-    """Attach ``ratings.csv`` rows; a subject whose row is bad moves to ``problems``."""
+def _attach_ratings(subjects: list[Subject], ratings_path: Path, problems: dict[str, str],
+                    strict: bool = True) -> list[Subject]:
+    """Attach ``ratings.csv`` rows; a subject whose row is bad moves to ``problems``; rows of
+    subjects not in the cohort are refused (``strict``) or named in a warning."""
     if not ratings_path.is_file():
         return subjects
     bad_rows: dict[str, str] = {}
@@ -404,9 +414,13 @@ def _attach_ratings(subjects: list[Subject], ratings_path: Path,
     by_id = {subject.id: subject for subject in subjects}
     strangers = [subject_id for subject_id in (*ratings, *bad_rows)
                  if subject_id not in by_id and subject_id not in problems]
-    if strangers:
+    if strangers and strict:
         raise CsvdnetInputError(
             ratings_path, f"subject {strangers[0]} is rated but not in the cohort")
+    if strangers:
+        logger.warning("%s: ignoring the ratings of %d subject(s) not in this cohort: %s%s",
+                       ratings_path, len(strangers), ", ".join(strangers[:5]),
+                       " ..." if len(strangers) > 5 else "")
     for subject_id, rating in ratings.items():
         if subject_id in by_id:
             by_id[subject_id].ratings = rating

@@ -19,6 +19,7 @@ from nibabel.affines import voxel_sizes
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from csvdnet import DEFAULT_SEQUENCES
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import atomic_path
 
@@ -263,11 +264,18 @@ def _bval_path(path: Path) -> Path:
 
 def _b1000_volumes(path: Path, n_volumes: int) -> np.ndarray:
     """Indices of the b≈1000 volumes of a 4-D diffusion series, from its FSL ``.bval`` file."""
+    from csvdnet.io.cohort import sequence_of_file  # the sequence names live with discovery
+
+    named = sequence_of_file(path.name, DEFAULT_SEQUENCES)
+    if named is not None and named != "dwi":
+        raise CsvdnetInputError(
+            path, f"is 4-D ({n_volumes} volumes), but a {named} image must be a 3-D volume (only "
+                  "a diffusion series, dwi, may be 4-D): export the single volume")
     bval = _bval_path(path)
     if not bval.is_file():
         raise CsvdnetInputError(
-            path, f"is 4-D ({n_volumes} volumes); a .bval file beside it ({bval.name}) is needed "
-                  "to pick the b1000 volumes")
+            path, f"is 4-D ({n_volumes} volumes); a 3-D volume is needed, or, for a diffusion "
+                  f"series, a .bval file beside it ({bval.name}) to pick the b1000 volumes")
     try:
         bvals = np.array(bval.read_text(encoding="utf-8").split(), dtype=np.float64)
     except (ValueError, UnicodeDecodeError) as exc:
