@@ -14,7 +14,8 @@ It then compares ``scores.tsv`` with the cohort's ``ratings.csv``: exact agreeme
 Staals point (subject level), of each measurement (Fazekas PV / deep, basal ganglia EPVS grade
 and its raw count, CMB, lacune and RSSI counts) and of the Staals total (with quadratic kappa,
 :func:`csvdnet.evaluation.agreement.ordinal_agreement`), the confusion of each graded quantity,
-the goals of issue 18, and one line per subject naming what disagreed (truth -> oracle). The
+the goals of issue 18, and one line per subject naming what disagreed (truth -> oracle) and,
+with the cohort's own region map, where from (:func:`causes`). The
 true raw basal ganglia EPVS count is counted from the EPVS label's points and sides on the
 cohort's own region map (``labels/regions``) by the synthetic truth's definition
 (:func:`csvdnet.synth.ratings.epvs_bg_count`); without those it is left out. The Markdown
@@ -38,6 +39,7 @@ import datetime
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -68,19 +70,46 @@ GOALS = (("total", "Staals total exact", 0.97),
 
 class OracleRater:
     """What :func:`~csvdnet.inference.cohort.predict_cohort` runs in place of the predictor:
-    :func:`~csvdnet.inference.oracle.oracle_predict`, noting each subject's missing labels."""
+    its network step (:meth:`run_network`) is :func:`~csvdnet.inference.oracle.oracle_outputs`
+    of the subject last prepared with that array; everything else (``prepare``, ``finish``,
+    model identity, rule sets, options) is the predictor's, so ``OUT`` is the model's as
+    ``csvdnet predict`` writes it, whichever of ``predict`` or the stages the cohort code calls.
+    """
 
     def __init__(self, predictor: Any, sigma_mm: float, subvoxel: bool) -> None:
         self.predictor, self.sigma_mm, self.subvoxel = predictor, sigma_mm, subvoxel
-        self.rule_sets, self.score_classes = predictor.rule_sets, predictor.score_classes
         self.missing: dict[str, list[str]] = {}
+        self._prepared: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.predictor, name)
+
+    def prepare(self, subject: Any) -> Any:
+        from csvdnet.inference.oracle import missing_tasks
+
+        prepared = self.predictor.prepare(subject)
+        with self._lock:
+            self._prepared[id(prepared.array)] = prepared
+            self.missing[subject.id] = list(missing_tasks(subject.labels))
+        return prepared
+
+    def run_network(self, array: Any) -> dict[str, np.ndarray]:
+        from csvdnet.inference.oracle import oracle_outputs
+
+        with self._lock:
+            prepared = self._prepared.pop(id(array), None)
+        if prepared is None:  # never fall back on the real network
+            raise RuntimeError("the oracle's network step got an array no prepare() returned")
+        ratings = prepared.subject.ratings
+        return oracle_outputs(prepared, prepared.subject.labels, heatmap_sigma_mm=self.sigma_mm,
+                              total=None if ratings is None else ratings.total_score,
+                              score_classes=self.predictor.score_classes,
+                              subvoxel=self.subvoxel)
 
     def predict(self, subject: Any) -> Any:
-        from csvdnet.inference.oracle import missing_tasks, oracle_predict
-
-        self.missing[subject.id] = list(missing_tasks(subject.labels))
-        return oracle_predict(self.predictor, subject, heatmap_sigma_mm=self.sigma_mm,
-                              subvoxel=self.subvoxel)
+        prepared = self.prepare(subject)
+        return self.predictor.finish(prepared, self.run_network(prepared.array), 0.0)
 
 
 def staals_points(fazekas_pv: int, fazekas_deep: int, epvs_bg_grade: int, cmb_count: int,
@@ -178,6 +207,70 @@ def diff_line(subject: str, truth: Mapping[str, Any], oracle: Mapping[str, Any])
     return f"{subject}: " + (", ".join(parts) if parts else "all exact")
 
 
+def _points_file(path: Path) -> tuple[np.ndarray, list[str]]:
+    """World points and sides of a points CSV / TSV (``x, y, z, side``)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+    world = np.array([[float(r[a]) for a in "xyz"] for r in rows], np.float64).reshape(-1, 3)
+    return world, [r.get("side", "") for r in rows]
+
+
+def causes(subject: Any, folder: Path, truth: Mapping[str, Any], oracle: Mapping[str, Any],
+           bids: bool) -> list[str]:
+    """Where each disagreement comes from, read from the written outputs against the truth's
+    own region map (``labels/regions``): the oracle's masks / points rated on the true regions,
+    the true points on the oracle's (registered) regions, lacunes lost or added."""
+    from csvdnet.inference.measure import wmh_features
+    from csvdnet.inference.outputs import output_name
+    from csvdnet.io import load_nifti
+    from csvdnet.scoring import fazekas_deep_from, fazekas_pv_from
+    from csvdnet.synth.ratings import epvs_bg_count
+    from scipy import ndimage
+
+    labels, sid = subject.labels, subject.id
+    if "regions" not in labels:
+        return []
+    regions = load_nifti(labels["regions"], kind="labelmap")
+    true_regions, affine = np.asarray(regions.data), np.asarray(regions.affine, np.float64)
+
+    def written(task: str | None, kind: str, suffix: str = "") -> Path:
+        return folder / (output_name(sid, bids, task, kind) + suffix)
+
+    notes = []
+    if "wmh" in labels and any(truth[n] != oracle.get(n) for n in ("fazekas_pv", "fazekas_deep")):
+        grades = []
+        for name, mask, where in (("oracle mask", written("wmh", "mask"), true_regions),
+                                  ("true mask", labels["wmh"], true_regions)):
+            f = wmh_features(np.asarray(load_nifti(mask, kind="mask").data), where, affine)
+            grades.append(f"{name} PV {fazekas_pv_from(f)} deep {fazekas_deep_from(f)} "
+                          f"(reach {f.pv_reach_mm:.1f} mm, lining {f.pv_lining_fraction:.2f})")
+        notes.append("WMH on true regions: " + "; ".join(grades))
+    if ("epvs" in labels and str(labels["epvs"]).endswith(".csv")
+            and truth.get("epvs_bg_count") != oracle.get("epvs_bg_count")):
+        true_world, true_sides = _points_file(Path(labels["epvs"]))
+        found_world, found_sides = _points_file(written("epvs", "points"))
+        registered = load_nifti(written(None, "regions_dseg", ".nii.gz"), kind="labelmap")
+        on_registered = epvs_bg_count(true_world, true_sides, np.asarray(registered.data),
+                                      np.asarray(registered.affine, np.float64))
+        on_true = epvs_bg_count(found_world, found_sides, true_regions, affine)
+        notes.append(f"EPVS peaks {len(found_world)} of {len(true_world)} true; BG count of "
+                     f"the oracle's peaks on true regions {on_true}, of the true points on "
+                     f"the registered regions {on_registered}")
+    if "lacune" in labels and truth["lacune_count"] != oracle.get("lacune_count"):
+        true_mask = np.asarray(load_nifti(labels["lacune"], kind="mask").data) > 0
+        found = np.asarray(load_nifti(written("lacune", "mask"), kind="mask").data) > 0
+        voxel_mm3 = abs(np.linalg.det(affine[:3, :3]))
+        lost = []
+        components, n = ndimage.label(true_mask, np.ones((3, 3, 3)))
+        for k in range(1, n + 1):
+            if not found[components == k].any():
+                lost.append(f"{np.count_nonzero(components == k) * voxel_mm3:.0f}")
+        found_components, m = ndimage.label(found, np.ones((3, 3, 3)))
+        extra = sum(not true_mask[found_components == k].any() for k in range(1, m + 1))
+        notes.append(f"lacunes lost (mm3): {', '.join(lost) or 'none'}; extra: {extra}")
+    return notes
+
+
 def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}"
 
@@ -223,7 +316,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
     from csvdnet.inference.cohort import open_input, predict_cohort, progress_printer
     from csvdnet.inference.oracle import model_heatmap_sigma
+    from csvdnet.inference.outputs import subject_dir
     from csvdnet.inference.predictor import Predictor
+    from csvdnet.scoring import epvs_grade
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -248,7 +343,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             unrated.append(subject.id)
             continue
         pairs.append((truth, oracle))
-        diffs.append(diff_line(subject.id, truth, oracle))
+        why = causes(subject, subject_dir(out, subject.id, bids), truth, oracle, bids)
+        if truth["epvs_bg_count"] is not None and (
+                epvs_grade(truth["epvs_bg_count"]) != truth["epvs_bg_grade"]):
+            why.append(f"the true BG EPVS count {truth['epvs_bg_count']} grades "
+                       f"{epvs_grade(truth['epvs_bg_count'])}, ratings.csv says "
+                       f"{truth['epvs_bg_grade']}: made under another count definition?")
+        rows[subject.id]["causes"] = why
+        diffs.append("; ".join([diff_line(subject.id, truth, oracle), *why]))
     a = agreement(pairs)
     goals = [{"key": key, "what": what, "goal": goal, "value": a[key]["exact"],
               "met": None if a[key]["exact"] is None else a[key]["exact"] >= goal}

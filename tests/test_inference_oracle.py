@@ -147,3 +147,38 @@ def test_heatmap_sigma_comes_from_the_run_or_the_training_default(tmp_path):
     sigma, source = model_heatmap_sigma(export.parent)
     assert sigma == DataConfig().heatmap_sigma_mm and "default" in source
 
+
+
+def _bench_rating():
+    """benchmarks/bench_rating.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("bench_rating", folder / "bench_rating.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_writes_predicts_outputs_without_running_the_network(tiny_cohort, tmp_path):
+    from csvdnet.inference.cohort import predict_cohort
+
+    bench = _bench_rating()
+    predictor = _predictor(TINY_CHANNELS, PreprocessConfig(spacing=(2.0,) * 3, pad_multiple=16,
+                                                           register=False))
+    rater = bench.OracleRater(predictor, 2.0, subvoxel=True)
+    summary = predict_cohort(rater, list(tiny_cohort), tmp_path / "out")
+    assert not summary.failed and sorted(summary.done) == [s.id for s in tiny_cohort]
+    with open(tmp_path / "out" / "scores.tsv", newline="", encoding="utf-8") as handle:
+        rows = {row["subject"]: row for row in csv.DictReader(handle, delimiter="\t")}
+    for subject in tiny_cohort:
+        truth, oracle = bench.truth_row(subject), bench.oracle_row(rows[subject.id])
+        assert oracle["lacune_count"] == truth["lacune_count"], subject.id
+        assert oracle["cmb_count"] == truth["cmb_count"], subject.id
+        assert int(rows[subject.id]["ordinal_total"]) == truth["total"], subject.id
+        assert rater.missing[subject.id] == []
+    assert bench.diff_line("s", {"total": 2, "lacune_count": 1},
+                           {"total": 1, "lacune_count": 1}) == "s: total 2->1"
