@@ -257,7 +257,12 @@ def calibrate(run_dir: str, weights: str) -> None:
                    "staals-2014, caa-svd-2016).")
 @click.option("--weights", default="best", show_default=True, type=click.Choice(["best", "last"]),
               help="Which weights of a training run.")
-@click.option("--overwrite", is_flag=True, help="Redo subjects that are already done.")
+@click.option("--overwrite", is_flag=True,
+              help="Redo subjects that are already done (also those of another model, rule "
+                   "sets or options, which are otherwise refused).")
+@click.option("--strict", is_flag=True,
+              help="Refuse a subject whose sequences do not look like their names (swapped "
+                   "files) instead of predicting it with a flag.")
 @click.option("--quiet", is_flag=True, help="No line per subject.")
 @click.option("--serving-url", default=None,
               help="TF Serving REST URL of the same exported model "
@@ -270,6 +275,7 @@ def calibrate(run_dir: str, weights: str) -> None:
 @_input_errors_exit_2
 def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
             rules: str | None, weights: str, overwrite: bool, quiet: bool,
+            strict: bool = False,
             serving_url: str | None = None, serving_form: str = "bytes",
             engine: str = "local", runner: str = "DirectRunner",
             beam_args: tuple[str, ...] = ()) -> None:
@@ -280,6 +286,9 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
     --runner, Beam's own options after --.
     """
     _check_engine(engine, beam_args, **{"--jobs": jobs > 1})
+    if engine == "beam" and strict:
+        raise click.UsageError("--strict is for --engine local: the Beam pipeline does not run "
+                               "the sequence check")
     if engine == "beam":  # a missing extra is said before TensorFlow's seconds of import
         from csvdnet.beam import require_beam
 
@@ -298,10 +307,11 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
             serving_form=serving_form, overwrite=overwrite)
         problems: dict[str, str] = {}
     else:
-        from csvdnet.inference.cohort import (cap_jobs, open_input, predict_cohort,
-                                              progress_printer)
+        from csvdnet.inference.cohort import (cap_jobs, check_output_folder, open_input,
+                                              predict_cohort, progress_printer)
         from csvdnet.inference.predictor import Predictor
 
+        check_output_folder(out_dir)  # before the model and the subjects: no work lost
         jobs, capped = cap_jobs(jobs)
         if capped:
             click.echo(capped, err=True)
@@ -314,7 +324,7 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
         summary = predict_cohort(predictor, subjects, out_dir, bids=bids,
                                  source=Path(input_path), jobs=jobs, overwrite=overwrite,
                                  on_subject=None if quiet else progress_printer(total),
-                                 problems=problems)
+                                 problems=problems, strict=strict)
     failed = {**problems, **summary.failed}
     click.echo(f"predicted {len(summary.done)}, skipped {len(summary.skipped)} already done, "
                f"failed {len(failed)} of {total} subjects into {out_dir}")

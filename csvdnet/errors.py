@@ -23,3 +23,9 @@ class CsvdnetInputError(ValueError):
 
     def __reduce__(self):  # keep it picklable for multiprocessing workers
         return (type(self), (self.path, self.reason))
+
+
+class CsvdnetOutputError(CsvdnetInputError):
+    """A file csvdnet must write cannot be written (read-only or full disk, permission, an
+    output folder in use by another run): reported like bad input, one line naming the file and
+    the reason, exit code 2."""

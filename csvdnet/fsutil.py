@@ -177,19 +177,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_parts(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Remove the temporary ``.part`` files and folders that killed writers left in ``folder``.
 
     Only entries named by this module whose writing process no longer runs on this machine
     are removed (a live writer's are kept); the folder's other contents are never touched.
 
+    Args:
+        folder: Where to look.
+        recursive: Also in its sub-folders (not inside a live writer's ``.part`` folder).
+
     Returns:
         The removed paths.
     """
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
+    if recursive:
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and not entry.is_symlink() and not _PART.match(entry.name):
+                removed += remove_stale_parts(entry, recursive=True)
     for entry in folder.iterdir():
         match = _PART.match(entry.name)
         if match is None or _alive(int(match["pid"])):
@@ -201,3 +209,150 @@ def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
                 entry.unlink()
         removed.append(entry)
     return removed
+
+
+def final_path(path: str | os.PathLike) -> Path:
+    """The destination a temporary ``.part`` path of this module stands for.
+
+    A failing write inside :func:`atomic_dir` / :func:`atomic_path` names its temporary path;
+    this gives the path a user knows (``OUT/.sub-01.4242.0a1b2c3d.part/wmh_prob.nii.gz`` ->
+    ``OUT/sub-01/wmh_prob.nii.gz``).
+    """
+    parts = []
+    for part in Path(path).parts:
+        match = _PART.match(part)
+        if match is None:
+            parts.append(part)
+        else:
+            suffix = part[part.index(".part") + len(".part"):]
+            parts.append(match["stem"] + suffix)
+    return Path(*parts)
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and write, sync and remove a probe file in it.
+
+    Returns:
+        The folder.
+
+    Raises:
+        OSError: The folder cannot be created or written (read-only, immutable, permission,
+            no space), with ``filename`` set to the path that failed.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / _part_name("write-test")
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
+    try:
+        os.write(fd, b"csvdnet")
+        os.fsync(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return folder
+
+
+class FolderLocked(RuntimeError):
+    """Another live process holds the lock (:func:`folder_lock`).
+
+    Attributes:
+        holder: What the lock file says: ``pid``, ``host``, ``since`` (ISO time), ``command``.
+    """
+
+    def __init__(self, path: Path, holder: dict):
+        self.path, self.holder = path, holder
+        super().__init__(f"{path}: held by pid {holder.get('pid')} on {holder.get('host')} "
+                         f"since {holder.get('since')}")
+
+
+def _read_holder(lock: Path) -> dict | None:
+    """The lock file's record, or None when it is gone; a half-written one reads as empty."""
+    import json
+
+    try:
+        text = lock.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+_EMPTY_LOCK_SECONDS = 10.0
+"""A lock file still empty after this long was left by a writer killed while creating it."""
+
+
+def _age_seconds(path: Path) -> float:
+    import time
+
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+@contextlib.contextmanager
+def folder_lock(lock: str | os.PathLike, command: str = "") -> Iterator[Path]:
+    """Hold an advisory lock file while the block runs; remove it on exit.
+
+    The lock file is created exclusively and holds the process id, host name, start time and
+    ``command``. A lock whose process no longer runs on this host (a killed run), or one left
+    empty for :data:`_EMPTY_LOCK_SECONDS`, is stale: it is removed and taken over. A lock of another host is respected (its process cannot be
+    checked from here).
+
+    Raises:
+        FolderLocked: A live process (or another host) holds the lock.
+    """
+    import datetime
+    import json
+    import socket
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    record = json.dumps({"pid": os.getpid(), "host": host, "command": command,
+                         "since": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                             timespec="seconds")})
+    for _ in range(10):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            holder = _read_holder(lock)
+            if holder is None:
+                continue  # released meanwhile
+            pid = holder.get("pid")
+            stale = (holder.get("host") == host and isinstance(pid, int) and not _alive(pid))
+            # An empty record: its writer was killed between creating and filling the file.
+            stale = stale or (not holder and _age_seconds(lock) > _EMPTY_LOCK_SECONDS)
+            if not stale:
+                raise FolderLocked(lock, holder) from None
+            # Take the stale lock aside under a unique name: of two runs finding it stale,
+            # only one renames it, and both then race fairly for the exclusive create.
+            aside = lock.with_name(_part_name(lock.name))
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(lock, aside)
+                aside.unlink()
+            continue
+        try:
+            os.write(fd, record.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        break
+    else:
+        raise FolderLocked(lock, _read_holder(lock) or {})
+    try:
+        yield lock
+    finally:
+        holder = _read_holder(lock)
+        if holder is not None and holder.get("pid") == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()

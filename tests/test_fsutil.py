@@ -110,3 +110,65 @@ def test_leftover_parts_of_killed_writers_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "subject",
                                                                   ".hidden"])
     assert fsutil._PART.match(live.name)
+
+
+DEAD_PID = 2 ** 22 + 12345  # above any pid_max default: no such process
+
+
+def test_stale_parts_are_found_in_sub_folders_too(tmp_path):
+    nested = tmp_path / "sub-01" / "ses-1"
+    nested.mkdir(parents=True)
+    dead = nested / f".anat.{DEAD_PID}.0123abcd.part"
+    dead.mkdir()
+    live = tmp_path / f".sub-02.{os.getpid()}.0123abcd.part"
+    (live / f".inner.{DEAD_PID}.0123abcd.part").mkdir(parents=True)  # inside a live writer's
+
+    assert remove_stale_parts(tmp_path) == []
+    assert remove_stale_parts(tmp_path, recursive=True) == [dead]
+    assert (live / f".inner.{DEAD_PID}.0123abcd.part").is_dir()
+
+
+def test_final_path_names_the_destination_of_a_temporary_path(tmp_path):
+    part = tmp_path / f".sub-01.{os.getpid()}.0123abcd.part" / "wmh_prob.nii.gz"
+    assert fsutil.final_path(part) == tmp_path / "sub-01" / "wmh_prob.nii.gz"
+    tsv = tmp_path / f".scores.{os.getpid()}.0123abcd.part.tsv"
+    assert fsutil.final_path(tsv) == tmp_path / "scores.tsv"
+    assert fsutil.final_path(tmp_path / "plain.txt") == tmp_path / "plain.txt"
+
+
+def test_check_writable_probes_and_cleans_up(tmp_path, monkeypatch):
+    import errno
+
+    assert fsutil.check_writable(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert list((tmp_path / "new" / "out").iterdir()) == []
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if "write-test" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(fsutil.os, "open", read_only)
+    with pytest.raises(OSError, match="Read-only file system") as caught:
+        fsutil.check_writable(tmp_path)
+    assert caught.value.filename == str(tmp_path)
+
+
+def test_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
+    import json
+    import socket
+
+    lock = tmp_path / ".csvdnet" / "lock"
+    with fsutil.folder_lock(lock, "csvdnet predict a") as held:
+        assert json.loads(held.read_text())["pid"] == os.getpid()
+        with pytest.raises(fsutil.FolderLocked, match=f"held by pid {os.getpid()}"):
+            with fsutil.folder_lock(lock):
+                pass
+    assert not lock.exists()  # released on exit
+    lock.write_text(json.dumps({"pid": DEAD_PID, "host": socket.gethostname()}))
+    with fsutil.folder_lock(lock) as held:  # a killed run's: stale
+        assert json.loads(held.read_text())["pid"] == os.getpid()
+    lock.write_text(json.dumps({"pid": DEAD_PID, "host": "another-machine"}))
+    with pytest.raises(fsutil.FolderLocked, match="on another-machine"):
+        with fsutil.folder_lock(lock):  # another host's process cannot be checked: respected
+            pass

@@ -13,6 +13,15 @@ from csvdnet.inference.cohort import (cap_jobs, open_input, predict_cohort,
                                       progress_printer)
 
 
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
 @pytest.fixture(autouse=True)
 def mni_identity(monkeypatch):
     """The phantom sits at the MNI origin: skip the template registration (tested apart)."""
@@ -29,8 +38,8 @@ def test_cohort_run_records_a_corrupt_subject_and_skips_finished_ones(tmp_path):
     assert [s.id for s in found] == ["s0", "s1", "s2"] and not problems and not bids
     predictor = oracle_predictor(normalised_level(subjects[0]))
     calls = []
-    original = predictor.predict
-    predictor.predict = lambda s: calls.append(s.id) or original(s)
+    original = predictor.prepare
+    predictor.prepare = lambda s: calls.append(s.id) or original(s)
 
     out = tmp_path / "out"
     summary = predict_cohort(predictor, found, out)
@@ -46,7 +55,7 @@ def test_cohort_run_records_a_corrupt_subject_and_skips_finished_ones(tmp_path):
     # A killed run: s2's folder half-written, its row lost. The rerun redoes s2 (and the
     # still-corrupt s1) but not s0.
     (out / "s2" / "report.json").unlink()
-    (out / ".s2.x1y2.part").mkdir()
+    (out / f".s2.{dead_pid()}.0badc0de.part").mkdir()  # the killed run's temporary folder
     calls.clear()
     summary = predict_cohort(predictor, found, out)
     assert summary.skipped == ["s0"] and sorted(calls) == ["s1", "s2"]
@@ -137,3 +146,162 @@ def test_jobs_beyond_the_cores_are_capped_and_said(monkeypatch):
     jobs, note = cap_jobs(1000)
     assert jobs == 4
     assert note.startswith("--jobs 1000 capped at 4 (the CPU cores this process may use)")
+
+
+def _two_subjects(tmp_path):
+    cohort = tmp_path / "cohort"
+    subjects = [write_subject(cohort / f"s{i}", "RAS") for i in range(2)]
+    return subjects, oracle_predictor(normalised_level(subjects[0]))
+
+
+def _rows(path):
+    return list(csv.DictReader(open(path), delimiter="\t"))
+
+
+def test_a_rerun_with_another_model_rules_or_options_is_refused_unless_overwrite(tmp_path):
+    import dataclasses
+
+    from csvdnet.errors import CsvdnetOutputError
+
+    subjects, first = _two_subjects(tmp_path)
+    out = tmp_path / "out"
+    predict_cohort(first, subjects, out)
+    assert {r["model"] for r in _rows(out / "scores.tsv")} == {"oracle"}
+
+    other = oracle_predictor(normalised_level(subjects[0]))
+    other.info = dataclasses.replace(other.info, id="other/3", sha256="1" * 64)
+    with pytest.raises(CsvdnetOutputError, match=(
+            r"/out/s0: already done, but it was predicted by model oracle \(sha256 000000000000…"
+            r"\), this run's is other/3 \(sha256 111111111111…\): one output folder holds one "
+            r"model's results; choose another --out, or --overwrite to redo the subjects")):
+        predict_cohort(other, subjects, out)
+    fewer_rules = oracle_predictor(normalised_level(subjects[0]))
+    fewer_rules.rule_sets = ("staals-2014",)
+    with pytest.raises(CsvdnetOutputError, match="scored with rule sets caa-svd-2016, "
+                                                 "staals-2014, this run's are staals-2014"):
+        predict_cohort(fewer_rules, subjects, out)
+    flipped = oracle_predictor(normalised_level(subjects[0]), tta=True)
+    with pytest.raises(CsvdnetOutputError, match="predicted with tta=False, this run uses "
+                                                 "tta=True"):
+        predict_cohort(flipped, subjects, out)
+    assert {r["model"] for r in _rows(out / "scores.tsv")} == {"oracle"}  # nothing touched
+
+    summary = predict_cohort(other, subjects, out, overwrite=True)
+
+    assert sorted(summary.done) == ["s0", "s1"] and summary.skipped == []
+    assert {r["model"] for r in _rows(out / "scores.tsv")} == {"other/3"}
+    assert predict_cohort(other, subjects, out).skipped == ["s0", "s1"]
+
+
+def test_one_run_per_output_folder_a_dead_runs_lock_is_taken_over(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from csvdnet.errors import CsvdnetOutputError
+
+    subjects, predictor = _two_subjects(tmp_path)
+    out = tmp_path / "out"
+    lock = out / ".csvdnet" / "lock"
+    lock.parent.mkdir(parents=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(),
+                                    "since": "2026-12-07T10:00:00+00:00"}))
+        calls = []
+        original = predictor.prepare
+        predictor.prepare = lambda s: calls.append(s.id) or original(s)
+        with pytest.raises(CsvdnetOutputError, match=(
+                rf"/out: in use by another csvdnet run \(pid {live.pid} on "
+                rf"{socket.gethostname()}, since 2026-12-07T10:00:00\+00:00\): one run per "
+                r"output folder")):
+            predict_cohort(predictor, subjects, out)
+        assert calls == [] and lock.is_file()
+    finally:
+        live.kill()
+        live.wait()
+    lock.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
+
+    summary = predict_cohort(predictor, subjects, out)  # the killed run's lock is stale
+
+    assert sorted(summary.done) == ["s0", "s1"] and not lock.exists()
+
+
+def test_tables_are_merged_from_the_subject_folders_on_disk(tmp_path):
+    from csvdnet.inference import outputs
+    from csvdnet.inference.cohort import (plan_cohort, predict_subject, score_columns,
+                                          score_row, write_tables)
+
+    subjects, predictor = _two_subjects(tmp_path)
+    out = tmp_path / "out"
+    columns = score_columns(predictor.rule_sets, predictor.score_classes)
+    late = plan_cohort(subjects, out, columns)  # a run that planned both, then was slow
+    predict_cohort(predictor, subjects[1:], out)  # another finished s1 meanwhile
+    result = predict_subject(predictor, subjects[0])
+    outputs.write_subject(result, out)
+
+    write_tables(late, {"s0": score_row(result)}, [])
+
+    assert [r["subject"] for r in _rows(out / "scores.tsv")] == ["s0", "s1"]  # s1 kept
+    assert _rows(out / "errors.tsv") == []
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from csvdnet.cli import cli
+    from csvdnet.errors import CsvdnetOutputError
+
+    subjects, predictor = _two_subjects(tmp_path)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should go\n")
+    calls = []
+    predictor.prepare = lambda s: calls.append(s.id)
+    with pytest.raises(CsvdnetOutputError, match="not-a-folder: is a file, not an output folder"):
+        predict_cohort(predictor, subjects, blocker)
+    with pytest.raises(CsvdnetOutputError, match=r"not-a-folder/out: cannot write into the "
+                                                 r"output folder: Not a directory"):
+        predict_cohort(predictor, subjects, blocker / "out")
+    assert calls == []
+    # The CLI says so before loading the model (here a model folder that does not exist).
+    result = CliRunner().invoke(cli, ["predict", str(subjects[0].sequences["flair"].parent),
+                                      "--model", str(tmp_path / "no-model"), "--out",
+                                      str(blocker / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {blocker / 'out'}: cannot write into the output folder: Not a directory")
+
+
+def test_a_full_disk_names_the_file_and_the_reason(tmp_path, monkeypatch):
+    import errno
+
+    import nibabel
+
+    from csvdnet.errors import CsvdnetOutputError
+
+    subjects, predictor = _two_subjects(tmp_path)
+    out = tmp_path / "out"
+    real_save = nibabel.save
+
+    def full_disk(image, path):  # as gzip raises it: no file name
+        if "s1" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(image, path)
+
+    monkeypatch.setattr(nibabel, "save", full_disk)
+    summary = predict_cohort(predictor, subjects, out)
+
+    assert summary.done == ["s0"]
+    errors = _rows(out / "errors.tsv")
+    assert [(e["subject"], e["error"]) for e in errors] == [("s1", "write")]
+    assert errors[0]["message"] == f"No space left on device: {out / 's1' / 'wmh_prob.nii.gz'}"
+    assert not (out / "s1").exists() and not list(out.glob(".*.part"))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("csvdnet.inference.cohort.atomic_path", no_space)
+    with pytest.raises(CsvdnetOutputError, match=r"/out/scores\.tsv: cannot be written: No "
+                                                 r"space left on device"):
+        predict_cohort(predictor, subjects, out, overwrite=True)

@@ -124,7 +124,10 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype: Any) -> None:
     image.header.set_data_dtype(dtype)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    nib.save(image, path)
+    try:
+        nib.save(image, path)
+    except OSError as exc:  # gzip's errors name no file: name it (disk full, quota ...)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 def _tsv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -136,7 +139,10 @@ def _tsv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         return str(value)
 
     lines = ["\t".join(header)] + ["\t".join(cell(v) for v in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 def _dseg(result: SubjectResult) -> np.ndarray:

@@ -25,8 +25,8 @@ from csvdnet.atlas import REGION_CODES
 from csvdnet.fsutil import write_text_atomic
 from csvdnet.inference.result import Finding, SubjectResult
 
-__all__ = ["MARKERS", "REPORT_SCHEMA_VERSION", "SCHEMA_PATH", "report_dict", "validate_report",
-           "write_report_html", "write_report_json"]
+__all__ = ["MARKERS", "REPORT_SCHEMA_VERSION", "SCHEMA_PATH", "report_dict", "report_flags",
+           "validate_report", "write_report_html", "write_report_json"]
 
 REPORT_SCHEMA_VERSION = "1.1"
 """Version of the ``report.json`` layout (major: incompatible change, minor: fields added)."""
@@ -84,10 +84,15 @@ def report_dict(result: SubjectResult) -> dict[str, Any]:
                     "class_probabilities": _floats(result.ordinal.class_probabilities),
                     "cumulative": _floats(result.ordinal.cumulative)},
         "agreement": None if result.agreement is None else bool(result.agreement),
-        "flags": ([f"edited model: {model.edited}"] if model.edited else [])
-        + [str(flag) for flag in result.flags],
+        "flags": report_flags(result),
         "timings": {stage: float(seconds) for stage, seconds in result.timings.items()},
     }
+
+
+def report_flags(result: SubjectResult) -> list[str]:
+    """The warnings a reader must see: an edited model first, then the prediction's own."""
+    model = [f"edited model: {result.model.edited}"] if result.model.edited else []
+    return model + [str(flag) for flag in result.flags]
 
 
 def marker_summary(task: str, findings: list[Finding] | None) -> dict[str, Any]:
