@@ -8,7 +8,8 @@ and :meth:`Predictor.finish` rates them: inversion, thresholds, peaks, regions, 
 rules, exactly as predict. The network is loaded with the model but never run. ``--out`` is
 written by :func:`csvdnet.inference.cohort.predict_cohort`, as ``csvdnet predict`` writes it
 (subject folders, ``scores.tsv``, ``errors.tsv``; every subject redone), so any scorer of
-predict's outputs scores it. Every rating this run gets wrong is lost after the network.
+predict's outputs scores it (the "network" time its reports record is the oracle's rendering).
+Every rating this run gets wrong is lost after the network.
 
 It then compares ``scores.tsv`` with the cohort's ``ratings.csv``: exact agreement of each
 Staals point (subject level), of each measurement (Fazekas PV / deep, basal ganglia EPVS grade
@@ -112,30 +113,42 @@ class OracleRater:
         return self.predictor.finish(prepared, self.run_network(prepared.array), 0.0)
 
 
-def staals_points(fazekas_pv: int, fazekas_deep: int, epvs_bg_grade: int, cmb_count: int,
-                  lacune_count: int) -> dict[str, int]:
-    """The four Staals points of a subject (the rules of :mod:`csvdnet.scoring`)."""
+def with_points(row: dict[str, int | None]) -> dict[str, int | None]:
+    """``row`` with its four Staals points ``point_<name>`` (the rules of
+    :mod:`csvdnet.scoring`), when the quantities they read are all there."""
     from csvdnet.scoring import wmh_point
 
-    return {"lacunes": int(lacune_count >= 1), "microbleeds": int(cmb_count >= 1),
-            "wmh": int(wmh_point(fazekas_pv, fazekas_deep)), "epvs": int(epvs_bg_grade >= 2)}
+    pv, deep, grade, cmb, lacunes = (row.get(n) for n in ("fazekas_pv", "fazekas_deep",
+                                                          "epvs_bg_grade", "cmb_count",
+                                                          "lacune_count"))
+    if None not in (pv, deep, grade, cmb, lacunes):
+        row.update(point_lacunes=int(lacunes >= 1), point_microbleeds=int(cmb >= 1),
+                   point_wmh=int(wmh_point(pv, deep)), point_epvs=int(grade >= 2))
+    return row
+
+
+def _points_file(path: Path) -> tuple[np.ndarray, list[str]]:
+    """World points and sides of a points CSV / TSV (``x, y, z, side``)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+    world = np.array([[float(r[a]) for a in "xyz"] for r in rows], np.float64).reshape(-1, 3)
+    return world, [r.get("side", "") for r in rows]
 
 
 def true_epvs_bg_count(subject: Any) -> int | None:
     """The true raw basal ganglia EPVS count (module doc), None without points, sides or
     region map."""
-    from csvdnet.io import load_nifti, read_points
+    from csvdnet.io import load_nifti
     from csvdnet.synth.ratings import epvs_bg_count
 
     path, regions = subject.labels.get("epvs"), subject.labels.get("regions")
     if path is None or regions is None or Path(path).suffix != ".csv":
         return None
-    with open(path, newline="", encoding="utf-8") as handle:
-        sides = [row.get("side") for row in csv.DictReader(handle)]
+    world, sides = _points_file(Path(path))
     if any(side not in ("L", "R", "M") for side in sides):
         return None
     region_map = load_nifti(regions, kind="labelmap")
-    return int(epvs_bg_count(read_points(path), sides, np.asarray(region_map.data),
+    return int(epvs_bg_count(world, sides, np.asarray(region_map.data),
                              np.asarray(region_map.affine, np.float64)))
 
 
@@ -145,13 +158,11 @@ def truth_row(subject: Any) -> dict[str, int | None] | None:
     if r is None or any(v is None for v in (r.fazekas_pv, r.fazekas_deep, r.epvs_bg_grade,
                                             r.cmb_count, r.lacune_count, r.total_score)):
         return None
-    row = {"fazekas_pv": r.fazekas_pv, "fazekas_deep": r.fazekas_deep,
-           "epvs_bg_grade": r.epvs_bg_grade, "epvs_bg_count": true_epvs_bg_count(subject),
-           "cmb_count": r.cmb_count, "lacune_count": r.lacune_count,
-           "rssi_count": r.rssi_count, "total": r.total_score}
-    row.update({f"point_{k}": v for k, v in staals_points(
-        r.fazekas_pv, r.fazekas_deep, r.epvs_bg_grade, r.cmb_count, r.lacune_count).items()})
-    return row
+    return with_points({"fazekas_pv": r.fazekas_pv, "fazekas_deep": r.fazekas_deep,
+                        "epvs_bg_grade": r.epvs_bg_grade,
+                        "epvs_bg_count": true_epvs_bg_count(subject), "cmb_count": r.cmb_count,
+                        "lacune_count": r.lacune_count, "rssi_count": r.rssi_count,
+                        "total": r.total_score})
 
 
 def oracle_row(scores: Mapping[str, str]) -> dict[str, int | None]:
@@ -163,12 +174,7 @@ def oracle_row(scores: Mapping[str, str]) -> dict[str, int | None]:
                                            "epvs_bg_count", "cmb_count", "lacune_count",
                                            "rssi_count")}
     row["total"] = number("staals_total")
-    if all(row[n] is not None for n in ("fazekas_pv", "fazekas_deep", "epvs_bg_grade",
-                                        "cmb_count", "lacune_count")):
-        row.update({f"point_{k}": v for k, v in staals_points(
-            row["fazekas_pv"], row["fazekas_deep"], row["epvs_bg_grade"], row["cmb_count"],
-            row["lacune_count"]).items()})
-    return row
+    return with_points(row)
 
 
 def agreement(pairs: list[tuple[dict, dict]]) -> dict[str, dict[str, Any]]:
@@ -207,16 +213,16 @@ def diff_line(subject: str, truth: Mapping[str, Any], oracle: Mapping[str, Any])
     return f"{subject}: " + (", ".join(parts) if parts else "all exact")
 
 
-def _points_file(path: Path) -> tuple[np.ndarray, list[str]]:
-    """World points and sides of a points CSV / TSV (``x, y, z, side``)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
-    world = np.array([[float(r[a]) for a in "xyz"] for r in rows], np.float64).reshape(-1, 3)
-    return world, [r.get("side", "") for r in rows]
+def _unmatched(true: np.ndarray, found: np.ndarray, radius_mm: float = 1.5) -> list[int]:
+    """Indices of the true points with no found point within ``radius_mm``."""
+    if not len(found):
+        return list(range(len(true)))
+    distance = np.linalg.norm(true[:, None, :] - found[None, :, :], axis=-1).min(axis=1)
+    return [int(i) for i in np.flatnonzero(distance > radius_mm)]
 
 
 def causes(subject: Any, folder: Path, truth: Mapping[str, Any], oracle: Mapping[str, Any],
-           bids: bool) -> list[str]:
+           bids: bool, lacune_floor_mm3: float = 0.0) -> list[str]:
     """Where each disagreement comes from, read from the written outputs against the truth's
     own region map (``labels/regions``): the oracle's masks / points rated on the true regions,
     the true points on the oracle's (registered) regions, lacunes lost or added."""
@@ -253,7 +259,12 @@ def causes(subject: Any, folder: Path, truth: Mapping[str, Any], oracle: Mapping
         on_registered = epvs_bg_count(true_world, true_sides, np.asarray(registered.data),
                                       np.asarray(registered.affine, np.float64))
         on_true = epvs_bg_count(found_world, found_sides, true_regions, affine)
-        notes.append(f"EPVS peaks {len(found_world)} of {len(true_world)} true; BG count of "
+        lost = _unmatched(true_world, found_world)
+        apart = [float(np.sort(np.linalg.norm(true_world - true_world[i], axis=1))[1])
+                 for i in lost] if len(true_world) > 1 else []
+        near = f" ({min(apart):.1f}-{max(apart):.1f} mm from another true EPVS)" if apart else ""
+        notes.append(f"EPVS peaks {len(found_world)} of {len(true_world)} true, {len(lost)} true "
+                     f"lost{near}; BG count of "
                      f"the oracle's peaks on true regions {on_true}, of the true points on "
                      f"the registered regions {on_registered}")
     if "lacune" in labels and truth["lacune_count"] != oracle.get("lacune_count"):
@@ -264,10 +275,13 @@ def causes(subject: Any, folder: Path, truth: Mapping[str, Any], oracle: Mapping
         components, n = ndimage.label(true_mask, np.ones((3, 3, 3)))
         for k in range(1, n + 1):
             if not found[components == k].any():
-                lost.append(f"{np.count_nonzero(components == k) * voxel_mm3:.0f}")
+                volume = np.count_nonzero(components == k) * voxel_mm3
+                floor = " (< the model's floor)" if volume < lacune_floor_mm3 else ""
+                lost.append(f"{volume:.0f}{floor}")
         found_components, m = ndimage.label(found, np.ones((3, 3, 3)))
         extra = sum(not true_mask[found_components == k].any() for k in range(1, m + 1))
-        notes.append(f"lacunes lost (mm3): {', '.join(lost) or 'none'}; extra: {extra}")
+        notes.append(f"lacunes lost (mm3): {', '.join(lost) or 'none'}; extra: {extra} (model's "
+                     f"floor {lacune_floor_mm3:g} mm3)")
     return notes
 
 
@@ -343,7 +357,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             unrated.append(subject.id)
             continue
         pairs.append((truth, oracle))
-        why = causes(subject, subject_dir(out, subject.id, bids), truth, oracle, bids)
+        why = causes(subject, subject_dir(out, subject.id, bids), truth, oracle, bids,
+                     predictor.info.min_lesion_mm3.get("lacune", 0.0))
         if truth["epvs_bg_count"] is not None and (
                 epvs_grade(truth["epvs_bg_count"]) != truth["epvs_bg_grade"]):
             why.append(f"the true BG EPVS count {truth['epvs_bg_count']} grades "
