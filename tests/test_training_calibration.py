@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.training.calibration import (CALIBRATION_FILE, calibrate_detection,
-                                          calibrate_segmentation, load_calibration)
+from csvdnet.training.calibration import (CALIBRATION_FILE, SMALLEST_LACUNE_MM3,
+                                          calibrate_detection, calibrate_segmentation,
+                                          load_calibration)
 from csvdnet.training.record import run_config
 
 
@@ -33,6 +34,27 @@ def test_segmentation_search_picks_threshold_and_smallest_size_by_lesion_f1():
     assert found.value == pytest.approx(1.0) and found.configured == pytest.approx(2 / 3)
     assert found.lesions == 1 and found.metric == "lesion_f1"
     assert found.details["dice"] == pytest.approx(1.0)
+
+
+def test_the_lacune_floor_never_exceeds_the_smallest_lacune():
+    # A 20-voxel (20 mm^3) lacune at 0.6 and three 16-voxel false positives at 0.9: an 18 mm^3
+    # floor would score best on these subjects (it deletes the false positives and keeps the
+    # lacune), but would delete any true lacune of 14-18 mm^3 whatever the network did: the
+    # search stops at the 3 mm sphere's 14.1 mm^3.
+    truth = np.zeros((24, 24, 24), bool)
+    truth[2:7, 2:4, 2:4] = True
+    probability = np.where(truth, 0.6, 0.0)
+    for x in (10, 15, 20):
+        probability[x:x + 2, 10:12, 10:14] = 0.9
+    found = calibrate_segmentation("lacune", [(truth, probability, 1.0)], configured=(0.5, 0.0),
+                                   thresholds=(0.5, 0.7), sizes_mm3=(0.0, 10.0, 18.0, 30.0))
+    assert SMALLEST_LACUNE_MM3 == pytest.approx(14.137, abs=1e-3)
+    assert found.min_lesion_mm3 <= SMALLEST_LACUNE_MM3
+    assert (found.threshold, found.min_lesion_mm3) == (0.5, 0.0)
+    # RSSI have no smallest size by definition: 18 mm^3 (above the false positives) is allowed.
+    rssi = calibrate_segmentation("rssi", [(truth, probability, 1.0)], configured=(0.5, 0.0),
+                                  thresholds=(0.5, 0.7), sizes_mm3=(0.0, 10.0, 18.0, 30.0))
+    assert (rssi.threshold, rssi.min_lesion_mm3) == (0.5, 18.0)
 
 
 def test_wmh_search_keeps_the_configured_size_and_maximises_dice():
