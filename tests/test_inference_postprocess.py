@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from csvdnet.inference.postprocess import (Component, components, find_peaks,
-                                           mask_to_reference, peak_widths,
-                                           remove_small_components, subvoxel_offsets,
-                                           threshold_mask)
+from csvdnet.inference.postprocess import (SMALLEST_LESION_MM3, Component, components,
+                                           find_peaks, mask_to_reference, peak_widths,
+                                           remove_small_components, size_floor_mm3,
+                                           subvoxel_offsets, threshold_mask)
 
 
 def test_plateau_is_one_peak_at_its_centre():
@@ -239,3 +239,10 @@ def test_a_blob_wider_than_a_gaussian_of_the_model_is_one_finding():
     assert len(points) == 2
     widths = peak_widths(heatmap, np.rint(points).astype(int))
     np.testing.assert_allclose(sorted(widths), [2.5 / 1.5, 3.0 / 1.5], rtol=1e-6)
+
+
+def test_no_size_floor_above_the_smallest_lacune():
+    assert SMALLEST_LESION_MM3["lacune"] == pytest.approx(np.pi / 6 * 27)
+    assert size_floor_mm3("lacune", 30.0) == pytest.approx(14.137, abs=1e-3)
+    assert size_floor_mm3("lacune", 10.0) == 10.0
+    assert size_floor_mm3("rssi", 30.0) == 30.0  # RSSI: no smallest size by definition

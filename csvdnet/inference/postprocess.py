@@ -20,12 +20,26 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage, spatial
 
-__all__ = ["CONNECTIVITY", "Component", "SHOULDER_RELATIVE", "SUBVOXEL_FLOOR", "components",
-           "find_peaks", "mask_to_reference", "peak_widths", "remove_small_components",
-           "shoulder_peaks", "subvoxel_offsets", "threshold_mask"]
+__all__ = ["CONNECTIVITY", "Component", "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3",
+           "SUBVOXEL_FLOOR", "components", "find_peaks", "mask_to_reference", "peak_widths",
+           "remove_small_components", "shoulder_peaks", "size_floor_mm3", "subvoxel_offsets",
+           "threshold_mask"]
 
 CONNECTIVITY = np.ones((3, 3, 3), bool)
 """26-connectivity: a lesion is one component across faces, edges and corners."""
+
+
+SMALLEST_LESION_MM3 = {"lacune": float(np.pi / 6 * 3.0 ** 3)}
+"""The smallest lesion a definition admits, by task: a lacune is 3-15 mm across (STRIVE), so the
+smallest is a 3 mm sphere (~14.1 mm^3). A size floor above it deletes real lesions whatever
+the network does (a 30 mm^3 floor deleted true lacunes of 26-43 mm^3 at probability 1), so
+predict and calibration never use a larger one; false positives are for the threshold."""
+
+
+def size_floor_mm3(task: str, configured: float) -> float:
+    """The smallest component kept for ``task``: ``configured``, at most the task's
+    :data:`SMALLEST_LESION_MM3`."""
+    return min(float(configured), SMALLEST_LESION_MM3.get(task, np.inf))
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:

@@ -17,7 +17,8 @@ then runs, timing each stage:
 4. **invert**: probabilities back onto the reference grid by trilinear interpolation (written
    as float maps);
 5. **postprocess**: segmentation masks thresholded on the working grid, where calibration and
-   validation decide them (smallest lesions removed there), then carried back to the reference
+   validation decide them (smallest lesions removed there, never above the smallest lesion the
+   definition admits: ``postprocess.SMALLEST_LESION_MM3``), then carried back to the reference
    grid keeping each lesion whole (:func:`csvdnet.inference.postprocess.mask_to_reference`;
    thresholding the interpolated probabilities shrank small lacunes below the size floor);
    components of the masks; heatmap peaks of CMB / EPVS at sub-voxel positions (found on the
@@ -289,7 +290,9 @@ class Predictor:
                 if task in SEGMENTATION_TASKS:
                     # Decided on the working grid, as calibration and validation decide it,
                     # then carried back whole (a small lacune survives the resampling).
-                    min_voxels = self.info.min_lesion_mm3.get(task, 0.0) / working_voxel_mm3
+                    floor = postprocess.size_floor_mm3(task,
+                                                       self.info.min_lesion_mm3.get(task, 0.0))
+                    min_voxels = floor / working_voxel_mm3
                     decided = postprocess.threshold_mask(np.asarray(outputs[task])[0, ..., 0],
                                                          thresholds[task], min_voxels)
                     masks[task] = postprocess.mask_to_reference(decided, meta.invert,

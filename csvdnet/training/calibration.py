@@ -39,7 +39,7 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.evaluation.detection import match_points
 from csvdnet.evaluation.metrics import CONNECTIVITY, LesionCounts, dice_from_counts
 from csvdnet.fsutil import write_text_atomic
-from csvdnet.inference.postprocess import find_peaks
+from csvdnet.inference.postprocess import SMALLEST_LESION_MM3, find_peaks
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,8 @@ MIN_LESION_MM3 = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0)
 """Candidate smallest kept components (mm^3) of the small-lesion tasks."""
 SIZE_CALIBRATED = ("rssi", "lacune")
 """Segmentation tasks whose smallest kept component is calibrated with their threshold."""
-SMALLEST_LACUNE_MM3 = float(np.pi / 6 * 3.0 ** 3)
+SMALLEST_LACUNE_MM3 = SMALLEST_LESION_MM3["lacune"]
 """A lacune is 3-15 mm across (STRIVE): the smallest is a 3 mm sphere, ~14.1 mm^3."""
-SIZE_LIMIT_MM3 = {"lacune": SMALLEST_LACUNE_MM3}
-"""Largest smallest-size a task's calibration may choose: a floor above the smallest lesion the
-definition admits deletes real lesions whatever the network does (a 30 mm^3 floor deleted
-true lacunes of 17-27 mm^3 at probability 1); false positives are for the threshold."""
 MIN_LESIONS = 5
 """Fewest validation lesions (or points) a task needs to be calibrated: with one lesion any
 threshold that finds it scores F1 1 and the search would fit noise."""
@@ -133,9 +129,10 @@ def calibrate_segmentation(task: str, subjects: Iterable[tuple[np.ndarray, np.nd
         configured: The run's ``(threshold, min_lesion_mm3)``.
         thresholds: Candidate thresholds.
         sizes_mm3: Candidate smallest sizes (used for :data:`SIZE_CALIBRATED` tasks, those
-            above the task's :data:`SIZE_LIMIT_MM3` left out).
+            above the task's smallest lesion,
+            :data:`csvdnet.inference.postprocess.SMALLEST_LESION_MM3`, left out).
     """
-    limit = SIZE_LIMIT_MM3.get(task, np.inf)
+    limit = SMALLEST_LESION_MM3.get(task, np.inf)
     sizes = (tuple(s for s in sizes_mm3 if s <= limit) or (0.0,)) if task in SIZE_CALIBRATED \
         else (configured[1],)
     candidates = sorted({*thresholds, configured[0]})

@@ -40,7 +40,7 @@ from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.evaluation.detection import match_points, quadratic_weighted_kappa
 from csvdnet.evaluation.metrics import LesionCounts, dice_from_counts, lesion_counts
 from csvdnet.evaluation.points import DetectionCounts
-from csvdnet.inference.postprocess import find_peaks, remove_small_components
+from csvdnet.inference.postprocess import find_peaks, remove_small_components, size_floor_mm3
 from csvdnet.losses import PEAK_THRESHOLD, MultiTaskLoss
 from csvdnet.models.coral_head import ordinal_decode
 
@@ -210,7 +210,8 @@ def validate(predict: Callable[[Any], Mapping[str, Any]],
             if float(weights[task][0]) > 0.0:
                 subject.add(task, np.asarray(targets[task][0]), np.asarray(outputs[task][0]),
                             float(loss.task_loss(task, targets[task], outputs[task])),
-                            thresholds.get(task), voxel, min_lesion_mm3.get(task, 0.0))
+                            thresholds.get(task), voxel,
+                            size_floor_mm3(task, min_lesion_mm3.get(task, 0.0)))
         counts.merge(subject)
         if per_subject:
             rows.append(subject.subject_row())
