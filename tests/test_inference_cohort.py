@@ -305,3 +305,60 @@ def test_a_full_disk_names_the_file_and_the_reason(tmp_path, monkeypatch):
     with pytest.raises(CsvdnetOutputError, match=r"/out/scores\.tsv: cannot be written: No "
                                                  r"space left on device"):
         predict_cohort(predictor, subjects, out, overwrite=True)
+
+
+@pytest.fixture
+def phantom_signatures(tmp_path, monkeypatch):
+    """Signatures of the phantom's FLAIR and T1 (the installed ones describe five sequences
+    of the synthetic profiles), measured on one correctly named phantom subject."""
+    from csvdnet.preprocessing import sequence_check
+
+    subject = write_subject(tmp_path / "fit" / "p0", "RAS")
+    prepared = oracle_predictor(normalised_level(subject)).prepare(subject)
+    signatures = sequence_check.fit_signatures([(prepared.array, prepared.brain_working)],
+                                               ("flair", "t1"))
+    monkeypatch.setattr(sequence_check, "_signatures", lambda: signatures)
+    return signatures
+
+
+def test_swapped_sequences_are_flagged_in_report_and_scores_or_refused_strict(
+        tmp_path, phantom_signatures):
+    import json
+
+    cohort = tmp_path / "cohort"
+    good = write_subject(cohort / "s0", "RAS")
+    swapped = write_subject(cohort / "s1", "RAS",
+                            names={"flair": "t1.nii.gz", "t1": "flair.nii.gz"})
+    subjects = [good, as_discovered(swapped)]
+    predictor = oracle_predictor(normalised_level(good))
+    out = tmp_path / "out"
+
+    summary = predict_cohort(predictor, subjects, out)
+
+    assert sorted(summary.done) == ["s0", "s1"]
+    flag = ("sequence check: the flair image looks like T1, the t1 image looks like FLAIR "
+            "(tissue contrasts inside the brain): were the files swapped or misnamed? The "
+            "ratings are unreliable until the names are right")
+    reports = {s: json.loads((out / s / "report.json").read_text()) for s in ("s0", "s1")}
+    assert reports["s1"]["flags"][0] == flag and flag not in reports["s0"]["flags"]
+    assert "sequence_check" in reports["s1"]["timings"]
+    assert flag in (out / "s1" / "report.html").read_text()
+    rows = {r["subject"]: r for r in _rows(out / "scores.tsv")}
+    assert rows["s1"]["flags"].startswith(flag) and "sequence check" not in rows["s0"]["flags"]
+
+    strict = predict_cohort(predictor, subjects, tmp_path / "strict", strict=True)
+
+    assert strict.done == ["s0"] and list(strict.failed) == ["s1"]
+    errors = _rows(tmp_path / "strict" / "errors.tsv")
+    assert [(e["subject"], e["error"]) for e in errors] == [("s1", "input")]
+    assert errors[0]["message"] == (f"{cohort / 's1' / 'flair.nii.gz'}, "
+                                    f"{cohort / 's1' / 't1.nii.gz'}: {flag} (refused: --strict)")
+    assert not (tmp_path / "strict" / "s1").exists()
+
+
+def as_discovered(subject):
+    """The subject as cohort discovery reads its folder (file names decide the sequences)."""
+    from csvdnet.io import Subject, find_sequences
+
+    return Subject(id=subject.id, sequences=find_sequences(
+        next(iter(subject.sequences.values())).parent, ("flair", "t1")))
