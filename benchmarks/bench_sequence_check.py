@@ -154,7 +154,8 @@ def full_swaps(cohort: Path, model: Path, count: int, channels: tuple[str, ...])
     metadata = json.loads((model / "metadata.json").read_text())
     cfg = from_dict(PreprocessConfig, metadata["preprocess"], source=str(model))
     rows = []
-    for subject in read_cohort(cohort, sequences=channels, reference=cfg.reference).subjects[:count]:
+    subjects = read_cohort(cohort, sequences=channels, reference=cfg.reference).subjects
+    for subject in subjects[:count]:
         images = load_subject(subject)
         images["flair"], images["t1"] = images["t1"], images["flair"]
         array, _, brain = preprocess_subject_and_mask(images, cfg)

@@ -21,8 +21,10 @@ them on purpose; an edited model must never pass for the original. :func:`model_
 names a model ``NAME/VERSION@<first 12 hex of metadata.json's sha256>``, and
 ``NAME/VERSION+edited@...`` with the reason when ``metadata.json`` no longer matches its own
 ``fields_sha256`` (written by ``csvdnet export``: the digest of every other field) or, for a
-model csvdnet ships, the digest pinned in :data:`SHIPPED_METADATA_SHA256`. Nothing in a model directory is ever executed or unpickled: the SavedModel is a
-graph of TensorFlow ops, the metadata is JSON.
+model csvdnet ships, the digest pinned in :data:`SHIPPED_METADATA_SHA256`.
+
+Nothing in a model directory is ever executed or unpickled: the SavedModel is a graph of
+TensorFlow ops, the metadata is JSON.
 """
 
 from __future__ import annotations

@@ -305,8 +305,8 @@ def folder_lock(lock: str | os.PathLike, command: str = "") -> Iterator[Path]:
 
     The lock file is created exclusively and holds the process id, host name, start time and
     ``command``. A lock whose process no longer runs on this host (a killed run), or one left
-    empty for :data:`_EMPTY_LOCK_SECONDS`, is stale: it is removed and taken over. A lock of another host is respected (its process cannot be
-    checked from here).
+    empty for :data:`_EMPTY_LOCK_SECONDS`, is stale: it is removed and taken over. A lock of
+    another host is respected (its process cannot be checked from here).
 
     Raises:
         FolderLocked: A live process (or another host) holds the lock.

@@ -12,7 +12,7 @@ from csvdnet import DEFAULT_SEQUENCES
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.io.csvtable import _is_csv, _read_csv, _require_columns, _unique_subject_rows
 from csvdnet.io.labels import KNOWN_LABELS, POINT_LABELS
-from csvdnet.io.nifti import NIFTI_SUFFIXES, Image, PathLike, _nifti_suffix, load_nifti
+from csvdnet.io.nifti import Image, PathLike, _nifti_suffix, load_nifti
 from csvdnet.io.ratings import Ratings, read_ratings
 
 logger = logging.getLogger(__name__)
@@ -93,10 +93,11 @@ def read_cohort(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
 
     Folder form: each non-hidden sub-folder is a subject or a problem (never skipped without a
     word); its sequences are ``<sequence>.nii[.gz]``, the name or one of its
-    :data:`SEQUENCE_ALIASES` in any case (``FLAIR.nii.gz``, ``T1w.nii``); its labels are ``labels/<label>[@<sequence>].nii[.gz]`` (and ``.csv`` for point labels).
+    :data:`SEQUENCE_ALIASES` in any case (``FLAIR.nii.gz``, ``T1w.nii``); its labels are
+    ``labels/<label>[@<sequence>].nii[.gz]`` (and ``.csv`` for point labels).
     Manifest form: a ``subject`` column plus one column per sequence (name or alias, any case) /
-    label (``<label>@<sequence>``
-    for a label drawn on another sequence), paths relative to the CSV, empty cell = absent;
+    label (``<label>@<sequence>`` for a label drawn on another sequence), paths relative to the
+    CSV, empty cell = absent;
     columns of default sequences not in ``sequences`` are ignored. Either way an optional
     ``ratings.csv`` at the cohort root / beside the manifest is attached to the subjects.
 
