@@ -116,3 +116,35 @@ def test_unknown_rule_set_is_refused():
         Predictor(lambda b: {}, oracle_predictor(0.0).info, oracle_predictor(0.0).preprocess_cfg,
                                         window=(16,) * 3, overlap=0.25, gaussian=True,
                                         rule_sets=("fazekas-1987",))
+
+
+def test_a_small_lacune_at_probability_one_is_kept_whatever_the_models_floor(tmp_path):
+    # A 16 mm^3 lacune (two 2 mm working voxels, a 3 mm lacune's size) at probability 1, with a
+    # calibrated floor of 30 mm^3 and threshold 0.95 (the shipped model's): the floor is clamped
+    # to the smallest lacune (14.1 mm^3) and the mask is decided on the working grid, so the
+    # lacune is counted, whole.
+    from _oracle import CFG
+    from csvdnet.inference.result import ModelInfo
+
+    subject = write_subject(tmp_path / "s1", "LPS")
+
+    def forward(batch):
+        shape = np.asarray(batch).shape[:4] + (1,)
+        lacune = np.zeros(shape, np.float32)
+        centre = np.array(shape[1:4]) // 2
+        lacune[0, centre[0]:centre[0] + 2, centre[1], centre[2], 0] = 1.0
+        zeros = np.zeros(shape, np.float32)
+        return {"wmh": zeros, "rssi": zeros, "lacune": lacune, "cmb": zeros, "epvs": zeros,
+                "score": np.array([[3.0, 1.0, -1.0, -3.0]])}
+
+    info = ModelInfo(id="oracle", path="-", sha256="0" * 64, kind="run",
+                     channels=("flair", "t1"), spacing=(2.0, 2.0, 2.0),
+                     thresholds={"wmh": 0.5, "rssi": 0.5, "lacune": 0.95, "cmb": 0.5,
+                                 "epvs": 0.5},
+                     min_lesion_mm3={"wmh": 0.0, "lacune": 30.0}, modality_dropout=False)
+    predictor = Predictor(forward, info, CFG, window=(128, 128, 128), overlap=0.25,
+                          gaussian=False, rule_sets=("staals-2014",))
+    result = predictor.predict(subject)
+    (lacune,) = result.findings["lacune"]
+    assert lacune.volume_mm3 == pytest.approx(16.0)
+    assert result.measurements.lacune_count == 1
