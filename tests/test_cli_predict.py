@@ -80,3 +80,38 @@ def test_predict_bad_arguments_exit_2(tiny_run, tmp_path):
     result = run("predict", str(manifest), "--model", str(run_dir), "--out", str(tmp_path / "o"),
                  "--rules", "staals-2014,nope")
     assert result.exit_code == 2 and "unknown rule set(s) nope" in result.output
+
+
+def test_swapped_sequences_rerun_with_other_rules_and_too_many_jobs(tiny_run, tmp_path):
+    manifest, run_dir = tiny_run
+    cohort = tmp_path / "cohort"
+    for subject in ("sub-0000", "sub-0001"):
+        shutil.copytree(manifest.parent / subject, cohort / subject,
+                        ignore=shutil.ignore_patterns("labels"))
+    swapped = cohort / "sub-0001"
+    (swapped / "flair.nii.gz").rename(swapped / "was_flair.nii.gz")
+    (swapped / "t1.nii.gz").rename(swapped / "flair.nii.gz")
+    (swapped / "was_flair.nii.gz").rename(swapped / "t1.nii.gz")
+    out = tmp_path / "out"
+
+    result = run("predict", str(cohort), "--model", str(run_dir), "--out", str(out),
+                 "--jobs", "1000")
+
+    assert result.exit_code == 0, result.output
+    assert "--jobs 1000 capped at" in result.output
+    rows = {r["subject"]: r for r in csv.DictReader(open(out / "scores.tsv"), delimiter="\t")}
+    assert rows["sub-0001"]["flags"].startswith("sequence check: the flair image looks like T1")
+    assert "sequence check" not in rows["sub-0000"]["flags"]
+    report = json.loads((out / "sub-0001" / "report.json").read_text())
+    assert any(flag.startswith("sequence check:") for flag in report["flags"])
+
+    other = run("predict", str(cohort), "--model", str(run_dir), "--out", str(out),
+                "--rules", "staals-2014")
+    assert other.exit_code == 2
+    assert other.output.strip().splitlines()[-1].startswith(
+        f"error: {out / 'sub-0000'}: already done, but it was scored with rule sets")
+
+    strict = run("predict", str(cohort), "--model", str(run_dir), "--out",
+                 str(tmp_path / "strict"), "--strict", "--quiet")
+    assert strict.exit_code == 1 and "failed sub-0001" in strict.output
+    assert "(refused: --strict)" in strict.output

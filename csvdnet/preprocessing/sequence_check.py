@@ -14,10 +14,11 @@ their tissue contrasts make of the in-brain intensities, without any segmentatio
   strongly negative (CSF and white matter reversed), FLAIR against DWI positive, and so on.
 
 Every assignment of the sequence names to the channels is scored by the distance of these
-features to each sequence's signature (:data:`SIGNATURES`: mean and spread over the subjects of
-a synthetic cohort, ``benchmarks/bench_sequence_check.py --fit``), in standard scores. When
-another assignment fits better than the files' own names by more than the margin, the check
-says which channel looks like which sequence. It costs a few hundredths of a second per subject
+features to each sequence's signature (``sequence_signatures.json`` beside this module: mean and
+spread of every feature over the 20 subjects of a synthetic cohort, written by
+``benchmarks/bench_sequence_check.py --fit``), in standard scores. When another assignment fits
+better than the files' own names by more than the signatures' ``margin``, the check says which
+channel looks like which sequence. It costs a few hundredths of a second per subject
 (``benchmarks/RESULTS.md``).
 
 Limits: only channels with a signature (flair, t1, t2, swi, dwi) take part, at least two of
@@ -40,15 +41,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["QUANTILES", "SequenceCheck", "channel_features", "check_sequences",
-           "fit_signatures", "load_signatures", "reload_signatures"]
+__all__ = ["QUANTILES", "SIGNATURES_PATH", "SequenceCheck", "channel_features",
+           "check_sequences", "fit_signatures", "load_signatures", "reload_signatures"]
 
 QUANTILES = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
 """Quantiles of each channel's in-brain z-scores that describe its distribution."""
 SIGNATURES_PATH = Path(__file__).with_name("sequence_signatures.json")
+"""The installed signatures (:func:`fit_signatures` output with a ``measured_on`` record)."""
 _SAMPLE = 60_000
 """In-brain voxels the features are computed on (a regular subsample)."""
 _MIN_VOXELS = 2_000
+"""Fewer sampled brain voxels than this describe no contrast: the check is skipped."""
 _SPREAD_FLOOR = 0.05
 """Smallest spread a signature feature is given: no feature is trusted beyond this precision."""
 
@@ -62,8 +65,8 @@ class SequenceCheck:
         looks_like: Channel -> the sequence it looks like, for the channels that do not look like
             their names; empty when the names fit (or the check could not run).
         margin: How much better (summed squared standard scores) the best other naming fits
-            than the files' names: <= 0 when the names fit best; None when the check could not
-            run.
+            than the files' names: negative when the names fit best; None when the check could
+            not run.
         skipped: Why the check could not run, or None.
     """
 
@@ -92,7 +95,8 @@ def _display(sequence: str) -> str:
 
 
 def _sample(array: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """``(N, C)`` in-brain voxel values, a regular subsample of at most :data:`_SAMPLE`."""
+    """``(N, C)`` in-brain voxel values: every ``step``-th voxel along each axis, ``step``
+    chosen to leave about :data:`_SAMPLE` of them."""
     count = int(brain.sum())
     step = max(1, int(round((count / _SAMPLE) ** (1 / 3))))
     values = array[::step, ::step, ::step][brain[::step, ::step, ::step]]
