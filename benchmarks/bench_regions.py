@@ -1,22 +1,30 @@
 """Regions and Fazekas rules on synthetic subjects: prints a markdown section for RESULTS.md.
 
-1. Template registration (:func:`csvdnet.inference.regions.template_to_subject`) on ``--subjects``
-   demo-profile subjects, from the T1 and from the FLAIR: Dice per region of the region map it
-   gives on the FLAIR grid against the true ``labels/regions.nii.gz``, seconds per subject; beside
-   it the moments-only start (``atlas.world_to_mni_from_mask`` of the true brain mask) and the
-   synthetic warp's own linear part (``synth.json``), the best an affine could be expected to do.
+1. Region maps against the true ``labels/regions.nii.gz`` on the FLAIR grid, per region (Dice,
+   median over subjects), for each ``--regions-cohort`` (any profile; default: the seed-B demo
+   cohort): the subject-specific map predict uses
+   (:func:`csvdnet.inference.regions.place_regions`: affine + deformable template registration)
+   and the affine map alone (:func:`~csvdnet.inference.regions.template_to_subject` +
+   ``subject_regions``), each from the T1 and, with ``--flair``, from the FLAIR; wall and CPU
+   seconds per subject of each. Beside them the synthetic warp's own linear part
+   (``synth.json``), the best an affine could be expected to do, and the moments-only start
+   (``atlas.world_to_mni_from_mask`` of the true brain mask).
 2. Fazekas rule (:func:`csvdnet.scoring.fazekas_pv_from` / ``fazekas_deep_from``): features of
    the TRUE WMH labels of a calibration cohort (seed A), with its true region maps and with
-   those of the template registration (as predict has them), give the thresholds that separate
-   its planted grades best (printed, to compare with the constants in ``csvdnet.scoring``); the
-   constants are then scored on another cohort (seed B): confusion matrices with the true region
-   maps and with the registered ones (T1).
+   those of :func:`~csvdnet.inference.regions.place_regions` (as predict has them), give the
+   thresholds that separate its planted grades best (printed, to compare with the constants in
+   ``csvdnet.scoring``); the constants are then scored on another cohort (seed B): confusion
+   matrices with the true region maps and with the registered ones (T1). ``--no-fazekas``
+   skips this part (and the two 40-subject cohorts it needs).
 
 Usage::
 
     python benchmarks/bench_regions.py --work /tmp/bench_regions [--subjects 6] [--cal 40]
+    python benchmarks/bench_regions.py --work /tmp/w --no-fazekas --subjects 12 \\
+        --regions-cohort /tmp/demo-seed31 --regions-cohort /tmp/clinical-seed32
 
-Cohorts are generated under ``--work`` (demo profile; reused when already there).
+Cohorts are generated under ``--work`` (demo profile; reused when already there); a
+``--regions-cohort`` must exist (``csvdnet synth --profile ...``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import csv
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +46,8 @@ from _machine import describe_machine  # noqa: E402
 
 from csvdnet.atlas import REGION_NAMES, load_atlas, world_to_mni_from_mask  # noqa: E402
 from csvdnet.inference.measure import wmh_features  # noqa: E402
-from csvdnet.inference.regions import subject_regions, template_to_subject  # noqa: E402
+from csvdnet.inference.regions import (place_regions, subject_regions,  # noqa: E402
+                                       template_to_subject)
 from csvdnet.io import load_nifti  # noqa: E402
 from csvdnet.scoring import (FAZEKAS_DEEP_LIMITS, FAZEKAS_PV_LIMITS,  # noqa: E402
                              fazekas_deep_from, fazekas_pv_from)
@@ -71,45 +81,60 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else float("nan")
 
 
-def registration(root: Path, n: int) -> None:
+def _timed(function, *args):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args)
+    return result, (time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def registration(root: Path, n: int, sequences: tuple[str, ...]) -> None:
     rows: dict[str, list[list[float]]] = {}
     seconds: dict[str, list[tuple[float, float]]] = {}
-    load_atlas(2)
-    template_to_subject(load_nifti(root / "sub-0000" / "t1.nii.gz"))  # warm caches
-    for i in range(n):
-        folder = root / f"sub-{i:04d}"
+    place_regions(load_nifti(root / "sub-0000" / "t1.nii.gz"), None, (8, 8, 8), np.eye(4))
+    profile = json.loads((root / "sub-0000" / "synth.json").read_text())["profile"]
+    subjects = sorted(p.parent for p in root.glob("sub-*/synth.json"))[:n]
+    for folder in subjects:
         flair = load_nifti(folder / "flair.nii.gz")
         true, _ = _array(folder / "labels" / "regions.nii.gz")
         record = json.loads((folder / "synth.json").read_text())
         brain, _ = _array(folder / "labels" / "brain_mask.nii.gz")
-        maps = {"warp's linear part (oracle)": np.array(record["world_to_mni_affine"]),
-                "moments of the true brain mask": world_to_mni_from_mask(brain, flair.affine)}
-        for sequence in ("t1", "flair"):
+        maps = {"warp's linear part (oracle), affine": np.array(record["world_to_mni_affine"]),
+                "moments of the true brain mask, affine": world_to_mni_from_mask(brain,
+                                                                                 flair.affine)}
+        predicted = {}
+        for sequence in sequences:
             image = load_nifti(folder / f"{sequence}.nii.gz")
-            wall, cpu = time.perf_counter(), time.process_time()
-            world_to_mni = template_to_subject(image)
-            seconds.setdefault(sequence, []).append((time.perf_counter() - wall,
-                                                     time.process_time() - cpu))
             # The sequence's world -> MNI, composed with the reference -> sequence motion.
             to_sequence = np.array(record["sequence_transforms"][sequence])
-            maps[f"registration from {sequence.upper()}"] = world_to_mni @ to_sequence
+            name = f"from {sequence.upper()}"
+            world_to_mni, seconds_affine = _timed(template_to_subject, image)
+            maps[f"{name}: affine (template_to_subject)"] = world_to_mni @ to_sequence
+            seconds.setdefault(f"{name}: affine (template_to_subject)", []).append(seconds_affine)
+            (regions, _), seconds_placed = _timed(place_regions, image, None, flair.shape,
+                                                  flair.affine, to_sequence)
+            predicted[f"{name}: affine + deformable (place_regions)"] = regions
+            seconds.setdefault(f"{name}: affine + deformable (place_regions)", []).append(
+                seconds_placed)
         for name, matrix in maps.items():
-            pred = subject_regions(flair.shape, flair.affine, matrix)
+            predicted[name] = subject_regions(flair.shape, flair.affine, matrix)
+        for name, pred in predicted.items():
             rows.setdefault(name, []).append([_dice(pred == c, true == c) for c in _CODES])
-    print(f"\n### Template registration: region Dice on the FLAIR grid ({n} demo subjects)\n")
-    print("| world -> MNI | " + " | ".join(REGION_NAMES[c] for c in _CODES) + " | mean |")
+    print(f"\n### Region Dice on the FLAIR grid: `{root.name}` ({len(subjects)} {profile} "
+          f"subjects, seed {record['seed']}; medians)\n")
+    print("| world -> MNI | " + " | ".join(REGION_NAMES[c] for c in _CODES)
+          + " | lowest subject, ventricles / basal ganglia |")
     print("|---" * (len(_CODES) + 2) + "|")
-    for name, values in rows.items():
-        values = np.array(values)
-        per_region = np.nanmean(values, axis=0)
-        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in per_region)
-              + f" | {np.nanmean(values):.3f} |")
-    for sequence, times in seconds.items():
+    for name in sorted(rows, key=lambda k: ("from" not in k, k)):
+        values = np.array(rows[name])
+        per_region = np.nanmedian(values, axis=0)
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in per_region)
+              + f" | {np.nanmin(values[:, 0]):.3f} / {np.nanmin(values[:, 1]):.3f} |")
+    print("\n| step | wall s, median (range) | CPU s, median (range) |\n|---|---|---|")
+    for name, times in seconds.items():
         times = np.array(times)
-        lowest = np.nanmean(np.array(rows[f"registration from {sequence.upper()}"]), axis=1).min()
-        print(f"\n{sequence.upper()}: wall s per subject median {np.median(times[:, 0]):.2f} "
-              f"(range {times[:, 0].min():.2f}-{times[:, 0].max():.2f}), CPU s median "
-              f"{np.median(times[:, 1]):.2f}; lowest subject mean Dice {lowest:.3f}")
+        print(f"| {name} | {np.median(times[:, 0]):.2f} ({times[:, 0].min():.2f}-"
+              f"{times[:, 0].max():.2f}) | {np.median(times[:, 1]):.2f} "
+              f"({times[:, 1].min():.2f}-{times[:, 1].max():.2f}) |")
 
 
 def _features(root: Path, regions_from: str) -> list[dict]:
@@ -122,9 +147,8 @@ def _features(root: Path, regions_from: str) -> list[dict]:
             regions, _ = _array(folder / "labels" / "regions.nii.gz")
         else:
             record = json.loads((folder / "synth.json").read_text())
-            world_to_mni = template_to_subject(load_nifti(folder / "t1.nii.gz"))
-            regions = subject_regions(wmh.shape, affine,
-                                      world_to_mni @ np.array(record["sequence_transforms"]["t1"]))
+            regions, _ = place_regions(load_nifti(folder / "t1.nii.gz"), None, wmh.shape, affine,
+                                       np.array(record["sequence_transforms"]["t1"]))
         features = wmh_features(wmh > 0, regions.astype(np.uint8), affine)
         out.append(dict(pv=int(r["fazekas_pv"]), deep=int(r["fazekas_deep"]), features=features))
     return out
@@ -184,23 +208,34 @@ def main() -> None:
     parser.add_argument("--cal", type=int, default=40)
     parser.add_argument("--seed-a", type=int, default=11)
     parser.add_argument("--seed-b", type=int, default=13)
+    parser.add_argument("--regions-cohort", type=Path, action="append", default=[])
+    parser.add_argument("--flair", action="store_true", help="also register from the FLAIR")
+    parser.add_argument("--no-fazekas", action="store_true")
     args = parser.parse_args()
-    calibration = _cohort(args.work, f"demo-seed{args.seed_a}", args.cal, args.seed_a)
-    check = _cohort(args.work, f"demo-seed{args.seed_b}", args.cal, args.seed_b)
     print(f"## Regions and Fazekas rules — `python benchmarks/bench_regions.py` "
           f"({datetime.date.today()})\n")
-    print(f"{describe_machine()}; CPU flags: {_cpu_flags()}.")
-    registration(check, min(args.subjects, args.cal))
+    print(f"{describe_machine()}; CPU flags: {_cpu_flags()}; load average at the start "
+          f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}.")
+    sequences = ("t1", "flair") if args.flair else ("t1",)
+    if args.no_fazekas:
+        for root in args.regions_cohort:
+            registration(root, args.subjects, sequences)
+        return
+    calibration = _cohort(args.work, f"demo-seed{args.seed_a}", args.cal, args.seed_a)
+    check = _cohort(args.work, f"demo-seed{args.seed_b}", args.cal, args.seed_b)
+    for root in args.regions_cohort or [check]:
+        registration(root, min(args.subjects, args.cal), sequences)
     for regions_from, how in (("true", "true region maps"),
-                              ("registered", "region maps by template registration from the T1")):
+                              ("registered", "region maps by place_regions from the T1")):
         print(f"\n### Fazekas calibration: true WMH labels, {how}, {args.cal} demo subjects "
               f"(seed {args.seed_a})")
         calibrate(_features(calibration, regions_from))
     for regions_from, how in (("true", "true region maps"),
-                              ("registered", "region maps by template registration from the T1")):
+                              ("registered", "region maps by place_regions from the T1")):
         confusion(_features(check, regions_from),
                   f"### Check on {args.cal} other subjects (seed {args.seed_b}): true WMH labels, "
                   f"{how}")
+
 
 if __name__ == "__main__":
     main()

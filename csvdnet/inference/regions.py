@@ -3,9 +3,10 @@
 Where a subject's region map comes from
 ---------------------------------------
 The region atlas is the one :mod:`csvdnet.atlas` derives from the MNI152 2009a template (nilearn,
-offline; the same atlas the synthetic cohort samples). It is brought to a subject by a 12-dof
-affine registration of the template to one of the subject's images (:func:`template_to_subject`),
-then sampled onto the reference grid by nearest neighbour (:func:`subject_regions`):
+offline; the same atlas the synthetic cohort samples). :func:`place_regions` (what predict
+uses) brings it to the subject's own anatomy in two registrations of the template to one of the
+subject's images (T1 best, else FLAIR), then samples the 1 mm region atlas through both onto the
+reference grid by nearest neighbour:
 
 1. **Subject copy**: the image resampled (linearly) to voxels of at least 2 mm along its own
    axes, over its field of view: every later step runs on ~1 M voxels whatever the input.
@@ -15,20 +16,38 @@ then sampled onto the reference grid by nearest neighbour (:func:`subject_region
    synthetic T1s: mean region Dice 0.33-0.50); pass a brain mask for such images.
 3. **Initial affine** by moments: :func:`csvdnet.atlas.world_to_mni_from_mask` matches the brain
    mask's centroid and per-axis spread to the template brain's (translation + scaling).
-4. **Affine registration** (SimpleITK, 12 dof): the template T1 at 2 mm, cropped to its brain
-   grown by 4 mm, is the fixed image and that grown brain the metric mask (the brain's outer edge
-   counts); the subject copy cropped to its brain mask grown by 4 mm, zero outside it (a
-   skull-stripped template would otherwise be pulled towards the scalp), is the moving image.
-   Mattes mutual information (32 bins: works for T1 and FLAIR alike), 6,000 random samples per
-   level with a fixed seed, two levels (template shrunk 2x and 1x, Gaussian smoothing 2 and 1
-   mm), regular-step gradient descent with scales from physical shift. About 1.4 CPU s.
+4. **Affine registration** (:func:`template_to_subject`; SimpleITK, 12 dof): the template T1 at
+   2 mm, cropped to its brain grown by 4 mm, is the fixed image and that grown brain the metric
+   mask (the brain's outer edge counts); the subject copy cropped to its brain mask grown by
+   4 mm, zero outside it (a skull-stripped template would otherwise be pulled towards the
+   scalp), is the moving image. Mattes mutual information (32 bins: works for T1 and FLAIR
+   alike), 6,000 random samples per level with a fixed seed, two levels (template shrunk 2x and
+   1x, Gaussian smoothing 2 and 1 mm), regular-step gradient descent with scales from physical
+   shift. About 0.8-1.3 CPU s.
+5. **Deformable registration** (:mod:`csvdnet.inference.region_warp`): the template synthesised
+   in the subject's contrast from its tissue maps (per-tissue intensities and a smooth bias
+   field fitted on the subject), then demons at 4 and 2 mm give a smooth displacement field;
+   the 1 mm region atlas is sampled through it and the affine onto the reference grid.
+6. **Ventricles redrawn** from the image (:mod:`csvdnet.inference.ventricles`): within 3 mm of
+   the registered ventricles, CSF-like voxels connected to them.
 
-Accuracy (``benchmarks/bench_regions.py``, RESULTS.md): on synthetic subjects, whose true region
-maps come from a smooth non-linear warp an affine cannot follow, the mean region Dice (~0.74)
-is above that of the warp's own linear part (~0.68): the registration finds the affine that fits
-the warped anatomy best. A real brain differs from the template more than an affine can absorb
-(atrophy, ventricle shape): the region map is approximate at region borders, the
-periventricular band most of all when the ventricles are enlarged.
+The affine alone (:func:`template_to_subject` + :func:`subject_regions`, 2 mm atlas) is kept
+for callers that need only a world -> MNI matrix; sides always use the affine.
+
+Accuracy (``benchmarks/bench_regions.py``, RESULTS.md "Subject-specific regions"): synthetic
+subjects' true region maps come from the 1 mm atlas through a smooth non-linear warp (pose and
+size, a low-order displacement of 2.5 mm rms, ventricles enlarged up to 1.6x). On 12 unseen
+subjects per profile, from the T1, median region Dice of the affine map (demo / clinical):
+ventricles 0.77 / 0.77, basal ganglia 0.78 / 0.81, thalamus 0.83 / 0.86, periventricular
+0.83 / 0.82, deep WM 0.71 / 0.71; of :func:`place_regions`: 0.91 / 0.92, 0.91 / 0.91,
+0.91 / 0.94, 0.92 / 0.92, 0.87 / 0.86, and 0.89-0.97 for centrum semiovale, juxtacortical and
+infratentorial. From the FLAIR (no T1) 0.79-0.97 (deep WM lowest). Through the exact warp the
+2 mm atlas itself caps the ventricles and basal ganglia near 0.87 (one demo subject), hence the
+1 mm atlas. Cost: 3.4-3.9 CPU s per subject with a given brain mask, of which the affine ~0.8
+(3.2 s wall on 2 busy cores in the benchmark, which also computes an auto mask). What is
+left: the largest ventricle enlargements are under-followed near the thalamus (the demons'
+smoothing; mean mapping error there 2-2.6 mm against 0.8 mm over the brain). On a real brain
+the borders are as good as its contrast with the template's tissue maps allows.
 
 Sides are taken in MNI space, as the synthetic cohort does: MNI x < 0 is left, and a point
 within :data:`MIDLINE_MM` of the midline is ``"M"``.
@@ -43,75 +62,21 @@ import numpy as np
 
 from csvdnet.atlas import REGION_NAMES, load_atlas, regions_in_subject, world_to_mni_from_mask
 from csvdnet.errors import CsvdnetInputError
+from csvdnet.inference.itk_grid import LPS, coarse_copy, dilate_mm, to_sitk, voxel_sizes
 from csvdnet.io import Image
 
-__all__ = ["MIDLINE_MM", "region_and_side", "subject_regions", "template_to_subject"]
+__all__ = ["MIDLINE_MM", "place_regions", "region_and_side", "subject_regions",
+           "template_to_subject"]
 
 MIDLINE_MM = 2.0
 """Points closer than this to the MNI midline (|x| < 2 mm) have side ``"M"`` (synth's rule)."""
 
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's physical frame), its own inverse
-_SUBJECT_SPACING_MM = 2.0  # the moving copy is resampled to voxels at least this size
 _MASK_MARGIN_MM = 4.0  # brain masks are grown by this much before they bound the metric
 _SAMPLES = 6_000  # metric samples per level: enough for 12 parameters, cheap
 _SEED = 20140101
 _LEVELS = dict(shrink=[2, 1], smoothing_mm=[2.0, 1.0])
 _OPTIMIZER = dict(learningRate=2.0, minStep=0.02, numberOfIterations=60,
                   relaxationFactor=0.6, gradientMagnitudeTolerance=1e-5)
-
-
-def _voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.sum(np.asarray(affine)[:3, :3] ** 2, axis=0))
-
-
-def _to_sitk(data: np.ndarray, affine: np.ndarray):
-    """A volume in (i, j, k) file order with its RAS affine as a SimpleITK image (LPS frame)."""
-    import SimpleITK as sitk
-
-    lps = _LPS @ np.asarray(affine, dtype=np.float64)
-    sizes = _voxel_sizes(lps)
-    out = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data, dtype=np.float32).T))
-    out.SetSpacing(sizes.tolist())
-    out.SetOrigin(lps[:3, 3].tolist())
-    out.SetDirection((lps[:3, :3] / sizes).ravel().tolist())
-    return out
-
-
-def _from_sitk(image) -> tuple[np.ndarray, np.ndarray]:
-    """A SimpleITK image as ((i, j, k) array, RAS voxel -> world affine)."""
-    import SimpleITK as sitk
-
-    spacing = np.array(image.GetSpacing())
-    lps = np.eye(4)
-    lps[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) * spacing
-    lps[:3, 3] = image.GetOrigin()
-    return sitk.GetArrayFromImage(image).T, _LPS @ lps
-
-
-def _coarse_copy(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The volume resampled (linearly) to voxels of at least :data:`_SUBJECT_SPACING_MM` along
-    each of its own axes, over the same field of view; returns (array, affine)."""
-    import SimpleITK as sitk
-
-    image = _to_sitk(data, affine)
-    spacing = np.array(image.GetSpacing())
-    coarse = np.maximum(spacing, _SUBJECT_SPACING_MM)
-    size = np.maximum(1, np.floor(np.array(image.GetSize()) * spacing / coarse)).astype(int)
-    # Same field of view: the first voxel centre moves by half the change of voxel size.
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    origin = np.array(image.GetOrigin()) + direction @ ((coarse - spacing) / 2)
-    out = sitk.Resample(image, [int(n) for n in size], sitk.Transform(), sitk.sitkLinear,
-                        origin.tolist(), coarse.tolist(), image.GetDirection(), 0.0,
-                        sitk.sitkFloat32)
-    return _from_sitk(out)
-
-
-def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    if not mask.any():
-        return mask
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,8 +86,8 @@ def _template() -> tuple[Any, Any, np.ndarray]:
     import SimpleITK as sitk
 
     atlas = load_atlas(2)
-    spacing = _voxel_sizes(atlas.affine)
-    grown = _dilate_mm(atlas.brain, _MASK_MARGIN_MM, spacing)
+    spacing = voxel_sizes(atlas.affine)
+    grown = dilate_mm(atlas.brain, _MASK_MARGIN_MM, spacing)
     where = np.argwhere(grown)
     # Two voxels beyond the mask keep the smoothing at the finest level off the crop's edge.
     lo = np.maximum(where.min(axis=0) - 2, 0)
@@ -130,10 +95,10 @@ def _template() -> tuple[Any, Any, np.ndarray]:
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     affine = atlas.affine.copy()
     affine[:3, 3] += atlas.affine[:3, :3] @ lo
-    fixed = _to_sitk(atlas.t1[box], affine)
-    fixed_mask = sitk.Cast(_to_sitk(grown[box].astype(np.float32), affine) > 0.5, sitk.sitkUInt8)
+    fixed = to_sitk(atlas.t1[box], affine)
+    fixed_mask = sitk.Cast(to_sitk(grown[box].astype(np.float32), affine) > 0.5, sitk.sitkUInt8)
     centre = atlas.affine[:3, :3] @ np.argwhere(atlas.brain).mean(axis=0) + atlas.affine[:3, 3]
-    return fixed, fixed_mask, (_LPS[:3, :3] @ centre)
+    return fixed, fixed_mask, (LPS[:3, :3] @ centre)
 
 
 def template_to_subject(image: Image, brain_mask: np.ndarray | None = None) -> np.ndarray:
@@ -152,31 +117,44 @@ def template_to_subject(image: Image, brain_mask: np.ndarray | None = None) -> n
     Raises:
         CsvdnetInputError: No brain found in the image, or the registration failed.
     """
-    import SimpleITK as sitk
+    data, affine, mask = _subject_copy(image, brain_mask)
+    return _register_affine(data, affine, mask, image.path)
 
+
+def _subject_copy(image: Image,
+                  brain_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The image's coarse copy, its affine and the brain mask on it (steps 1-2)."""
     from csvdnet.preprocessing import auto_brain_mask
 
-    data, affine = _coarse_copy(image.data, image.affine)
-    spacing = _voxel_sizes(affine)
+    data, affine = coarse_copy(image.data, image.affine)
     if brain_mask is None:
-        mask = auto_brain_mask([data], spacing)
+        mask = auto_brain_mask([data], voxel_sizes(affine))
     else:
-        mask = _coarse_copy((np.asarray(brain_mask) > 0).astype(np.float32), image.affine)[0] > 0.5
+        mask = coarse_copy((np.asarray(brain_mask) > 0).astype(np.float32), image.affine)[0] > 0.5
     if not mask.any():
         raise CsvdnetInputError(image.path, "no brain found to register the MNI152 template to")
+    return data, affine, mask
+
+
+def _register_affine(data: np.ndarray, affine: np.ndarray, mask: np.ndarray,
+                     path: Any) -> np.ndarray:
+    """Steps 3-4 on the coarse copy: world -> MNI affine."""
+    import SimpleITK as sitk
+
+    spacing = voxel_sizes(affine)
     initial = world_to_mni_from_mask(mask, affine)
 
     # Cropped to the grown brain: the pyramid smooths the whole moving image at every level.
-    grown = _dilate_mm(mask, _MASK_MARGIN_MM, spacing)
+    grown = dilate_mm(mask, _MASK_MARGIN_MM, spacing)
     where = np.argwhere(grown)
     lo, hi = where.min(axis=0), where.max(axis=0) + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     crop_affine = affine.copy()
     crop_affine[:3, 3] += affine[:3, :3] @ lo
-    moving = _to_sitk(np.where(grown, data, 0)[box], crop_affine)
+    moving = to_sitk(np.where(grown, data, 0)[box], crop_affine)
     fixed, fixed_mask, centre = _template()
     # ITK's transform maps fixed (MNI, LPS) points to moving (subject, LPS) points.
-    mni_to_world = _LPS @ np.linalg.inv(initial) @ _LPS
+    mni_to_world = LPS @ np.linalg.inv(initial) @ LPS
     transform = sitk.AffineTransform(3)
     transform.SetCenter(centre.tolist())
     transform.SetMatrix(mni_to_world[:3, :3].ravel().tolist())
@@ -208,13 +186,52 @@ def template_to_subject(image: Image, brain_mask: np.ndarray | None = None) -> n
         reg.Execute(fixed, moving)
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1]
-        raise CsvdnetInputError(image.path, f"MNI152 template registration failed ({reason})") \
+        raise CsvdnetInputError(path, f"MNI152 template registration failed ({reason})") \
             from None
     matrix = np.array(transform.GetMatrix()).reshape(3, 3)
     result = np.eye(4)
     result[:3, :3] = matrix
     result[:3, 3] = np.array(transform.GetTranslation()) + centre - matrix @ centre
-    return np.linalg.inv(_LPS @ result @ _LPS)
+    return np.linalg.inv(LPS @ result @ LPS)
+
+
+def place_regions(image: Image, brain_mask: np.ndarray | None,
+                  reference_shape: Sequence[int], reference_affine: np.ndarray,
+                  reference_to_image_world: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The region map of this subject's anatomy on its reference grid.
+
+    The template is registered to ``image`` by an affine (:func:`template_to_subject`), then
+    deformably (:func:`csvdnet.inference.region_warp.fit_template_warp`), and the 1 mm region
+    atlas is sampled through both onto the reference grid (module docstring).
+
+    Args:
+        image: The subject's T1 (best) or FLAIR.
+        brain_mask: Brain mask on ``image``'s grid (non-zero = brain); computed when ``None``.
+        reference_shape: Shape of the reference grid (first three axes used).
+        reference_affine: Its 4x4 voxel -> world affine.
+        reference_to_image_world: 4x4 map from the reference world to ``image``'s world (the
+            sequences' co-registration); identity when ``None``.
+
+    Returns:
+        (uint8 region codes on the reference grid, 4x4 reference world -> MNI affine: the
+        affine part, which :func:`region_and_side` uses for sides).
+
+    Raises:
+        CsvdnetInputError: No brain found in the image, or the registration failed.
+    """
+    from csvdnet.inference.region_warp import fit_template_warp
+    from csvdnet.inference.ventricles import refine_ventricles
+
+    to_image = np.eye(4) if reference_to_image_world is None else np.asarray(
+        reference_to_image_world, dtype=np.float64)
+    data, affine, mask = _subject_copy(image, brain_mask)
+    world_to_mni = _register_affine(data, affine, mask, image.path)
+    warp = fit_template_warp(data, affine, mask, world_to_mni)
+    regions = refine_ventricles(warp.regions(reference_shape, reference_affine, to_image),
+                                reference_affine, image.data, image.affine, to_image, warp.bias,
+                                warp.affine, warp.intensities)
+    return regions, world_to_mni @ to_image
 
 
 def subject_regions(reference_shape: Sequence[int], reference_affine: np.ndarray,
@@ -239,9 +256,9 @@ def region_and_side(world_points: np.ndarray, regions: np.ndarray, affine: np.nd
 
     Args:
         world_points: (N, 3) world mm (scanner RAS) of the reference frame.
-        regions: Region map on the reference grid (:func:`subject_regions`).
+        regions: Region map on the reference grid (:func:`place_regions`).
         affine: The reference grid's voxel -> world affine.
-        world_to_mni: 4x4 world -> MNI mm.
+        world_to_mni: 4x4 world -> MNI mm (the affine :func:`place_regions` returns).
 
     Returns:
         (region names, one of :data:`csvdnet.atlas.REGION_NAMES` per point, ``"background"``
