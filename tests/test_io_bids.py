@@ -66,6 +66,9 @@ def bids_problem(path: Path, root: Path, ignore: list[str]) -> str | None:
     relative = path.relative_to(root).as_posix()
     if any(fnmatch.fnmatch(path.name, pattern) for pattern in ignore):
         return None
+    folders = path.relative_to(root).parts[:-1]
+    if any(f"{folder}/" in ignore for folder in folders):  # a .bidsignore folder pattern
+        return None
     if relative in ("dataset_description.json", ".bidsignore"):
         return None
     match = re.match(r"^(sub-[A-Za-z0-9]+)/(?:(ses-[A-Za-z0-9]+)/)?([a-z]+)/(.+)$", relative)

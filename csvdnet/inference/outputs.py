@@ -59,7 +59,7 @@ DSEG_LABELS = ((1, "wmh", "white matter hyperintensity", "WMH", "#ffd400"),
 later (higher) code wins: the rarer, more specific finding."""
 
 BIDSIGNORE = ("*_lesions.tsv", "*_points.tsv", "*_report.json", "*_report.html", "scores.tsv",
-              "errors.tsv")
+              "errors.tsv", ".csvdnet/")
 _BIDS_ID = re.compile(r"^sub-([A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?$")
 _DONE_PLAIN = "report.json"
 
