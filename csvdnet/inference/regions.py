@@ -202,8 +202,10 @@ def place_regions(image: Image, brain_mask: np.ndarray | None,
     """The region map of this subject's anatomy on its reference grid.
 
     The template is registered to ``image`` by an affine (:func:`template_to_subject`), then
-    deformably (:func:`csvdnet.inference.region_warp.fit_template_warp`), and the 1 mm region
-    atlas is sampled through both onto the reference grid (module docstring).
+    deformably (:func:`csvdnet.inference.region_warp.fit_template_warp`); the 1 mm region atlas
+    is sampled through both onto the reference grid and its ventricles are redrawn along the
+    image's CSF (:func:`csvdnet.inference.ventricles.refine_ventricles`; module docstring).
+    The same bytes every run, whatever SimpleITK's thread count.
 
     Args:
         image: The subject's T1 (best) or FLAIR.
