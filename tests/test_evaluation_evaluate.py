@@ -165,6 +165,15 @@ def test_html_links_the_worst_subject_to_its_report(evaluated):
     assert str(pred.name) in link
 
 
+def test_progress_names_each_subjects_state(cohort, predictions, tmp_path):
+    # sub-a has no problem at all, sub-c no prediction: the progress callback gets a state for
+    # both (a clean subject once made it index an empty problem list).
+    states = {}
+    evaluate(cohort, predictions[False], tmp_path / "eval",
+             on_subject=lambda subject, state: states.__setitem__(subject, state))
+    assert states == {"sub-a": "evaluated", "sub-b": "evaluated", "sub-c": "no prediction"}
+
+
 def test_cli(cohort, predictions, tmp_path):
     pred = predictions[True]
     out = tmp_path / "cli"

@@ -304,9 +304,11 @@ def evaluate(cohort: str | os.PathLike | Cohort, pred_dir: str | os.PathLike,
                                       prediction, radius_mm))
         reports[subject.id] = prediction.report_html if prediction is not None else None
         if on_subject:
-            row = evals[-1].row
-            state = {"yes": "evaluated", "missing": "no prediction"}.get(
-                str(row["prediction"]), evals[-1].problems[-1])
+            state = str(evals[-1].row["prediction"])
+            if state in ("yes", "missing"):
+                state = "evaluated" if state == "yes" else "no prediction"
+            else:
+                state = evals[-1].problems[-1]
             on_subject(subject.id, state)
     _refuse_if_nothing_evaluated(evals, cohort, pred_dir)
     summary = {"format": "csvdnet-evaluation", "version": EVALUATION_FORMAT_VERSION,
