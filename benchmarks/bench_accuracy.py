@@ -399,9 +399,9 @@ def run_evaluation(cohort: Path, pred_dir: Path, out: Path) -> tuple[dict[str, A
 
     seen = [0]
 
-    def progress(subject: str) -> None:
+    def progress(subject: str, state: str) -> None:
         seen[0] += 1
-        print(f"evaluated {seen[0]}: {subject}", file=sys.stderr, flush=True)
+        print(f"{seen[0]}: {subject}: {state}", file=sys.stderr, flush=True)
 
     result = evaluate(cohort, pred_dir, out, on_subject=progress)
     return result.summary, result.rows
