@@ -263,6 +263,11 @@ def calibrate(run_dir: str, weights: str) -> None:
 @click.option("--strict", is_flag=True,
               help="Refuse a subject whose sequences do not look like their names (swapped "
                    "files) instead of predicting it with a flag.")
+@click.option("--regions", "regions", default="registered", show_default=True,
+              type=click.Choice(["registered", "labels"]),
+              help="Region map of each subject: the atlas placed by template registration, or "
+                   "the subject's own 'regions' label (a parcellation in csvdnet's region "
+                   "codes, docs/contracts.md; registered where a subject has none).")
 @click.option("--quiet", is_flag=True, help="No line per subject.")
 @click.option("--serving-url", default=None,
               help="TF Serving REST URL of the same exported model "
@@ -275,7 +280,7 @@ def calibrate(run_dir: str, weights: str) -> None:
 @_input_errors_exit_2
 def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
             rules: str | None, weights: str, overwrite: bool, quiet: bool,
-            strict: bool = False,
+            strict: bool = False, regions: str = "registered",
             serving_url: str | None = None, serving_form: str = "bytes",
             engine: str = "local", runner: str = "DirectRunner",
             beam_args: tuple[str, ...] = ()) -> None:
@@ -289,6 +294,9 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
     if engine == "beam" and strict:
         raise click.UsageError("--strict is for --engine local: the Beam pipeline does not run "
                                "the sequence check")
+    if engine == "beam" and regions != "registered":
+        raise click.UsageError("--regions labels is for --engine local: the Beam pipeline "
+                               "places regions by registration")
     if engine == "beam":  # a missing extra is said before TensorFlow's seconds of import
         from csvdnet.beam import require_beam
 
@@ -317,7 +325,8 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
             click.echo(capped, err=True)
 
         predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta,
-                                       serving_url=serving_url, serving_form=serving_form)
+                                       serving_url=serving_url, serving_form=serving_form,
+                                       regions=regions)
         subjects, problems, bids = open_input(input_path, predictor.info.channels,
                                               predictor.preprocess_cfg.reference)
         total = len(subjects) + len(problems)

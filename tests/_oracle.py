@@ -56,3 +56,16 @@ def normalised_level(subject: Subject) -> float:
     _, meta = preprocess_subject(load_subject(subject), CFG)
     p = meta.normalisation["flair"]
     return (LESION_LEVEL - p["mean"]) / p["std"]
+
+
+def mni_at_world_origin(monkeypatch) -> None:
+    """Skip the template registration (tested apart): the phantom sits at the MNI origin, so
+    world -> MNI is the identity and the region atlas is sampled through it unwarped."""
+    from csvdnet.inference import regions
+
+    def affine_only(image, mask, shape, affine, to_image=None):
+        world_to_mni = np.eye(4) if to_image is None else np.asarray(to_image, np.float64)
+        return regions.subject_regions(shape, affine, world_to_mni), world_to_mni
+
+    monkeypatch.setattr(regions, "template_to_subject", lambda *a, **k: np.eye(4))
+    monkeypatch.setattr(regions, "place_regions", affine_only)

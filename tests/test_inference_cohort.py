@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from _oracle import normalised_level, oracle_predictor, write_subject
+from _oracle import mni_at_world_origin, normalised_level, oracle_predictor, write_subject
 
 from csvdnet.inference.cohort import (cap_jobs, open_input, predict_cohort,
                                       progress_printer)
@@ -25,9 +25,7 @@ def dead_pid() -> int:
 @pytest.fixture(autouse=True)
 def mni_identity(monkeypatch):
     """The phantom sits at the MNI origin: skip the template registration (tested apart)."""
-    from csvdnet.inference import regions
-
-    monkeypatch.setattr(regions, "template_to_subject", lambda *a, **k: np.eye(4))
+    mni_at_world_origin(monkeypatch)
 
 
 def test_cohort_run_records_a_corrupt_subject_and_skips_finished_ones(tmp_path):

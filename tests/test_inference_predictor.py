@@ -14,7 +14,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from _oracle import SHAPE, normalised_level, oracle_predictor, write_subject
+from _oracle import SHAPE, mni_at_world_origin, normalised_level, oracle_predictor, write_subject
 from _phantom import LESION, rotation
 
 from csvdnet.errors import CsvdnetInputError
@@ -26,9 +26,7 @@ from csvdnet.io import Subject
 @pytest.fixture(autouse=True)
 def mni_identity(monkeypatch):
     """The phantom sits at the MNI origin: skip the template registration (tested apart)."""
-    from csvdnet.inference import regions
-
-    monkeypatch.setattr(regions, "template_to_subject", lambda *a, **k: np.eye(4))
+    mni_at_world_origin(monkeypatch)
 
 
 @pytest.mark.parametrize("orientation, turn", [("RAS", None), ("LPS", None),
@@ -148,3 +146,32 @@ def test_a_small_lacune_at_probability_one_is_kept_whatever_the_models_floor(tmp
     (lacune,) = result.findings["lacune"]
     assert lacune.volume_mm3 == pytest.approx(16.0)
     assert result.measurements.lacune_count == 1
+
+
+def test_a_supplied_region_map_overrides_the_registered_one(tmp_path):
+    # --regions labels: the subject's own parcellation (csvdnet codes), here drawn on the T1
+    # grid of the phantom, which is the FLAIR's grid: the result carries it unchanged.
+    subject = write_subject(tmp_path / "s1", "LPS")
+    t1 = nib.load(subject.sequences["t1"])
+    codes = np.zeros(SHAPE, np.uint8)
+    codes[10:30, 12:35, 5:40] = 2  # basal ganglia
+    codes[30:40, 12:35, 5:40] = 5  # periventricular
+    path = tmp_path / "regions.nii.gz"
+    nib.save(nib.Nifti1Image(codes, t1.affine), path)
+    supplied = Subject(id="s1", sequences=subject.sequences, labels={"regions": path},
+                       label_sequence={"regions": "t1"})
+    predictor = oracle_predictor(normalised_level(subject), regions="labels")
+    result = predictor.predict(supplied)
+    np.testing.assert_array_equal(result.regions, codes)
+    assert not any("region map" in flag for flag in result.flags)
+    # A subject without one keeps the registered map, with a flag.
+    plain = predictor.predict(subject)
+    assert any("no region map supplied" in flag for flag in plain.flags)
+    assert not np.array_equal(plain.regions, codes)
+    # Codes that are not csvdnet region codes (e.g. FreeSurfer's) are refused, naming the file.
+    codes[0, 0, 0] = 17
+    nib.save(nib.Nifti1Image(codes, t1.affine), path)
+    with pytest.raises(CsvdnetInputError, match=r"regions\.nii\.gz.*\[17\]"):
+        predictor.predict(supplied)
+    with pytest.raises(CsvdnetInputError, match="unknown region source"):
+        oracle_predictor(0.0, regions="atlas")

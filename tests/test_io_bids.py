@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _oracle import normalised_level, oracle_predictor, write_subject
+from _oracle import mni_at_world_origin, normalised_level, oracle_predictor, write_subject
 
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference.cohort import open_input, predict_cohort
@@ -98,9 +98,8 @@ def bids_problem(path: Path, root: Path, ignore: list[str]) -> str | None:
 
 @pytest.fixture(autouse=True)
 def mni_identity(monkeypatch):
-    from csvdnet.inference import regions
-
-    monkeypatch.setattr(regions, "template_to_subject", lambda *a, **k: np.eye(4))
+    """The phantom sits at the MNI origin: skip the template registration (tested apart)."""
+    mni_at_world_origin(monkeypatch)
 
 
 def test_bids_input_gives_a_bids_derivatives_dataset(tmp_path):

@@ -240,7 +240,8 @@ def output_lock(out: Path) -> Iterator[Path]:
 def run_identity(predictor: Any) -> dict[str, Any]:
     """What makes two runs' results comparable: the model (id, sha256), rule sets, options."""
     return {"model": predictor.info.id, "sha256": predictor.info.sha256,
-            "rule_sets": list(predictor.rule_sets), "tta": bool(getattr(predictor, "tta", False))}
+            "rule_sets": list(predictor.rule_sets), "tta": bool(getattr(predictor, "tta", False)),
+            "regions": str(getattr(predictor, "regions", "registered"))}
 
 
 def _state_file(out: Path, kind: str, subject_id: str) -> Path:
@@ -286,6 +287,9 @@ def _identity_problem(out: Path, subject_id: str, bids: bool, identity: dict[str
     if recorded is not None and recorded.get("tta") != identity["tta"]:
         return (f"it was predicted with tta={recorded.get('tta')}, this run uses "
                 f"tta={identity['tta']}")
+    if recorded is not None and recorded.get("regions", "registered") != identity["regions"]:
+        return (f"its regions were {recorded.get('regions', 'registered')}, this run's are "
+                f"{identity['regions']}")
     return None
 
 
