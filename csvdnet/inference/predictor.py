@@ -23,8 +23,9 @@ then runs, timing each stage:
    thresholding the interpolated probabilities shrank small lacunes below the size floor);
    components of the masks; heatmap peaks of CMB / EPVS at sub-voxel positions (found on the
    isotropic working grid, as validation finds them, then mapped to world mm);
-6. **regions**: the MNI152 region atlas registered to the subject (``csvdnet.inference.regions``),
-   region and side of every finding;
+6. **regions**: the MNI152 region atlas placed on the subject's own anatomy by an affine then a
+   deformable registration (``csvdnet.inference.regions.place_regions``), or the subject's own
+   parcellation (``regions="labels"``); region and side of every finding;
 7. **scoring**: measured quantities (``csvdnet.inference.measure``), every rule set
    (``csvdnet.scoring``), the ordinal head's class probabilities and the agreement flag.
 """
