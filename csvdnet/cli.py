@@ -292,8 +292,8 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
     """
     _check_engine(engine, beam_args, **{"--jobs": jobs > 1})
     if engine == "beam" and strict:
-        raise click.UsageError("--strict is for --engine local: the Beam pipeline does not run "
-                               "the sequence check")
+        raise click.UsageError("--strict is for --engine local: the Beam pipeline flags "
+                               "swapped sequences but does not refuse them")
     if engine == "beam" and regions != "registered":
         raise click.UsageError("--regions labels is for --engine local: the Beam pipeline "
                                "places regions by registration")

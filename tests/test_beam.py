@@ -53,6 +53,10 @@ def _masked(path: Path) -> bytes:
         end = text.index("</table>", table)
         text = text[:table] + _HTML_SECONDS.sub(r"\1#\2", text[table:end]) + text[end:]
         return _HTML_DATE.sub("DATE", text).encode()
+    if path.parent.name == "rows" and path.suffix == ".json":  # OUT/.csvdnet/rows/<id>.json
+        row = json.loads(data)
+        row.pop("seconds", None)
+        return json.dumps(row).encode()
     if path.name == "scores.tsv":
         rows = [line.split("\t") for line in data.decode().splitlines()]
         column = rows[0].index("seconds")

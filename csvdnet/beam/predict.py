@@ -39,7 +39,8 @@ from csvdnet.beam import WORK_DIR, read_subject, remove_work_dir, write_subject_
 from csvdnet.fsutil import write_text_atomic
 from csvdnet.inference import outputs
 from csvdnet.inference.cohort import (CohortPlan, CohortSummary, describe_error, plan_cohort,
-                                      score_columns, score_row, write_tables)
+                                      prepare_checked, run_identity, score_columns, score_row,
+                                      write_tables)
 
 __all__ = ["PredictorModelHandler", "ROWS_DIR", "predict_cohort_beam"]
 
@@ -115,7 +116,7 @@ class _Prepare(beam.DoFn):
 
     def process(self, subject: Any) -> Iterable[Any]:
         try:
-            yield self._predictor.prepare(subject)
+            yield prepare_checked(self._predictor, subject)
         except Exception as exc:  # a bad subject never stops the cohort
             log.debug("subject %s failed", subject.id, exc_info=True)
             yield beam.pvalue.TaggedOutput("failed", _failure(subject.id, exc))
@@ -233,7 +234,8 @@ def predict_cohort_beam(model_dir: str | Path, input_path: str | Path, out: str 
     plan = plan_cohort(subjects, out,
                        score_columns(predictor.rule_sets, predictor.score_classes), bids=bids,
                        source=Path(input_path), overwrite=overwrite, problems=problems,
-                       done_rows={} if overwrite else _finished_rows(out))
+                       done_rows={} if overwrite else _finished_rows(out),
+                       identity=run_identity(predictor))
     summary = CohortSummary(skipped=list(plan.skipped))
     if plan.todo:
         started = time.perf_counter()

@@ -45,8 +45,8 @@ from csvdnet.inference import outputs
 
 __all__ = ["CohortPlan", "CohortSummary", "STATE_DIR", "cap_jobs", "check_output_folder",
            "describe_error", "output_lock", "plan_cohort", "predict_cohort", "predict_subject",
-           "rows_on_disk", "run_identity", "score_row", "usable_cpus", "write_failure",
-           "write_tables", "SCORE_COLUMNS"]
+           "prepare_checked", "rows_on_disk", "run_identity", "score_row", "usable_cpus",
+           "write_failure", "write_tables", "SCORE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -529,11 +529,23 @@ def _run_plan(predictor: Any, plan: CohortPlan, jobs: int,
 
 
 def predict_subject(predictor: Any, subject: Any, *, strict: bool = False) -> Any:
-    """One subject through the predictor's stages, its sequences checked before the network.
+    """One subject through the predictor's stages, its sequences checked before the network
+    (:func:`prepare_checked`).
 
-    The check (:func:`csvdnet.preprocessing.sequence_check.check_sequences`) looks at the
-    preprocessed channels; a subject whose sequences look swapped is predicted with a flag in
-    its report and ``scores.tsv`` row, or refused with ``strict``.
+    Raises:
+        CsvdnetInputError: The predictor's, or (``strict``) sequences that look swapped.
+    """
+    prepared = prepare_checked(predictor, subject, strict=strict)
+    started = time.perf_counter()
+    network = predictor.run_network(prepared.array)
+    return predictor.finish(prepared, network, time.perf_counter() - started)
+
+
+def prepare_checked(predictor: Any, subject: Any, *, strict: bool = False) -> Any:
+    """``predictor.prepare(subject)``, then the sequence check on the preprocessed channels
+    (:func:`csvdnet.preprocessing.sequence_check.check_sequences`): a subject whose sequences
+    look swapped gets a flag in its report and ``scores.tsv`` row, or is refused with
+    ``strict``. The local runner and the Beam pipeline both prepare subjects through it.
 
     Raises:
         CsvdnetInputError: The predictor's, or (``strict``) sequences that look swapped.
@@ -552,9 +564,7 @@ def predict_subject(predictor: Any, subject: Any, *, strict: bool = False) -> An
         raise CsvdnetInputError(names or subject.id, f"{message} (refused: --strict)")
     if message:
         prepared.flags.append(message)
-    started = time.perf_counter()
-    network = predictor.run_network(prepared.array)
-    return predictor.finish(prepared, network, time.perf_counter() - started)
+    return prepared
 
 
 def progress_printer(total: int, stream: Any = None) -> Callable[[str, str, float], None]:
