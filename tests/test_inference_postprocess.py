@@ -221,9 +221,10 @@ def test_a_finding_in_the_shoulder_of_another_is_found():
     a = np.array([8.55, 8.3, 6.87])
     b = np.array([9.93, 6.61, 7.71])
     heatmap = _gaussians((18, 16, 14), [a, b], 2.0 / 1.5)
-    one, _ = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0, shoulders=False)
-    assert len(one) == 1
-    points, values = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0)
+    one, _ = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0)
+    assert len(one) == 1  # the default: local maxima only
+    points, values = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0,
+                                shoulders=True)
     assert len(points) == 2
     distances = np.linalg.norm((points[:, None] - np.array([a, b])[None]) * 1.5, axis=-1)
     assert distances.min(axis=0).max() < 1.0  # each EPVS has a finding within 1 mm
@@ -235,7 +236,8 @@ def test_a_blob_wider_than_a_gaussian_of_the_model_is_one_finding():
     # models each peak with its own width, so nothing is left over.
     heatmap = np.maximum(0.6 * _gaussians((24, 24, 24), [np.array([8.3, 9.6, 10.1])], 3.0 / 1.5),
                          0.8 * _gaussians((24, 24, 24), [np.array([16.2, 15.5, 14.4])], 2.5 / 1.5))
-    points, _ = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0)
+    points, _ = find_peaks(heatmap, 0.2, spacing=(1.5,) * 3, min_distance_mm=3.0,
+                           shoulders=True)
     assert len(points) == 2
     widths = peak_widths(heatmap, np.rint(points).astype(int))
     np.testing.assert_allclose(sorted(widths), [2.5 / 1.5, 3.0 / 1.5], rtol=1e-6)
