@@ -183,11 +183,11 @@ def test_the_template_registration_finds_its_own_mask_on_fine_images():
     # images of voxels <= 2 mm get the registration's own mask; coarser ones keep it.
     from types import SimpleNamespace
 
-    from csvdnet.inference.predictor import _registration_mask
+    from csvdnet.inference.region_source import registration_mask
 
     fine = SimpleNamespace(affine=np.diag([1.5, 1.5, 2.0, 1.0]), shape=(4, 4, 4))
-    assert _registration_mask(np.ones((4, 4, 4), bool), None, fine, "t1") is None
+    assert registration_mask(np.ones((4, 4, 4), bool), None, fine, "t1") is None
     coarse = SimpleNamespace(affine=np.diag([4.0, 4.0, 4.0, 1.0]), shape=(4, 4, 4))
     meta = SimpleNamespace(working_to_native=lambda name: np.eye(4))
-    mask = _registration_mask(np.ones((4, 4, 4), bool), meta, coarse, "t1")
+    mask = registration_mask(np.ones((4, 4, 4), bool), meta, coarse, "t1")
     assert mask.shape == (4, 4, 4) and mask.all()

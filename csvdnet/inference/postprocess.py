@@ -158,18 +158,10 @@ def peak_widths(heatmap: np.ndarray, voxels: np.ndarray) -> np.ndarray:
     """Gaussian width (sigma, voxels) of each peak from the curvature of the logarithm of the
     heatmap at its voxel: the narrowest of the three axes (a neighbouring finding's Gaussian
     only widens the axes towards it); ``nan`` where no axis curves down."""
-    heatmap = np.asarray(heatmap, dtype=np.float64)
     voxels = np.asarray(voxels, dtype=int).reshape(-1, 3)
     widths = np.full((len(voxels), 3), np.nan)
-    shape = np.asarray(heatmap.shape[:3])
-    for axis in range(3):
-        step = np.zeros(3, dtype=int)
-        step[axis] = 1
-        inside = (voxels[:, axis] >= 1) & (voxels[:, axis] <= shape[axis] - 2)
-        at = voxels[inside]
-        logs = [np.log(np.maximum(heatmap[tuple((at + d * step).T)], SUBVOXEL_FLOOR))
-                for d in (-1, 0, 1)]
-        curvature = logs[0] - 2 * logs[1] + logs[2]
+    for axis, inside, (low, centre, high) in _log_neighbours(heatmap, voxels):
+        curvature = low - 2 * centre + high
         with np.errstate(divide="ignore", invalid="ignore"):
             widths[inside, axis] = np.where(curvature < 0, np.sqrt(-1.0 / curvature), np.nan)
     with np.errstate(all="ignore"):
@@ -312,24 +304,29 @@ def subvoxel_offsets(heatmap: np.ndarray, voxels: np.ndarray) -> np.ndarray:
     Returns:
         float ``(N, 3)`` offsets in voxels.
     """
-    heatmap = np.asarray(heatmap, dtype=np.float64)
     voxels = np.asarray(voxels, dtype=int).reshape(-1, 3)
     offsets = np.zeros(voxels.shape, dtype=np.float64)
+    for axis, inside, (low, centre, high) in _log_neighbours(heatmap, voxels):
+        curvature = low - 2 * centre + high
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vertex = np.where(curvature < 0, 0.5 * (low - high) / curvature, 0.0)
+        offsets[inside, axis] = np.clip(vertex, -0.5, 0.5)
+    return offsets
+
+
+def _log_neighbours(heatmap: np.ndarray, voxels: np.ndarray):
+    """Per axis: ``(axis, inside, (log h[v - 1], log h[v], log h[v + 1]))`` for the voxels
+    whose two neighbours along it are in the volume (``inside`` selects them); values clipped
+    to :data:`SUBVOXEL_FLOOR` first."""
+    heatmap = np.asarray(heatmap, dtype=np.float64)
     shape = np.asarray(heatmap.shape[:3])
     for axis in range(3):
         step = np.zeros(3, dtype=int)
         step[axis] = 1
         inside = (voxels[:, axis] >= 1) & (voxels[:, axis] <= shape[axis] - 2)
-        if not inside.any():
-            continue
         at = voxels[inside]
-        logs = [np.log(np.maximum(heatmap[tuple((at + d * step).T)], SUBVOXEL_FLOOR))
-                for d in (-1, 0, 1)]
-        curvature = logs[0] - 2 * logs[1] + logs[2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vertex = np.where(curvature < 0, 0.5 * (logs[0] - logs[2]) / curvature, 0.0)
-        offsets[inside, axis] = np.clip(vertex, -0.5, 0.5)
-    return offsets
+        yield axis, inside, tuple(np.log(np.maximum(heatmap[tuple((at + d * step).T)],
+                                                    SUBVOXEL_FLOOR)) for d in (-1, 0, 1))
 
 
 @dataclasses.dataclass(frozen=True)

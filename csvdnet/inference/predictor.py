@@ -43,6 +43,7 @@ import numpy as np
 from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference import postprocess
+from csvdnet.inference.region_source import REGION_SOURCES, check_region_source, region_map
 from csvdnet.inference.result import Finding, ModelInfo, OrdinalScore, SubjectResult
 
 __all__ = ["Predictor", "Prepared", "REGION_SOURCES", "flip_average"]
@@ -52,13 +53,6 @@ STAALS = "staals-2014"
 
 LR_AXIS = 0
 """The working grid is canonical RAS: axis 0 runs left -> right, the axis a flip mirrors."""
-
-REGION_SOURCES = ("registered", "labels")
-"""Where a subject's region map comes from: ``registered``, the region atlas placed on the
-subject by :func:`csvdnet.inference.regions.place_regions`; ``labels``, the subject's own
-``regions`` label (``labels/regions.nii.gz``, a manifest column ``regions`` or
-``regions@<sequence>``: a parcellation in :data:`csvdnet.atlas.REGION_CODES`, e.g. derived
-from FreeSurfer or SynthSeg), the registered map where a subject has none (with a flag)."""
 
 PEAK_MIN_DISTANCE_MM = 3.0
 """Two CMB / EPVS peaks closer than this are one finding: the heatmaps' Gaussians (sigma
@@ -147,10 +141,7 @@ class Predictor:
         self.score_classes = int(score_classes)
         self.window = tuple(int(w) for w in window)
         self.overlap = float(overlap)
-        if regions not in REGION_SOURCES:
-            raise CsvdnetInputError("--regions", f"unknown region source {regions!r}; known: "
-                                                 f"{', '.join(REGION_SOURCES)}")
-        self.regions = regions
+        self.regions = check_region_source(regions)
         self.tta = tta
         self._windowed = windowed_predictor(forward, window, overlap, gaussian)
 
@@ -177,7 +168,7 @@ class Predictor:
             serving_url: TF Serving REST URL serving the same exported model: the network step
                 goes there (``csvdnet.inference.serving``); everything else runs here.
             serving_form: REST request form: ``"bytes"``, ``"inputs"`` or ``"instances"``.
-            regions: Where each subject's region map comes from (:data:`REGION_SOURCES`).
+            regions: Where each subject's region map comes from (:data:`csvdnet.inference.region_source.REGION_SOURCES`).
 
         Raises:
             CsvdnetInputError: Not a model directory, missing or unreadable weights, a run
@@ -188,10 +179,7 @@ class Predictor:
 
         predictor = load_model_dir(cls, Path(model_dir), weights=weights, rule_sets=rule_sets,
                                    tta=tta, serving_url=serving_url, serving_form=serving_form)
-        if regions not in REGION_SOURCES:
-            raise CsvdnetInputError("--regions", f"unknown region source {regions!r}; known: "
-                                                 f"{', '.join(REGION_SOURCES)}")
-        predictor.regions = regions
+        predictor.regions = check_region_source(regions)
         return predictor
 
     # ------------------------------------------------------------------------------------
@@ -328,25 +316,8 @@ class Predictor:
                     masks[task] = postprocess.threshold_mask(probabilities[task],
                                                              thresholds[task], 0)
         with clock("regions"):
-            # T1 shows the template's contrast best; its world is the reference's moved by
-            # the co-registration: the reference grid is mapped through it to the T1's world.
-            source = "t1" if "t1" in images else meta.reference
-            supplied = (subject.labels.get("regions") if self.regions == "labels"
-                        and isinstance(getattr(subject, "labels", None), dict) else None)
-            native_mask = _registration_mask(brain_working, meta, images[source], source)
-            transform = np.asarray(meta.sequence_transforms[source], np.float64)
-            if supplied is not None:
-                # The user's parcellation; the template's affine still gives left and right.
-                world_to_mni = (regioning.template_to_subject(images[source], native_mask)
-                                @ transform)
-                regions = _supplied_regions(Path(supplied), subject, meta, reference.shape,
-                                            affine)
-            else:
-                if self.regions == "labels":
-                    flags.append("no region map supplied for this subject (--regions labels): "
-                                 "regions placed by template registration")
-                regions, world_to_mni = regioning.place_regions(
-                    images[source], native_mask, reference.shape, affine, transform)
+            regions, world_to_mni = region_map(self.regions, subject, images, meta,
+                                               brain_working, flags)
             findings = {}
             for task, items in raw.items():
                 items = sorted(items, key=lambda item: -item[1])
@@ -390,65 +361,6 @@ class Predictor:
             sequences=sequences,
             sequence_transforms={k: np.asarray(v) for k, v in meta.sequence_transforms.items()},
             model=self.info, timings=dict(clock.seconds))
-
-
-REGION_MASK_MAX_VOXEL_MM = 2.0
-"""Up to this voxel size the template registration finds its own brain mask on the image it
-registers: preprocessing's mask is the union of two sequences' foregrounds (2.9 l where the
-brain is ~1.3 l on a demo subject: scalp kept), fine for a crop box but not to bound a
-registration metric (basal ganglia Dice 0.49 with it vs 0.88 with the T1's own mask, demo
-subject, seed 51). Coarser images get preprocessing's mask: the automatic mask needs voxels of
-~2 mm or finer to cut the brain from the scalp."""
-
-
-def _registration_mask(working_mask: np.ndarray, meta: Any, image: Any,
-                       sequence: str) -> np.ndarray | None:
-    """The brain mask the template registration is given (None: it finds its own)."""
-    sizes = np.sqrt(np.sum(np.asarray(image.affine, np.float64)[:3, :3] ** 2, axis=0))
-    if np.all(sizes <= REGION_MASK_MAX_VOXEL_MM + 1e-6):
-        return None
-    return _on_native_grid(working_mask, meta, image, sequence)
-
-
-def _on_native_grid(working_mask: np.ndarray, meta: Any, image: Any, sequence: str) -> np.ndarray:
-    """A working-grid mask resampled onto ``sequence``'s own grid (the brain mask preprocessing
-    found, given to the template registration: its own mask fails on coarse images)."""
-    from scipy import ndimage
-
-    native_to_working = np.linalg.inv(meta.working_to_native(sequence))
-    return ndimage.affine_transform(np.asarray(working_mask, np.float32), native_to_working[:3, :3],
-                                    native_to_working[:3, 3], output_shape=image.shape[:3],
-                                    order=1, mode="constant", cval=0.0) >= 0.5
-
-
-def _supplied_regions(path: Path, subject: Any, meta: Any, shape: Sequence[int],
-                      affine: np.ndarray) -> np.ndarray:
-    """A subject's own region map (codes of :data:`csvdnet.atlas.REGION_CODES`) on the reference
-    grid: nearest neighbour through the co-registration of the sequence it is drawn on.
-
-    Raises:
-        CsvdnetInputError: Unreadable, or codes that are not region codes (naming the file).
-    """
-    from scipy import ndimage
-
-    from csvdnet.atlas import REGION_CODES
-    from csvdnet.io import load_nifti
-
-    image = load_nifti(path, kind="labelmap")
-    data = np.asarray(image.data)
-    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-        raise CsvdnetInputError(path, "a region map must hold whole region codes")
-    unknown = sorted(set(np.unique(data).astype(int).tolist()) - set(REGION_CODES.values()))
-    if unknown:
-        raise CsvdnetInputError(path, f"codes {unknown[:8]} are not csvdnet region codes "
-                                      f"({', '.join(f'{v} {k}' for k, v in REGION_CODES.items())})")
-    sequence = getattr(subject, "label_sequence", {}).get("regions", meta.reference)
-    to_sequence = np.asarray(meta.sequence_transforms.get(sequence, np.eye(4)), np.float64)
-    # reference voxel -> reference world -> the sequence's world -> the label's voxel
-    matrix = np.linalg.inv(np.asarray(image.affine, np.float64)) @ to_sequence @ affine
-    return ndimage.affine_transform(data.astype(np.uint8), matrix[:3, :3], matrix[:3, 3],
-                                    output_shape=tuple(int(n) for n in shape[:3]), order=0,
-                                    mode="constant", cval=0)
 
 
 def _world_to_voxel(world: np.ndarray, affine: np.ndarray) -> np.ndarray:
