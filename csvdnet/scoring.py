@@ -289,6 +289,8 @@ class RuleScore:
         maximum: Highest total the rule set defines.
         points: Points by item, for the items that could be decided.
         notes: What was left out and why (unmeasured inputs, unmeasured items).
+        undecided: The items that could not be decided (their inputs not measured), in the
+            rule set's order; the total is ``None`` exactly when there are any.
     """
 
     rule_set: str
@@ -297,6 +299,7 @@ class RuleScore:
     maximum: int
     points: dict[str, int]
     notes: tuple[str, ...]
+    undecided: tuple[str, ...] = ()
 
 
 # A point rule: measurements -> (points by item, None where undecided; notes).
@@ -325,11 +328,12 @@ class RuleSet:
         """Score one subject's measurements."""
         points, notes = self.points(m)
         decided = {item: int(p) for item, p in points.items() if p is not None}
-        total = sum(decided.values()) if len(decided) == len(points) else None
-        if total is None:
-            notes = [*notes, "total not given: " + ", ".join(
-                item for item, p in points.items() if p is None) + " not decided"]
-        return RuleScore(self.name, self.version, total, self.maximum, decided, tuple(notes))
+        undecided = tuple(item for item, p in points.items() if p is None)
+        total = None if undecided else sum(decided.values())
+        if undecided:
+            notes = [*notes, "total not given: " + ", ".join(undecided) + " not decided"]
+        return RuleScore(self.name, self.version, total, self.maximum, decided, tuple(notes),
+                         undecided)
 
 
 def _any_at_least(values: Sequence[int | None], limit: int) -> int | None:

@@ -298,3 +298,23 @@ def test_predictions_of_another_image_are_not_evaluated_loudly(cohort, predictio
     assert ("no subject of the cohort could be evaluated: 2 with a prediction on another grid "
             "than the cohort's image (sub-a, sub-b); 1 without a prediction folder here (sub-c)"
             ) in refused.output
+
+
+def test_a_marker_predict_did_not_measure_is_reported_with_its_reason(cohort, predictions,
+                                                                       tmp_path):
+    """Predict writes no microbleed files without SWI and says why in report.json: evaluate
+    scores the other markers and names that reason, never counting 0 microbleeds found."""
+    import shutil
+
+    pred = tmp_path / "pred"
+    shutil.copytree(predictions[False], pred)
+    (pred / "sub-a" / "cmb_points.tsv").unlink()
+    (pred / "sub-a" / "report.json").write_text(json.dumps({"markers": {"cmb": {
+        "not_measured": "not measured: swi missing (the marker cannot be seen without it)"},
+        "epvs": {"not_measured": None}}}))
+    result = evaluate(cohort, pred, tmp_path / "eval")
+    rows = _rows(tmp_path / "eval" / "metrics_per_subject.tsv")
+    assert "cmb: not measured: swi missing" in rows["sub-a"]["problems"]
+    assert rows["sub-a"]["cmb_det_f1"] == "n/a" and float(rows["sub-a"]["wmh_dice"]) == 1.0
+    cmb = result.summary["detection"]["cmb"]["pooled"]
+    assert (cmb["tp"], cmb["fn"]) == (1, 0)  # sub-b only: sub-a's microbleed is not a miss

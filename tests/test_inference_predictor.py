@@ -191,3 +191,38 @@ def test_the_template_registration_finds_its_own_mask_on_fine_images():
     meta = SimpleNamespace(working_to_native=lambda name: np.eye(4))
     mask = registration_mask(np.ones((4, 4, 4), bool), meta, coarse, "t1")
     assert mask.shape == (4, 4, 4) and mask.all()
+
+
+def test_a_marker_whose_sequence_is_missing_is_null_never_0(tmp_path):
+    """Without SWI the network's microbleed heatmap is of a blank channel: not a measurement.
+    The marker is null in every table (never 0, which would read as "no microbleeds"), the
+    Staals total is undecided and says why, and no microbleed files are written."""
+    from csvdnet.inference.cohort import score_row
+    from csvdnet.inference.predictor import unmeasured_tasks
+
+    assert unmeasured_tasks(["swi"]) == ("cmb",) and unmeasured_tasks(["t2"]) == ()
+    assert set(unmeasured_tasks(["swi", "dwi"])) == {"cmb", "rssi"}
+    subject = write_subject(tmp_path / "s1", "RAS")
+    predictor = oracle_predictor(normalised_level(subject), channels=("flair", "t1", "swi"),
+                                 dropout=True)
+    result = predictor.predict(subject)  # no swi: the oracle's cmb output is all zeros
+    assert "cmb" not in result.findings and "cmb" not in result.masks
+    assert result.measurements.cmb_count is None and result.measurements.cmb_lobar is None
+    staals = result.scores["staals-2014"]
+    assert staals.total is None and staals.undecided == ("microbleeds",)
+    assert any("cmb not measured" in flag for flag in result.flags)
+    assert result.agreement is None  # nothing to agree with
+    row = score_row(result)
+    assert row["cmb_count"] == "" and row["staals_total"] == "" and row["lacune_count"] == "0"
+    assert "cmb not measured" in row["flags"]
+
+    folder = outputs.write_subject(result, tmp_path / "out")
+    assert not (folder / "cmb_points.tsv").exists() and (folder / "epvs_points.tsv").exists()
+    report = json.loads((folder / "report.json").read_text())
+    assert report["markers"]["cmb"]["count"] is None
+    assert "swi missing" in report["markers"]["cmb"]["not_measured"]
+    assert report["markers"]["epvs"]["not_measured"] is None
+    assert report["scores"]["staals-2014"]["undecided"] == ["microbleeds"]
+    assert report["measurements"]["cmb_count"] is None
+    page = (folder / "report.html").read_text()
+    assert "not measured: swi missing" in page and 'data-undecided="microbleeds"' in page

@@ -81,6 +81,7 @@ def test_unmeasured_quantities_give_no_total_and_say_why():
     assert score("staals-2014", _with(cmb_deep=None, cmb_lobar=1)).points["microbleeds"] == 1
     undecided = score("staals-2014", _with(cmb_deep=None))
     assert "microbleeds" not in undecided.points and undecided.total is None
+    assert undecided.undecided == ("microbleeds",) and score("staals-2014", _with()).undecided == ()
     assert any("cmb_deep" in note for note in undecided.notes)
     # Fazekas PV 3 decides the WMH point without the deep grade; PV 2 does not.
     assert score("caa-svd-2016", _with(fazekas_deep=None, fazekas_pv=3)).points["wmh"] == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,17 @@ def _read_points_tsv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return world, confidence
 
 
+def _not_measured(report: Path) -> dict[str, str]:
+    """Marker -> why predict did not measure it (report.json's ``not_measured``), so that a
+    marker without files is reported with its reason (e.g. "not measured: swi missing")."""
+    try:
+        markers = json.loads(report.read_text(encoding="utf-8")).get("markers", {})
+        return {task: str(m["not_measured"]) for task, m in markers.items()
+                if isinstance(m, dict) and m.get("not_measured")}
+    except (OSError, ValueError, AttributeError):
+        return {}  # no readable report: the missing files speak for themselves
+
+
 def load_prediction(pred_dir: Path, subject_id: str, bids: bool,
                     scores: dict[str, dict[str, str]]) -> Prediction | None:
     """Load a subject's predictions; None when the subject has no prediction folder."""
@@ -238,12 +250,13 @@ def load_prediction(pred_dir: Path, subject_id: str, bids: bool,
         prediction.problems["scores"] = "no row in scores.tsv"
     html = outputs.report_path(Path(pred_dir), subject_id, bids, ".html")
     prediction.report_html = html if html.is_file() else None
+    unmeasured = _not_measured(outputs.report_path(Path(pred_dir), subject_id, bids))
     name = outputs.output_name  # the one definition of the output file names
     shape = None
     for task in SEGMENTATION_TASKS:
         path = folder / name(subject_id, bids, task, "mask")
         if not path.is_file():
-            prediction.problems[task] = f"no {path.name}"
+            prediction.problems[task] = unmeasured.get(task) or f"no {path.name}"
             continue
         try:
             mask = load_nifti(path, kind="labelmap")
@@ -262,7 +275,7 @@ def load_prediction(pred_dir: Path, subject_id: str, bids: bool,
     for task in DETECTION_TASKS:
         path = folder / name(subject_id, bids, task, "points")
         if not path.is_file():
-            prediction.problems[task] = f"no {path.name}"
+            prediction.problems[task] = unmeasured.get(task) or f"no {path.name}"
             continue
         try:
             prediction.points[task], prediction.confidence[task] = _read_points_tsv(path)

@@ -40,13 +40,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
+from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS, TASK_EVIDENCE
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference import postprocess
 from csvdnet.inference.region_source import REGION_SOURCES, check_region_source, region_map
 from csvdnet.inference.result import Finding, ModelInfo, OrdinalScore, SubjectResult
 
-__all__ = ["Predictor", "Prepared", "REGION_SOURCES", "flip_average"]
+__all__ = ["Predictor", "Prepared", "REGION_SOURCES", "flip_average", "unmeasured_tasks"]
 
 STAALS = "staals-2014"
 """The rule set the ordinal head is compared with (the head is trained on the Staals total)."""
@@ -106,6 +106,7 @@ class Prepared:
         brain_working: bool brain mask on the working grid.
         flags: Report warnings so far (a blanked channel).
         timings: ``load`` and ``preprocess`` seconds.
+        missing: The model's channels the subject lacks (blanked in ``array``).
     """
 
     subject: Any
@@ -115,6 +116,17 @@ class Prepared:
     brain_working: np.ndarray
     flags: list[str]
     timings: dict[str, float]
+    missing: tuple[str, ...] = ()
+
+
+def unmeasured_tasks(missing: Sequence[str]) -> tuple[str, ...]:
+    """The markers that cannot be seen without the ``missing`` sequences
+    (:data:`csvdnet.TASK_EVIDENCE`: microbleeds without SWI, RSSI without DWI): their outputs on a
+    blanked channel are not measurements, so they are reported as not measured (``null``), never
+    as 0, and a rule that needs them stays undecided."""
+    gone = set(missing)
+    return tuple(task for task in SEGMENTATION_TASKS + DETECTION_TASKS
+                 if TASK_EVIDENCE.get(task) and gone.issuperset(TASK_EVIDENCE[task]))
 
 
 class Predictor:
@@ -251,11 +263,16 @@ class Predictor:
                     if name in images:
                         full[..., c] = array[..., present.index(name)]
                 array = full
+                unseen = unmeasured_tasks(missing)
                 flags.append(f"sequence(s) {', '.join(missing)} missing: predicted without "
                              f"them (the model was trained with modality dropout); "
-                             f"findings they show best may be missed")
+                             f"findings they show best may be missed"
+                             + (f"; {', '.join(unseen)} not measured (null, never 0): a total "
+                                f"that needs {'them' if len(unseen) > 1 else 'it'} is undecided"
+                                if unseen else ""))
         return Prepared(subject=subject, images=images, array=array, meta=meta,
-                        brain_working=brain_working, flags=flags, timings=dict(clock.seconds))
+                        brain_working=brain_working, flags=flags, timings=dict(clock.seconds),
+                        missing=tuple(missing))
 
     def finish(self, prepared: Prepared, outputs: Mapping[str, Any],
                network_seconds: float) -> SubjectResult:
@@ -279,7 +296,9 @@ class Predictor:
         flags = list(prepared.flags)
         reference = images[meta.reference]
         affine = np.asarray(reference.affine, np.float64)
-        dense = [t for t in SEGMENTATION_TASKS + DETECTION_TASKS if t in outputs]
+        unseen = unmeasured_tasks(prepared.missing)
+        dense = [t for t in SEGMENTATION_TASKS + DETECTION_TASKS
+                 if t in outputs and t not in unseen]
         with clock("invert"):
             probabilities = {t: meta.invert(outputs[t][0, ..., 0], order=1).astype(np.float32)
                              for t in dense}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from csvdnet import __version__
+from csvdnet import TASK_EVIDENCE, __version__
 from csvdnet.atlas import REGION_CODES
 from csvdnet.fsutil import write_text_atomic
 from csvdnet.inference.result import Finding, SubjectResult
@@ -28,7 +28,7 @@ from csvdnet.inference.result import Finding, SubjectResult
 __all__ = ["MARKERS", "REPORT_SCHEMA_VERSION", "SCHEMA_PATH", "report_dict", "report_flags",
            "validate_report", "write_report_html", "write_report_json"]
 
-REPORT_SCHEMA_VERSION = "1.1"
+REPORT_SCHEMA_VERSION = "1.2"
 """Version of the ``report.json`` layout (major: incompatible change, minor: fields added)."""
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -75,8 +75,8 @@ def report_dict(result: SubjectResult) -> dict[str, Any]:
         "reference_grid": {"shape": [int(n) for n in result.shape],
                            "affine": [_floats(row) for row in np.asarray(result.affine)],
                            "spacing": _floats(result.spacing)},
-        "markers": {task: marker_summary(task, result.findings.get(task))
-                    for task in MARKERS},
+        "markers": {task: marker_summary(task, result.findings.get(task),
+                                         _not_measured(task, result)) for task in MARKERS},
         "measurements": measurements(result),
         "quantities": _jsonable(result.quantities),
         "scores": {name: rule_score_dict(score) for name, score in result.scores.items()},
@@ -95,20 +95,36 @@ def report_flags(result: SubjectResult) -> list[str]:
     return model + [str(flag) for flag in result.flags]
 
 
-def marker_summary(task: str, findings: list[Finding] | None) -> dict[str, Any]:
+def _not_measured(task: str, result: SubjectResult) -> str | None:
+    """Why ``task`` has no findings in ``result`` (``None`` when it was measured)."""
+    if task in result.findings:
+        return None
+    from csvdnet.inference.predictor import unmeasured_tasks
+
+    missing = [name for name in result.model.channels if name not in result.inputs]
+    if task in unmeasured_tasks(missing):
+        return (f"not measured: {', '.join(TASK_EVIDENCE[task])} missing (the marker cannot be "
+                f"seen without it)")
+    return "not predicted by this model"
+
+
+def marker_summary(task: str, findings: list[Finding] | None,
+                   not_measured: str | None = None) -> dict[str, Any]:
     """Count, volume, findings and counts by region and side of one marker.
 
-    ``findings`` is ``None`` when the model does not predict the marker: its count is then
-    ``null`` (not measured), never 0.
+    ``findings`` is ``None`` when the marker was not measured (the model does not predict it, or
+    the sequence it is seen on is missing): its count is then ``null``, never 0, and
+    ``not_measured`` says why.
     """
     segmented = MARKERS[task] == "segmentation"
     if findings is None:
         return {"kind": MARKERS[task], "predicted": False, "count": None,
-                "volume_ml": None, "findings": [], "by_region": {}}
+                "volume_ml": None, "findings": [], "by_region": {},
+                "not_measured": not_measured or "not predicted by this model"}
     volume = sum(f.volume_mm3 or 0.0 for f in findings) / 1000.0 if segmented else None
     return {"kind": MARKERS[task], "predicted": True, "count": len(findings),
             "volume_ml": volume, "findings": [finding_dict(f) for f in findings],
-            "by_region": counts_by_region(findings)}
+            "by_region": counts_by_region(findings), "not_measured": None}
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:
@@ -161,6 +177,7 @@ def rule_score_dict(score: Any) -> dict[str, Any]:
             "maximum": int(score.maximum),
             "points": {name: None if value is None else int(value)
                        for name, value in score.points.items()},
+            "undecided": [str(item) for item in getattr(score, "undecided", ())],
             "notes": [str(note) for note in score.notes]}
 
 

@@ -131,6 +131,13 @@ def _scores(report: dict[str, Any]) -> str:
     for name, score in report["scores"].items():
         points = "".join(f"<li>{_e(item.replace('_', ' '))}: <b>{value}</b></li>"
                          for item, value in score["points"].items())
+        undecided = score.get("undecided", [])
+        points += "".join(f'<li class="undecided" data-undecided="{_e(item)}">'
+                          f"{_e(item.replace('_', ' '))}: <b>—</b> not decided</li>"
+                          for item in undecided)
+        if undecided:  # what the decided points already give: a reader can still use it
+            points += (f'<li class="undecided">at least <b>{sum(score["points"].values())}'
+                       "</b> whatever the undecided items</li>")
         notes = "".join(f'<div class="note">{_e(note)}</div>' for note in score["notes"])
         cards.append(
             f'<div class="card score" data-rule-set="{_e(name)}" data-total="{_fmt(score["total"])}">'
@@ -201,7 +208,9 @@ def _markers(report: dict[str, Any]) -> str:
                 f'<td>{_e(_grade(task, report["measurements"]))}</td></tr></table>')
         if not marker["predicted"]:
             sections.append(f'<div class="marker" data-marker="{task}">{head}'
-                            '<div class="note">not predicted by this model</div></div>')
+                            f'<div class="note not-measured">'
+                            f'{_e(marker.get("not_measured") or "not predicted by this model")}'
+                            '</div></div>')
             continue
         region_rows = "".join(
             f'<tr data-region="{_e(region)}" data-total="{sides["total"]}"><td>'
