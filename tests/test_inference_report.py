@@ -13,6 +13,7 @@ import dataclasses
 import html.parser
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +343,49 @@ def test_an_edited_model_is_named_edited_in_report_json_and_html(result, tmp_pat
     plain = _Page()
     plain.feed(write_report_html(result, tmp_path / "plain.html").read_text(encoding="utf-8"))
     assert not plain.find(data_edited_model="1")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const cards = [...document.querySelectorAll(".card.score")];
+  document.body.setAttribute("data-probe", JSON.stringify({
+    images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+    totals: cards.map(c => c.querySelector(".total").innerText.trim()),
+    flags: [...document.querySelectorAll(".flags li")].map(li => li.innerText),
+    resources: performance.getEntriesByType("resource").map(r => r.name),
+    width: document.documentElement.scrollWidth}));
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package "
+                                             "'chromium'; .ci/run installs it)")
+def test_a_real_browser_shows_the_totals_flags_and_every_picture_offline(result, tmp_path):
+    """Rendered by headless Chromium with every host unresolvable: each picture decodes, the
+    score cards show the totals the result has, the flags are listed, nothing is fetched, and
+    the page fits a 1200 px window (the screenshot is kept for a reader to look at)."""
+    import subprocess
+
+    page = write_report_html(result, tmp_path / "report.html").read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600",
+            "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000"]
+    dom = subprocess.run(args + ["--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    start = dom.index('data-probe="') + len('data-probe="')
+    shown = json.loads(html.unescape(dom[start:dom.index('"', start)]))
+    assert len(shown["images"]) >= 4
+    assert all(done and w > 0 and h > 0 for done, w, h in shown["images"]), shown["images"]
+    assert shown["totals"] == [str(s.total) if s.total is not None else "—"
+                               for s in result.scores.values()]
+    assert shown["flags"] == ["registration of dwi: weak (test flag)"]
+    assert shown["resources"] == []  # offline: data URIs only, nothing requested
+    assert shown["width"] <= 1200
+    shot = tmp_path / "report.png"
+    subprocess.run(args + [f"--screenshot={shot}", (tmp_path / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(PILImage.open(shot).convert("L"))
+    assert pixels.shape == (1600, 1200) and pixels.std() > 20  # drawn, not a blank page
