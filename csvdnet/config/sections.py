@@ -174,7 +174,9 @@ class ModelConfig:
             (see training/README.md).
         score_inputs: What the ordinal score head reads: ``"encoder"`` (globally pooled deepest
             features) or ``"encoder_and_heads"`` (also each dense head's peak probability,
-            extent and count over the whole brain, gradient stopped: ``models.HeadSummary``).
+            extent and count over the whole brain, gradient stopped: ``models.HeadSummary``) or
+            ``"points"`` (the sum of the four Staals points, each a logistic unit on its own
+            head's whole-brain summary: ``models.PointScore``; needs ``score_classes`` 5).
     """
 
     input_channels: int = len(DEFAULT_SEQUENCES)
@@ -187,7 +189,7 @@ class ModelConfig:
     score_classes: int = 5
     dropout: float = 0.2
     head_prior: dict[str, float] = dataclasses.field(default_factory=dict)
-    score_inputs: Literal["encoder", "encoder_and_heads"] = "encoder"
+    score_inputs: Literal["encoder", "encoder_and_heads", "points"] = "encoder"
 
     def __post_init__(self) -> None:
         from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
@@ -205,9 +207,11 @@ class ModelConfig:
             "norm_groups": (self.norm_groups == -1 or self.norm_groups >= 1,
                             "must be -1 or >= 1"),
             "decoder": (self.decoder in ("shared", "per_head"), "must be 'shared' or 'per_head'"),
-            "score_classes": (self.score_classes >= 2, "must be >= 2"),
-            "score_inputs": (self.score_inputs in ("encoder", "encoder_and_heads"),
-                             "must be 'encoder' or 'encoder_and_heads'"),
+            "score_classes": (self.score_classes >= 2 and (
+                self.score_inputs != "points" or self.score_classes == 5),
+                "must be >= 2 (5 with score_inputs 'points': the total of four points)"),
+            "score_inputs": (self.score_inputs in ("encoder", "encoder_and_heads", "points"),
+                             "must be 'encoder', 'encoder_and_heads' or 'points'"),
             "head_prior": (
                 set(self.head_prior) <= set(dense)
                 and all(0.0 < float(v) < 1.0 for v in self.head_prior.values()),

@@ -8,7 +8,9 @@ from csvdnet.models.build import DENSE_TASKS, INPUT_NAME, SCORE_TASK, build_mode
 from csvdnet.models.coral_head import CoralHead, ordinal_decode
 from csvdnet.models.encoder import level_filters
 from csvdnet.models.head_summary import HeadSummary
+from csvdnet.models.point_score import PointScore
 from csvdnet.models.residual_block import ResidualBlock, group_count
 
-__all__ = ["DENSE_TASKS", "INPUT_NAME", "SCORE_TASK", "CoralHead", "HeadSummary", "ResidualBlock",
+__all__ = ["DENSE_TASKS", "INPUT_NAME", "SCORE_TASK", "CoralHead", "HeadSummary", "PointScore",
+           "ResidualBlock",
            "build_model", "group_count", "level_filters", "ordinal_decode"]
