@@ -138,7 +138,8 @@ def _training_record(run_dir: Path, cfg: Any, weights: str, description: str) ->
 
     calibration = load_calibration(run_dir)
     if calibration is not None:  # what the thresholds in metadata.json were chosen on
-        calibration = {"subjects": len(calibration.get("subjects", [])),
+        subjects = calibration.get("subjects", [])  # a count in a run made from an export
+        calibration = {"subjects": subjects if isinstance(subjects, int) else len(subjects),
                        "weights": calibration.get("weights"),
                        "tasks": calibration.get("tasks", {})}
     return {"description": description, "run": run_dir.name, "weights": weights,
