@@ -1,0 +1,1 @@
+"""DICOM input (study index, series selection, conversion) and output (SEG, SR, report captures)."""
