@@ -100,7 +100,7 @@ def voxel_to_ras(affine: np.ndarray, ijk) -> np.ndarray:
 PLANTED = {
     "wmh": (slice(8, 14), slice(10, 16), slice(3, 6)),
     "lacune": (slice(25, 27), slice(20, 22), slice(5, 6)),
-    "rssi": (slice(18, 20), slice(26, 28), slice(6, 7)),
+    "rssi": (slice(18, 20), slice(26, 28), slice(4, 5)),  # between two DWI slices
 }
 CMB_VOXEL = (30.0, 9.0, 4.0)
 EPVS_VOXELS = ((12.0, 24.0, 2.0), (20.0, 12.0, 7.0))
@@ -166,3 +166,48 @@ def write_subject(folder: Path, report: dict | None = None) -> Path:
 
 def read_headers(paths) -> list[Dataset]:
     return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+
+
+def write_enhanced(folder: Path, channel: str = "swi") -> Path:
+    """:data:`SERIES` ``channel`` as one Enhanced MR Image Storage file, frames in reverse
+    slice order (per-frame positions, shared orientation and pixel measures)."""
+    from pydicom.sequence import Sequence
+
+    number, description, origin, row, col, (dr, dc), gap, rows, cols, frames = SERIES[channel]
+    row, col = np.asarray(row, float), np.asarray(col, float)
+    normal = np.cross(row, col)
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+        entropy_srcs=[channel, "enhanced"])
+    for key, value in PATIENT.items():
+        setattr(ds, key, value)
+    ds.StudyInstanceUID, ds.FrameOfReferenceUID = STUDY, FRAME_OF_REFERENCE
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[channel, "enhanced", "series"])
+    ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "MR", "SIEMENS", number, 1
+    ds.SeriesDescription = description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.NumberOfFrames, ds.Rows, ds.Columns = frames, rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    shared = Dataset()
+    orientation, measures = Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [float(v) for v in (*row, *col)]
+    measures.PixelSpacing, measures.SliceThickness = [dr, dc], gap
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for k in reversed(range(frames)):
+        item, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [float(v) for v in np.asarray(origin) + k * gap * normal]
+        item.PlanePositionSequence = Sequence([position])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = np.zeros((frames, rows, cols), np.uint16).tobytes()
+    path = folder / "ENHANCED"
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -109,12 +109,14 @@ def summary_lines(report: dict, patient: Dataset) -> list[tuple[str, str]]:
         undecided = score.get("undecided") or []
         if undecided:
             points += "; undecided: " + ", ".join(u.replace("_", " ") for u in undecided)
-        lines.append(("text", f"{name}: {_value(score.get('total'))} / {score.get('maximum')}"
+        total = "undecided" if score.get("total") is None else score["total"]
+        lines.append(("text", f"{name}: {total} / {score.get('maximum')}"
                               f"   ({points})"))
     ordinal = report.get("ordinal") or {}
-    agreement = {True: "agrees", False: "DISAGREES", None: "undecided"}[report.get("agreement")]
-    lines += [("text", f"ordinal head: {_value(ordinal.get('total'))}   ({agreement} with "
-                       "staals-2014)"), ("text", ""), ("head", "Ratings and findings"),
+    agreement = {True: "agrees with staals-2014", False: "DISAGREES with staals-2014",
+                 None: "no staals-2014 total to compare"}[report.get("agreement")]
+    lines += [("text", f"ordinal head: {_value(ordinal.get('total'))}   ({agreement})"),
+              ("text", ""), ("head", "Ratings and findings"),
               ("text", f"WMH: {_value(m['wmh_volume_ml'], ' ml', 2)} (periventricular "
                        f"{_value(m['wmh_periventricular_ml'], ' ml', 2)}, deep "
                        f"{_value(m['wmh_deep_ml'], ' ml', 2)}){why('wmh')}"),
