@@ -33,11 +33,12 @@ def _rotation_x(degrees: float) -> np.ndarray:
 
 
 SERIES = {
-    # channel: (series number, description, origin LPS, row dir, col dir, (dr, dc), gap, rows, cols, frames)
+    # channel: (series number, description, origin LPS, row dir, col dir, (dr, dc), gap,
+    #           rows, cols, frames)
     "flair": (3, "t2_tirm_tra_dark-fluid", (-30.0, -36.0, -12.0), (1, 0, 0), (0, 1, 0),
               (2.0, 1.5), 3.0, 36, 40, 10),
     "swi": (7, "SWI_Images", (-28.0, -30.0, -24.0), tuple(_rotation_x(20) @ [1, 0, 0]),
-            tuple(_rotation_x(20) @ [0, 1, 0]), (1.0, 1.0), 2.0, 60, 56, 16),
+            tuple(_rotation_x(20) @ [0, 1, 0]), (1.0, 0.8), 2.0, 60, 70, 16),
     "dwi": (5, "ep2d_diff_tra_TRACEW b1000", (-31.0, -37.0, -12.5), (1, 0, 0), (0, 1, 0),
             (3.0, 3.0), 5.0, 24, 22, 6),
 }

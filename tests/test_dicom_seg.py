@@ -68,7 +68,7 @@ def test_seg_on_an_enhanced_multiframe_source(tmp_path):
         source_sop_instance_uid=grid.first.SOPInstanceUID,
         source_frame_numbers=list(range(1, grid.shape[0] + 1)), segment_numbers=[1],
         assert_missing_frames_are_empty=True)[..., 0]
-    assert frames[4, 30, 20] == 1 and frames.sum() == grid.spheres(centre[None], 1.5).sum()
+    assert frames[4, 30, 25] == 1 and frames.sum() == grid.spheres(centre[None], 1.5).sum()
 
 
 def test_plan_without_any_target_is_an_error():

@@ -155,7 +155,8 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
 
 
 def _summary_page(lines: list[tuple[str, str]], width: int = 1024) -> np.ndarray:
-    fonts = {"title": ImageFont.truetype(str(_BOLD), 30), "head": ImageFont.truetype(str(_BOLD), 22),
+    fonts = {"title": ImageFont.truetype(str(_BOLD), 30),
+             "head": ImageFont.truetype(str(_BOLD), 22),
              "text": ImageFont.truetype(str(_FONT), 20), "dim": ImageFont.truetype(str(_FONT), 17)}
     laid = [(style, piece) for style, text in lines
             for piece in _wrap(text, fonts[style], width - 64)]

@@ -106,20 +106,30 @@ class SeriesGrid:
         corners_lps = (np.asarray(affine, float)[:3, :3] @ corners.T).T + affine[:3, 3]
         corners_lps = lps_of_ras(corners_lps)
         reach = (np.abs(self.spacing[0]) + np.abs(self.spacing[1]))  # margin of a pixel
-        r = np.arange(rows, dtype=float)[:, None, None]
-        c = np.arange(cols, dtype=float)[None, :, None]
-        grid = r * b + c * a  # rows, cols, 3
+        shape = np.array(labels.shape)
         for f in range(frames):
-            depth = (corners_lps - self.positions[f]) @ self.normal
+            rel = corners_lps - self.positions[f]
+            depth = rel @ self.normal
             if depth.min() > reach or depth.max() < -reach:
                 continue  # this plane misses the findings' box
+            # Only the pixels whose centres can fall in the box: its projection on the plane
+            along_r = rel @ self.col_dir / self.spacing[0]
+            along_c = rel @ self.row_dir / self.spacing[1]
+            r0 = max(int(np.floor(along_r.min())) - 1, 0)
+            r1 = min(int(np.ceil(along_r.max())) + 2, rows)
+            c0 = max(int(np.floor(along_c.min())) - 1, 0)
+            c1 = min(int(np.ceil(along_c.max())) + 2, cols)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            r = np.arange(r0, r1, dtype=float)[:, None, None]
+            c = np.arange(c0, c1, dtype=float)[None, :, None]
             origin = to_voxel @ self.positions[f] + inverse[:3, 3]
-            index = np.rint(grid + origin).astype(np.int64)
-            inside = np.all((index >= 0) & (index < np.array(labels.shape)), axis=2)
+            index = np.rint(r * b + c * a + origin).astype(np.int64)
+            inside = np.all((index >= 0) & (index < shape), axis=2)
             if not inside.any():
                 continue
             i, j, k = (index[..., n][inside] for n in range(3))
-            out[f][inside] = labels[i, j, k]
+            out[f, r0:r1, c0:c1][inside] = labels[i, j, k]
         return out
 
     def spheres(self, points_lps: np.ndarray, radius: float) -> np.ndarray:
@@ -139,8 +149,10 @@ class SeriesGrid:
                 r0 = rel[f] @ self.col_dir / dr
                 c0 = rel[f] @ self.row_dir / dc
                 half_r, half_c = np.sqrt(rho2) / dr, np.sqrt(rho2) / dc
-                r_lo, r_hi = max(int(np.ceil(r0 - half_r)), 0), min(int(np.floor(r0 + half_r)), rows - 1)
-                c_lo, c_hi = max(int(np.ceil(c0 - half_c)), 0), min(int(np.floor(c0 + half_c)), cols - 1)
+                r_lo = max(int(np.ceil(r0 - half_r)), 0)
+                r_hi = min(int(np.floor(r0 + half_r)), rows - 1)
+                c_lo = max(int(np.ceil(c0 - half_c)), 0)
+                c_hi = min(int(np.floor(c0 + half_c)), cols - 1)
                 if r_lo > r_hi or c_lo > c_hi:
                     continue
                 rr = (np.arange(r_lo, r_hi + 1)[:, None] - r0) * dr
@@ -188,7 +200,8 @@ def _multiframe(channel: str, ds: Dataset, path: Path) -> SeriesGrid:
     frames = int(ds.NumberOfFrames)
     orientation = _floats(ds, path, "ImageOrientationPatient", 6,
                           _functional(ds, 0, "PlaneOrientationSequence", path))
-    spacing = _floats(ds, path, "PixelSpacing", 2, _functional(ds, 0, "PixelMeasuresSequence", path))
+    spacing = _floats(ds, path, "PixelSpacing", 2,
+                      _functional(ds, 0, "PixelMeasuresSequence", path))
     positions = []
     for f in range(frames):
         other = _floats(ds, path, "ImageOrientationPatient", 6,
@@ -198,7 +211,8 @@ def _multiframe(channel: str, ds: Dataset, path: Path) -> SeriesGrid:
         positions.append(_floats(ds, path, "ImagePositionPatient", 3,
                                  _functional(ds, f, "PlanePositionSequence", path)))
     return SeriesGrid(channel, [ds], [path], np.array(positions), orientation[:3], orientation[3:],
-                      (float(spacing[0]), float(spacing[1])), (frames, int(ds.Rows), int(ds.Columns)))
+                      (float(spacing[0]), float(spacing[1])),
+                      (frames, int(ds.Rows), int(ds.Columns)))
 
 
 def read_series(channel: str, paths: Sequence[Path]) -> SeriesGrid:

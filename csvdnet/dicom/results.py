@@ -92,11 +92,10 @@ def _created(report: dict, path: Path) -> datetime.datetime:
     return created.astimezone(datetime.timezone.utc) if created.tzinfo else created
 
 
-def _grids(sources: Mapping[str, Sequence[Path]]) -> dict[str, SeriesGrid]:
-    grids = {channel: read_series(channel, paths) for channel, paths in sources.items() if paths}
-    if "flair" not in grids:
-        raise CsvdnetInputError(", ".join(sorted(sources)) or "sources",
-                                "no FLAIR source series: the reference grid's series is needed")
+def _grids(sources: Mapping[str, Sequence[Path]], needed: set[str]) -> dict[str, SeriesGrid]:
+    """The source series a SEG goes on, and the FLAIR (headers read only for those)."""
+    grids = {channel: read_series(channel, paths) for channel, paths in sources.items()
+             if paths and channel in needed | {"flair"}}
     study = grids["flair"].first.StudyInstanceUID
     for channel, grid in grids.items():
         if grid.first.StudyInstanceUID != study:
@@ -123,7 +122,8 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
             on the reference = FLAIR grid as dcm2niix converted it, ``<task>_points.tsv`` in
             world RAS mm, report.html).
         sources: Channel (``flair``, ``t1``, ``t2``, ``swi``, ``dwi``) -> the DICOM files of the
-            series chosen for it (dwi: the b1000 images only). ``flair`` is required.
+            series chosen for it (dwi: the b1000 images only). ``flair`` is required; only the
+            series a SEG goes on (and the FLAIR) are read.
         dest: Folder to write into (created; never one holding source files).
         model_id: The model's id (as report.json's ``model.id``).
         model_sha256: The model's sha256 (must equal report.json's ``model.sha256``).
@@ -140,16 +140,19 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
     if report["model"].get("sha256") != model_sha256:
         raise CsvdnetInputError(subject_out / "report.json", f"made by model "
                                 f"{report['model'].get('sha256')}, not {model_sha256}")
-    grids = _grids(sources)
-    _check_dest(dest, grids)
-    provenance = Provenance(str(grids["flair"].first.StudyInstanceUID), model_id, model_sha256,
-                            _created(report, subject_out / "report.json"))
+    if not sources.get("flair"):
+        raise CsvdnetInputError(", ".join(sorted(sources)) or "sources",
+                                "no FLAIR source series: the reference grid's series is needed")
     tasks = {t for t, marker in report["markers"].items()
              if marker.get("predicted") and t in MARKER_BY_TASK}
     try:
-        plans = plan_segs(set(grids), tasks)
+        plans = plan_segs({c for c, paths in sources.items() if paths}, tasks)
     except ValueError as error:
         raise CsvdnetInputError(subject_out, str(error)) from None
+    grids = _grids(sources, {plan.channel for plan in plans})
+    _check_dest(dest, grids)
+    provenance = Provenance(str(grids["flair"].first.StudyInstanceUID), model_id, model_sha256,
+                            _created(report, subject_out / "report.json"))
 
     segs, refs = [], []
     for plan in plans:

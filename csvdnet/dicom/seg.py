@@ -76,7 +76,9 @@ def mask_on_grid(grid: SeriesGrid, mask: np.ndarray, affine: np.ndarray) -> np.n
     labels, count = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3)))
     sampled = grid.sample_labels(labels, affine)
     out = sampled > 0
-    missing = np.setdiff1d(np.arange(1, count + 1), np.unique(sampled))
+    present = np.zeros(count + 1, dtype=bool)
+    present[sampled[out]] = True
+    missing = np.flatnonzero(~present[1:]) + 1
     if missing.size:
         centres = np.array(ndimage.center_of_mass(labels > 0, labels, missing)).reshape(-1, 3)
         world = centres @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3]
