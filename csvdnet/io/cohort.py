@@ -39,6 +39,9 @@ class Subject:
         label_sequence: Label name -> the sequence it is drawn on, for every label present
             (the reference sequence unless the file / column was named ``<label>@<sequence>``).
         ratings: The subject's row of ``ratings.csv``, if any.
+        source: Where the sequences came from when csvdnet made them (a DICOM study: the
+            record of :func:`csvdnet.dicom.open_dicom`, reported in ``report.json``); None
+            for NIfTI given by the user.
     """
 
     id: str
@@ -46,6 +49,7 @@ class Subject:
     labels: dict[str, Path] = dataclasses.field(default_factory=dict)
     label_sequence: dict[str, str] = dataclasses.field(default_factory=dict)
     ratings: Ratings | None = None
+    source: dict | None = None
 
     def present_labels(self) -> tuple[str, ...]:
         """Names of the labels this subject has, in :data:`KNOWN_LABELS` order."""
