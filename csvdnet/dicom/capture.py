@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
 from csvdnet.dicom.provenance import MANUFACTURER, Provenance
+from csvdnet.slices import MARKER_COLOURS
 
 __all__ = ["REPORT_SERIES", "build_captures", "montage_rows", "summary_lines"]
 
@@ -30,6 +31,8 @@ REPORT_SERIES = (9920, "csvdnet report")
 _FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 _BOLD = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
 _BACKGROUND, _INK, _DIM = (0, 0, 0), (235, 235, 235), (150, 150, 150)
+_LEGEND = (("wmh", "WMH"), ("lacune", "lacune"), ("rssi", "RSSI"), ("cmb", "microbleed"),
+           ("epvs", "EPVS"))
 
 
 class _Montage(html.parser.HTMLParser):
@@ -172,7 +175,7 @@ def _summary_page(lines: list[tuple[str, str]], width: int = 1024) -> np.ndarray
 
 def _montage_page(rows, title: str) -> np.ndarray:
     font = ImageFont.truetype(str(_FONT), 18)
-    label_w, head_h, gap = 110, 60, 4
+    label_w, head_h, gap = 110, 86, 4
     cell_h = max(p.shape[0] for _, cells in rows for _, p in cells)
     cell_w = max(p.shape[1] for _, cells in rows for _, p in cells)
     columns = list(dict.fromkeys(c for _, cells in rows for c, _ in cells))
@@ -181,8 +184,14 @@ def _montage_page(rows, title: str) -> np.ndarray:
     page = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(page)
     draw.text((8, 6), title, font=font, fill=_INK)
+    x = 8
+    for task, name in _LEGEND:
+        colour = MARKER_COLOURS[task]
+        draw.rectangle((x, 36, x + 14, 50), outline=colour, width=3)
+        draw.text((x + 20, 32), name, font=font, fill=_INK)
+        x += 20 + int(font.getlength(name)) + 24
     for k, column in enumerate(columns):
-        draw.text((label_w + k * (cell_w + gap) + 4, 34), column.upper(), font=font, fill=_INK)
+        draw.text((label_w + k * (cell_w + gap) + 4, 60), column.upper(), font=font, fill=_INK)
     for r, (level, cells) in enumerate(rows):
         top = head_h + r * (cell_h + gap)
         draw.text((8, top + cell_h // 2 - 10), level, font=font, fill=_INK)

@@ -15,6 +15,8 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
+from csvdnet.slices import MARKER_COLOURS
+
 __all__ = ["CATEGORY", "COUNT_UNIT", "MARKERS", "PRIVATE_SCHEME", "SCORE_UNIT", "VOLUME_UNIT",
            "MarkerCoding", "private", "private_scheme_item"]
 
@@ -50,7 +52,7 @@ class MarkerCoding:
         type: Segmented property type.
         targets: Channels whose series the segment goes on, first present wins (the FLAIR, the
             reference, always last).
-        colour: Display colour (sRGB hex), the HTML report's.
+        colour: Display colour (sRGB hex), the report pictures' (``slices.MARKER_COLOURS``).
         radius_mm: Sphere radius for a detection marker (points), ``None`` for a mask.
     """
 
@@ -64,19 +66,19 @@ class MarkerCoding:
 
 MARKERS: tuple[MarkerCoding, ...] = (
     MarkerCoding("wmh", "WMH", CodedConcept.from_code(codes.DCM.WhiteMatterT2Hyperintensity),
-                 ("flair",), "#ffd400"),
+                 ("flair",), MARKER_COLOURS["wmh"]),
     MarkerCoding("lacune", "lacune",
                  CodedConcept(value="230698000", scheme_designator="SCT",
-                              meaning="Lacunar infarction"), ("flair",), "#00e5ff"),
+                              meaning="Lacunar infarction"), ("flair",), MARKER_COLOURS["lacune"]),
     MarkerCoding("rssi", "RSSI", private("RSSI", "Recent small subcortical infarct"),
-                 ("dwi", "flair"), "#ff7f00"),
+                 ("dwi", "flair"), MARKER_COLOURS["rssi"]),
     # A microbleed is a small haemorrhage: SCT 50960005 "Hemorrhage", labelled "microbleed".
     # 2.5 mm: a sphere of 5 mm, the middle of the 2-10 mm range of STRIVE.
     MarkerCoding("cmb", "microbleed", CodedConcept.from_code(codes.SCT.Hemorrhage),
-                 ("swi", "t2", "flair"), "#ff2a2a", radius_mm=2.5),
+                 ("swi", "t2", "flair"), MARKER_COLOURS["cmb"], radius_mm=2.5),
     # 1.5 mm: EPVS are < 3 mm across.
     MarkerCoding("epvs", "EPVS", private("EPVS", "Enlarged perivascular space"),
-                 ("t2", "t1", "flair"), "#39ff14", radius_mm=1.5),
+                 ("t2", "t1", "flair"), MARKER_COLOURS["epvs"], radius_mm=1.5),
 )
 """Every marker in segment order; a SEG holds the markers whose first present target agrees."""
 
