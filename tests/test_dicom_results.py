@@ -228,3 +228,19 @@ def test_refuses_other_model_and_input_folder(study, tmp_path):
     with pytest.raises(CsvdnetInputError, match="no FLAIR"):
         write_results(subject, {"swi": sources["swi"]}, tmp_path / "o", model_id=fx.MODEL_ID,
                       model_sha256=fx.SHA)
+
+
+def test_a_failed_write_leaves_no_object(study, tmp_path, monkeypatch):
+    _, sources, subject, _ = study
+    real = pydicom.Dataset.save_as
+
+    def save_as(self, filename, *args, **kwargs):
+        if self.Modality == "SR":
+            raise OSError(28, "No space left on device")
+        return real(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", save_as)
+    dest = tmp_path / "full"
+    with pytest.raises(CsvdnetOutputError, match="sr.dcm: No space left on device"):
+        write_results(subject, sources, dest, model_id=fx.MODEL_ID, model_sha256=fx.SHA)
+    assert not list(dest.iterdir())

@@ -12,11 +12,13 @@ headers of the source series, and writes into ``dest``:
 
 All of the input study's patient / study attributes and StudyInstanceUID; UIDs derived, so a
 rerun reproduces them (:mod:`csvdnet.dicom.provenance`). Every object is built before the first
-is written, each written under a temporary name and renamed: bad input leaves ``dest`` as it was.
+is written, all are written under temporary names and only then renamed: bad input or a failed
+write leaves ``dest`` as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -175,13 +177,19 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
                               provenance)
     objects = segs + [("sr.dcm", sr)] + [(f"report-{n}.dcm", sc)
                                          for n, sc in enumerate(captures, start=1)]
+    return _write_all(dest, objects)
+
+
+def _write_all(dest: Path, objects: list) -> list[Path]:
+    """Every object under a temporary name first, then all renamed: a failed write leaves none."""
     written = []
-    for name, dataset in objects:
-        path = dest / name
-        try:
-            with atomic_path(path) as tmp:
+    with contextlib.ExitStack() as stack:
+        for name, dataset in objects:
+            path = dest / name
+            try:
+                tmp = stack.enter_context(atomic_path(path))
                 dataset.save_as(tmp, enforce_file_format=True)
-        except OSError as error:
-            raise CsvdnetOutputError(path, error.strerror or str(error)) from None
-        written.append(path)
+            except OSError as error:
+                raise CsvdnetOutputError(path, error.strerror or str(error)) from None
+            written.append(path)
     return written
