@@ -44,7 +44,8 @@ SERIES = {
 }
 
 
-def write_series(folder: Path, channel: str, uid_seed: str = "") -> list[Path]:
+def write_series(folder: Path, channel: str, uid_seed: str = "",
+                 frame_of_reference: str = FRAME_OF_REFERENCE) -> list[Path]:
     """Write one source series of :data:`SERIES` as single-frame files; return the paths."""
     number, description, origin, row, col, (dr, dc), gap, rows, cols, frames = SERIES[channel]
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,7 @@ def write_series(folder: Path, channel: str, uid_seed: str = "") -> list[Path]:
         for key, value in PATIENT.items():
             setattr(ds, key, value)
         ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, series_uid
-        ds.FrameOfReferenceUID = FRAME_OF_REFERENCE
+        ds.FrameOfReferenceUID = frame_of_reference
         ds.Modality, ds.Manufacturer, ds.SeriesNumber = "MR", "SIEMENS", number
         ds.SeriesDescription, ds.InstanceNumber = description, k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]

@@ -244,3 +244,15 @@ def test_a_failed_write_leaves_no_object(study, tmp_path, monkeypatch):
     with pytest.raises(CsvdnetOutputError, match="sr.dcm: No space left on device"):
         write_results(subject, sources, dest, model_id=fx.MODEL_ID, model_sha256=fx.SHA)
     assert not list(dest.iterdir())
+
+
+def test_series_of_another_frame_of_reference_is_not_drawn_on(study, tmp_path):
+    _, sources, subject, _ = study
+    swi = fx.write_series(tmp_path / "swi", "swi", uid_seed="moved",
+                          frame_of_reference="1.2.826.0.1.3680043.8.498.99")
+    files = write_results(subject, {**sources, "swi": swi}, tmp_path / "out",
+                          model_id=fx.MODEL_ID, model_sha256=fx.SHA)
+    assert [f.name for f in files][:2] == ["seg-flair.dcm", "seg-dwi.dcm"]
+    assert not (tmp_path / "out" / "seg-swi.dcm").exists()
+    labels = [d.SegmentLabel for d in pydicom.dcmread(files[0]).SegmentSequence]
+    assert labels == ["WMH", "lacune", "microbleed", "EPVS"]

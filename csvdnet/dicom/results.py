@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
+import pydicom
 
 from csvdnet.dicom.capture import build_captures
 from csvdnet.dicom.codes import MARKER_BY_TASK
@@ -106,6 +107,22 @@ def _grids(sources: Mapping[str, Sequence[Path]], needed: set[str]) -> dict[str,
     return grids
 
 
+def _frame_of_reference(path: Path) -> str | None:
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["FrameOfReferenceUID"])
+    except Exception as error:  # pydicom raises several types for a bad file
+        raise CsvdnetInputError(path, f"not a readable DICOM file ({error})") from None
+    return ds.get("FrameOfReferenceUID")
+
+
+def _same_frame(sources: Mapping[str, Sequence[Path]]) -> set[str]:
+    """Channels whose series share the FLAIR's frame of reference: only there do the findings'
+    world coordinates (the FLAIR's) mean the same place; a marker of another goes on the FLAIR."""
+    flair = _frame_of_reference(Path(sources["flair"][0]))
+    return {"flair"} | {c for c, paths in sources.items()
+                        if paths and c != "flair" and _frame_of_reference(Path(paths[0])) == flair}
+
+
 def _check_dest(dest: Path, grids: dict[str, SeriesGrid]) -> None:
     target = dest.resolve()
     for grid in grids.values():
@@ -148,7 +165,7 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
     tasks = {t for t, marker in report["markers"].items()
              if marker.get("predicted") and t in MARKER_BY_TASK}
     try:
-        plans = plan_segs({c for c, paths in sources.items() if paths}, tasks)
+        plans = plan_segs(_same_frame(sources), tasks)
     except ValueError as error:
         raise CsvdnetInputError(subject_out, str(error)) from None
     grids = _grids(sources, {plan.channel for plan in plans})
