@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -480,3 +481,20 @@ def test_box_average_is_the_exact_partial_volume():
                    for a in range(3)]
         expected = np.einsum("i,j,k,ijk->", *overlap, volume) / np.prod(2 * half)
         assert np.isclose(average[voxel], expected, rtol=1e-5)
+
+
+def test_a_killed_synth_resumes_with_the_same_ratings(tmp_path):
+    out = tmp_path / "cohort"
+    generate_cohort(out, 2, SEED, profile="tiny", progress=False)
+    ratings = (out / "ratings.csv").read_bytes()
+    kept = (out / "sub-0000" / "flair.nii.gz").stat().st_mtime_ns
+    # as a run killed during its second subject leaves it: one folder, no tables
+    shutil.rmtree(out / "sub-0001")
+    (out / "ratings.csv").unlink()
+    (out / "manifest.csv").unlink()
+    generate_cohort(out, 2, SEED, profile="tiny", progress=False)
+    assert (out / "ratings.csv").read_bytes() == ratings
+    assert (out / "sub-0000" / "flair.nii.gz").stat().st_mtime_ns == kept
+    # a folder of another seed is made again, not kept
+    generate_cohort(out, 2, SEED + 1, profile="tiny", progress=False)
+    assert (out / "sub-0000" / "flair.nii.gz").stat().st_mtime_ns != kept

@@ -65,7 +65,9 @@ def generate_cohort(out_dir: str | os.PathLike, n_subjects: int, seed: int,
     """Generate a synthetic CSVD cohort with exact ground truth.
 
     Args:
-        out_dir: Cohort folder (created; may hold an earlier cohort of the same subject ids).
+        out_dir: Cohort folder (created; may hold an earlier cohort of the same subject ids;
+            subjects already written there for this seed and profile are kept, so a killed
+            run resumes).
         n_subjects: Number of subjects.
         seed: Seed; subject ``i`` is generated from ``(seed, i)`` alone.
         profile: ``"tiny"``, ``"demo"``, ``"clinical"`` or a :class:`Profile`.
@@ -94,10 +96,43 @@ def generate_cohort(out_dir: str | os.PathLike, n_subjects: int, seed: int,
                                          "would not list: use an empty folder")
     ratings = {}
     for index, subject in enumerate(tqdm(ids, desc=f"synth {profile.name}", disable=not progress)):
+        # A folder is written atomically: one that exists is complete. A rerun of a killed
+        # synth keeps the subjects of this cohort (same seed, index, profile, format) and
+        # recounts their ratings from their files, which gives what generation returned.
+        kept = _written_ratings(out_dir / subject, profile, int(seed), index)
+        if kept is not None:
+            ratings[subject] = kept
+            continue
         with atomic_dir(out_dir / subject) as tmp:
             ratings[subject] = generate_subject(tmp, profile, int(seed), index, weights)
     write_ratings(out_dir / "ratings.csv", ratings)
     return _write_manifest(out_dir, ids, profile)
+
+
+def _written_ratings(folder: Path, profile: Profile, seed: int, index: int) -> Ratings | None:
+    """The ratings of a subject already written by this cohort, recounted; None if not one."""
+    import nibabel as nib
+
+    try:
+        record = json.loads((folder / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (record.get("format"), record.get("version"), record.get("profile"), record.get("seed"),
+            record.get("index")) != ("csvdnet-synth", SYNTH_FORMAT_VERSION, profile.name, seed,
+                                     index):
+        return None
+    labels = folder / "labels"
+    regions = nib.load(labels / "regions.nii.gz")
+    masks = {name: np.asarray(nib.load(labels / f"{name}.nii.gz").dataobj)
+             for name in ("lacune", "rssi")}
+    tables = {}
+    for name in ("cmb", "epvs"):
+        with open(labels / f"{name}.csv", newline="", encoding="utf-8") as handle:
+            tables[name] = list(csv.DictReader(handle))
+    world = np.array([[float(r[a]) for a in "xyz"] for r in tables["epvs"]]).reshape(-1, 3)
+    return recount(Plan(**record["plan"]), masks["lacune"], masks["rssi"], len(tables["cmb"]),
+                   world, [r["side"] for r in tables["epvs"]], np.asarray(regions.dataobj),
+                   regions.affine)
 
 
 def _write_manifest(out_dir: Path, ids: list[str], profile: Profile) -> Path:
