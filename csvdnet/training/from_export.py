@@ -11,10 +11,16 @@ thresholds and preprocessing stay the export's), ``best/model.weights.h5`` and `
 
 A variable of the new network that the export lacks keeps its initial value and is listed; so
 is every export variable the new network does not use. Nothing else is changed.
+
+``python -m csvdnet.training.from_export EXPORT RECIPE OUT [--set section.key=value ...]
+[--fresh LAYER ...] [--validate-on CACHE]``; ``--validate-on`` makes every subject of CACHE the
+run's validation subjects (``split.json``; the export's own split is not known), which ``csvdnet
+calibrate OUT`` then calibrates the thresholds on (set ``data.cache`` to the same CACHE).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -122,3 +128,33 @@ def run_from_export(export_dir: str | Path, recipe: str | Path, out: str | Path,
               "overrides": list(overrides), "fresh": list(fresh), "model": dataclasses.asdict(cfg.model), **moved}
     write_text_atomic(out / FROM_EXPORT_FILE, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m csvdnet.training.from_export",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("export", help="saved_models/NAME/VERSION")
+    parser.add_argument("recipe", help="the recipe YAML the export was trained with")
+    parser.add_argument("out", help="the new run directory")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="recipe change (repeatable)")
+    parser.add_argument("--fresh", action="append", default=[], metavar="LAYER",
+                        help="layer not taken from the export (repeatable)")
+    parser.add_argument("--validate-on", metavar="CACHE",
+                        help="every subject of CACHE validates (split.json)")
+    args = parser.parse_args(argv)
+    record = run_from_export(args.export, args.recipe, args.out, args.overrides, args.fresh)
+    if args.validate_on:
+        from csvdnet.cache import load_cache
+
+        ids = load_cache(args.validate_on)[1]
+        write_text_atomic(Path(args.out) / "split.json",
+                          json.dumps({"train": [], "validation": list(ids)}, indent=1) + "\n")
+    print(f"{args.out}: {len(record['copied'])} variables from {args.export}; initial: "
+          f"{', '.join(record['kept_initial']) or 'none'}; unused: "
+          f"{', '.join(record['unused']) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
