@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LPS", "SUBJECT_SPACING_MM", "coarse_copy", "dilate_mm", "from_sitk", "sitk_affine",
-           "to_sitk", "voxel_sizes"]
+__all__ = ["LPS", "SUBJECT_SPACING_MM", "coarse_copy", "dilate_mm", "from_sitk", "on_grid",
+           "sitk_affine", "to_sitk", "voxel_sizes"]
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """RAS <-> LPS (ITK's physical frame); its own inverse."""
@@ -76,3 +76,21 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.nda
     if not mask.any():
         return mask
     return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+
+
+def on_grid(data: np.ndarray, data_affine: np.ndarray, shape: tuple[int, ...],
+            affine: np.ndarray, reference_to_image_world: np.ndarray,
+            outside: float) -> np.ndarray:
+    """``data`` (on an image's world) resampled linearly onto a grid of the reference world
+    (``shape``, ``affine``); ``reference_to_image_world`` maps the reference world to the image's;
+    ``outside`` fills what the image does not cover. float64."""
+    import SimpleITK as sitk
+
+    matrix = LPS @ np.asarray(reference_to_image_world, dtype=np.float64) @ LPS
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix(matrix[:3, :3].ravel().tolist())
+    transform.SetTranslation(matrix[:3, 3].tolist())
+    reference = to_sitk(np.zeros(shape, np.float32), affine)
+    out = sitk.Resample(to_sitk(data, data_affine), reference, transform, sitk.sitkLinear,
+                        outside, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out).T.astype(np.float64)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from csvdnet.atlas import REGION_CODES
-from csvdnet.inference.itk_grid import LPS, to_sitk, voxel_sizes
+from csvdnet.inference.itk_grid import on_grid, voxel_sizes
 
 __all__ = ["BAND_MM", "refine_ventricles"]
 
@@ -66,9 +66,9 @@ def refine_ventricles(regions: np.ndarray, affine: np.ndarray, image_data: np.nd
     labels = regions[box]
     inside = ventricles[box]
 
-    signal = _on_grid(image_data, image_affine, labels.shape, box_affine,
+    signal = on_grid(image_data, image_affine, labels.shape, box_affine,
                       reference_to_image_world, 0.0)
-    signal /= _on_grid(bias, bias_affine, labels.shape, box_affine, reference_to_image_world, 1.0)
+    signal /= on_grid(bias, bias_affine, labels.shape, box_affine, reference_to_image_world, 1.0)
     # CSF as the registered ventricles' core shows it: the fitted "rest" also holds whatever
     # lies outside the brain (zero on a skull-stripped image), which is not CSF.
     core = ndimage.distance_transform_edt(inside, sampling=spacing) > _CORE_MM
@@ -94,18 +94,3 @@ def refine_ventricles(regions: np.ndarray, affine: np.ndarray, image_data: np.nd
     out[box] = refined
     return out
 
-
-def _on_grid(data: np.ndarray, data_affine: np.ndarray, shape: tuple[int, ...],
-             affine: np.ndarray, reference_to_image_world: np.ndarray,
-             outside: float) -> np.ndarray:
-    """``data`` (on the image's world) resampled linearly onto a reference-world grid."""
-    import SimpleITK as sitk
-
-    matrix = LPS @ np.asarray(reference_to_image_world, dtype=np.float64) @ LPS
-    transform = sitk.AffineTransform(3)
-    transform.SetMatrix(matrix[:3, :3].ravel().tolist())
-    transform.SetTranslation(matrix[:3, 3].tolist())
-    reference = to_sitk(np.zeros(shape, np.float32), affine)
-    out = sitk.Resample(to_sitk(data, data_affine), reference, transform, sitk.sitkLinear,
-                        outside, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out).T.astype(np.float64)
