@@ -256,3 +256,27 @@ def test_series_of_another_frame_of_reference_is_not_drawn_on(study, tmp_path):
     assert not (tmp_path / "out" / "seg-swi.dcm").exists()
     labels = [d.SegmentLabel for d in pydicom.dcmread(files[0]).SegmentSequence]
     assert labels == ["WMH", "lacune", "microbleed", "EPVS"]
+
+
+def test_findings_follow_the_coregistration_onto_a_moved_series(study, tmp_path):
+    """report.json's ``inputs.sequence_transforms`` (reference world -> series world): the ball
+    on the SWI moves with it, the FLAIR's masks do not."""
+    _, sources, subject, files = study
+    moved = tmp_path / "pred"
+    shutil.copytree(subject, moved)
+    report = json.loads((moved / "report.json").read_text())
+    shift = np.eye(4)
+    shift[:3, 3] = [4.0, -3.0, 2.0]  # RAS mm
+    report["inputs"]["sequence_transforms"] = {"swi": shift.tolist(), "flair": np.eye(4).tolist()}
+    (moved / "report.json").write_text(json.dumps(report))
+    out = write_results(moved, sources, tmp_path / "out", model_id=fx.MODEL_ID,
+                        model_sha256=fx.SHA)
+    headers = fx.read_headers(sources["swi"])
+
+    def centre(path):
+        seg = hd.seg.segread(path)
+        return _world_of_pixels(headers, _frames(seg, headers, 1)).mean(axis=0)
+
+    lps_shift = np.array([-4.0, 3.0, 2.0])
+    np.testing.assert_allclose(centre(out[2]) - centre(files[2]), lps_shift, atol=0.6)
+    assert pydicom.dcmread(out[0]).PixelData == pydicom.dcmread(files[0]).PixelData

@@ -87,6 +87,21 @@ def _points(subject_out: Path, task: str) -> np.ndarray:
         raise CsvdnetInputError(path, f"not a points table with x, y, z ({error})") from None
 
 
+def _to_series(report: dict, channel: str, path: Path) -> np.ndarray:
+    """The 4x4 rigid map from the reference's world to ``channel``'s (RAS mm): the co-registration
+    predict applied (report.json ``inputs.sequence_transforms``, PreprocessMeta's), so a finding
+    lands where that series shows it even if the head moved between series; identity when the
+    report has none (or for the FLAIR)."""
+    transforms = report.get("inputs", {}).get("sequence_transforms") or {}
+    if channel not in transforms:
+        return np.eye(4)
+    matrix = np.asarray(transforms[channel], dtype=float)
+    if (matrix.shape != (4, 4) or not np.all(np.isfinite(matrix))
+            or not np.allclose(matrix[3], [0, 0, 0, 1])):
+        raise CsvdnetInputError(path, f"inputs.sequence_transforms.{channel} is not a 4x4 affine")
+    return matrix
+
+
 def _created(report: dict, path: Path) -> datetime.datetime:
     try:
         created = datetime.datetime.fromisoformat(str(report["created"]))
@@ -176,14 +191,16 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
     segs, refs = [], []
     for plan in plans:
         grid = grids[plan.channel]
+        to_series = _to_series(report, plan.channel, subject_out / "report.json")
         arrays = {}
         for marker in plan.markers:
             if marker.radius_mm is None:
                 mask, affine = _mask(subject_out, marker.task, report)
-                arrays[marker.task] = mask_on_grid(grid, mask, affine)
+                arrays[marker.task] = mask_on_grid(grid, mask, to_series @ affine)
             else:
-                points = lps_of_ras(_points(subject_out, marker.task))
-                arrays[marker.task] = grid.spheres(points, marker.radius_mm)
+                points = _points(subject_out, marker.task)
+                points = points @ to_series[:3, :3].T + to_series[:3, 3]
+                arrays[marker.task] = grid.spheres(lps_of_ras(points), marker.radius_mm)
         seg = build_seg(plan, grid, arrays, provenance)
         provenance.stamp(seg)
         segs.append((f"seg-{plan.channel}.dcm", seg))
