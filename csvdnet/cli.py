@@ -50,6 +50,16 @@ _BEAM_ARGS = click.argument("beam_args", nargs=-1, metavar="[-- BEAM_OPTIONS...]
                             type=click.UNPROCESSED)
 
 
+_SERIES_RULES = click.option(
+    "--series-rules", default=None, type=click.Path(exists=True, dir_okay=False),
+    help="DICOM input: series selection rules (YAML) replacing the shipped "
+         "csvdnet/dicom/series_rules.yaml.")
+_DICOM_ID = click.option(
+    "--dicom-id", default="{patient_id}_{study_date}_{uid_hash}", show_default=True,
+    help="DICOM input: subject id of each study (fields patient_id, study_date, uid_hash, "
+         "accession, study_id, study_uid).")
+
+
 def _check_engine(engine: str, beam_args: tuple[str, ...], **beam_only: object) -> None:
     """Beam options only with --engine beam; local-only options not with it."""
     if engine != "beam" and beam_args:
@@ -113,14 +123,18 @@ def synth(out_dir: str, subjects: int, seed: int, profile: str, spacing: float |
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Subjects preprocessed in parallel (worker processes).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_SERIES_RULES
+@_DICOM_ID
 @_ENGINE
 @_RUNNER
 @_input_errors_exit_2
 def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: str | None,
                reference: str | None, spacing: float | None, register: bool | None,
-               overwrite: bool, jobs: int, quiet: bool, engine: str = "local",
+               overwrite: bool, jobs: int, quiet: bool, series_rules: str | None = None,
+               dicom_id: str = "{patient_id}_{study_date}_{uid_hash}", engine: str = "local",
                runner: str = "DirectRunner", beam_args: tuple[str, ...] = ()) -> None:
-    """Preprocess a COHORT (folder or manifest CSV) into a cache that training reads.
+    """Preprocess a COHORT (folder, manifest CSV or DICOM folder) into a cache that training
+    reads.
 
     With --engine beam the subjects are preprocessed by an Apache Beam pipeline on --runner,
     Beam's own options after --.
@@ -146,7 +160,20 @@ def preprocess(cohort: str, out_dir: str, config_path: str | None, sequences: st
     if register is not None:
         overrides.append(f"preprocess.register={str(register).lower()}")
     cfg = load_config(config_path, overrides).validate(model=False)  # bad arguments: exit 2 now
-    subjects = read_cohort(cohort, sequences=cfg.data.channels, reference=cfg.preprocess.reference)
+    from csvdnet.dicom.source import is_dicom_input
+
+    if is_dicom_input(cohort):  # converted into CACHE/.csvdnet/dicom/, then as NIfTI
+        from csvdnet.dicom.run import open_dicom_cohort
+        from csvdnet.io import Cohort
+
+        found, problems = open_dicom_cohort(cohort, out_dir, cfg.data.channels,
+                                            cfg.preprocess.reference, rules=series_rules,
+                                            id_template=dicom_id, progress=not quiet)
+        subjects = Cohort(root=Path(cohort), subjects=found, sequences=tuple(cfg.data.channels),
+                          reference=cfg.preprocess.reference, problems=problems)
+    else:
+        subjects = read_cohort(cohort, sequences=cfg.data.channels,
+                               reference=cfg.preprocess.reference)
     if engine == "beam":
         from csvdnet.beam.preprocess import preprocess_cohort_beam
 
@@ -275,6 +302,8 @@ def calibrate(run_dir: str, weights: str) -> None:
 @click.option("--serving-form", default="bytes", show_default=True,
               type=click.Choice(["bytes", "inputs", "instances"]),
               help="REST request form: raw float32 bytes (serve_bytes), columnar or row JSON.")
+@_SERIES_RULES
+@_DICOM_ID
 @_ENGINE
 @_RUNNER
 @_input_errors_exit_2
@@ -282,15 +311,24 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
             rules: str | None, weights: str, overwrite: bool, quiet: bool,
             strict: bool = False, regions: str = "registered",
             serving_url: str | None = None, serving_form: str = "bytes",
+            series_rules: str | None = None,
+            dicom_id: str = "{patient_id}_{study_date}_{uid_hash}",
             engine: str = "local", runner: str = "DirectRunner",
             beam_args: tuple[str, ...] = ()) -> None:
     """Find, measure and rate the CSVD markers of every subject of INPUT.
 
-    INPUT is one subject's folder (<sequence>.nii[.gz] files), a cohort folder, a manifest CSV
-    or a BIDS dataset. With --engine beam the cohort runs as an Apache Beam pipeline on
-    --runner, Beam's own options after --.
+    INPUT is one subject's folder (<sequence>.nii[.gz] files), a cohort folder, a manifest CSV,
+    a BIDS dataset, or a folder of DICOM files (each study a subject; DICOM SEG / SR / report
+    objects are written beside the NIfTI outputs). With --engine beam the cohort runs as an
+    Apache Beam pipeline on --runner, Beam's own options after --.
     """
     _check_engine(engine, beam_args, **{"--jobs": jobs > 1})
+    from csvdnet.dicom.source import is_dicom_input
+
+    dicom = is_dicom_input(input_path)
+    if engine == "beam" and dicom:
+        raise click.UsageError("a DICOM folder is predicted with --engine local (convert it "
+                               "with csvdnet preprocess or predict locally)")
     if engine == "beam" and strict:
         raise click.UsageError("--strict is for --engine local: the Beam pipeline flags "
                                "swapped sequences but does not refuse them")
@@ -327,13 +365,27 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
         predictor = Predictor.from_dir(model_dir, weights=weights, rule_sets=rule_sets, tta=tta,
                                        serving_url=serving_url, serving_form=serving_form,
                                        regions=regions)
-        subjects, problems, bids = open_input(input_path, predictor.info.channels,
-                                              predictor.preprocess_cfg.reference)
+        if dicom:
+            from csvdnet.dicom.run import open_dicom_cohort
+
+            subjects, problems = open_dicom_cohort(
+                input_path, out_dir, predictor.info.channels, predictor.preprocess_cfg.reference,
+                rules=series_rules, id_template=dicom_id, progress=not quiet)
+            bids = False
+        else:
+            subjects, problems, bids = open_input(input_path, predictor.info.channels,
+                                                  predictor.preprocess_cfg.reference)
         total = len(subjects) + len(problems)
         summary = predict_cohort(predictor, subjects, out_dir, bids=bids,
                                  source=Path(input_path), jobs=jobs, overwrite=overwrite,
                                  on_subject=None if quiet else progress_printer(total),
                                  problems=problems, strict=strict)
+        if dicom:  # SEG / SR / report objects beside each finished subject's NIfTI outputs
+            from csvdnet.dicom.run import write_dicom_outputs
+
+            problems = {**problems, **write_dicom_outputs(
+                out_dir, subjects, [*summary.done, *summary.skipped],
+                model_id=predictor.info.id, model_sha256=predictor.info.sha256)}
     failed = {**problems, **summary.failed}
     click.echo(f"predicted {len(summary.done)}, skipped {len(summary.skipped)} already done, "
                f"failed {len(failed)} of {total} subjects into {out_dir}")

@@ -286,7 +286,8 @@ def study_attributes(patient_id: str = "SYNTH0001", study_date: str = "20260101"
 
 def write_study(subject_dir: str | Path, out: str | Path, *, patient_id: str = "SYNTH0001",
                 study_date: str = "20260101", seed: int = 0, oblique_deg: float = 12.0,
-                extras: bool = True, modality: str = "MR") -> VendorStudy:
+                extras: bool = True, modality: str = "MR",
+                enhanced: bool = True) -> VendorStudy:
     """Write a synthetic subject folder as one vendor-like DICOM study (see the module doc).
 
     Args:
@@ -299,6 +300,7 @@ def write_study(subject_dir: str | Path, out: str | Path, *, patient_id: str = "
         oblique_deg: FLAIR grid rotation; 0 keeps the NIfTI grid.
         extras: Also write the series selection must exclude (localiser, phase, minIP, ADC).
         modality: Modality of every series (``CT`` makes a non-MR study for tests).
+        enhanced: The T2 as one enhanced multi-frame file; False: one classic file per slice.
 
     Returns:
         The written study.
@@ -329,10 +331,12 @@ def write_study(subject_dir: str | Path, out: str | Path, *, patient_id: str = "
         add(2, "flair", write_series(images["flair"], root / "0002", "flair", study, 2))
     if "t1" in images:
         add(3, "t1", write_series(images["t1"], root / "0003", "t1", study, 3, compress=True))
-    if "t2" in images:
+    if "t2" in images and enhanced:
         from csvdnet.dicom.vendor_enhanced import write_enhanced
 
         add(4, "t2", write_enhanced(images["t2"], root / "0004", "t2", study, 4))
+    elif "t2" in images:
+        add(4, "t2", write_series(images["t2"], root / "0004", "t2", study, 4))
     if "swi" in images:
         add(5, "swi", write_series(images["swi"], root / "0005", "swi", study, 5))
         if extras:
