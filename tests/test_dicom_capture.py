@@ -51,7 +51,8 @@ def test_captures_carry_the_study_and_the_pages(html_result, tmp_path):
         assert sc.StudyInstanceUID == fx.STUDY and sc.PatientID == fx.PATIENT["PatientID"]
         assert (sc.SeriesNumber, sc.SeriesDescription, sc.InstanceNumber) == (
             9920, "csvdnet report", number)
-        assert sc.PhotometricInterpretation == "RGB" and sc.BurnedInAnnotation == "YES"
+        assert sc.PhotometricInterpretation == ("MONOCHROME2", "RGB")[number - 1]
+        assert sc.BurnedInAnnotation == "YES"
         assert sc.DateOfSecondaryCapture == "20261207"
     assert pages[0].SOPInstanceUID == summary_only[0].SOPInstanceUID
     assert pages[0].SeriesInstanceUID == pages[1].SeriesInstanceUID

@@ -1,12 +1,12 @@
-"""The report for a human as DICOM Secondary Capture images (RGB), for viewers without SR.
+"""The report for a human as DICOM Secondary Capture images, for viewers without SR.
 
 Secondary Capture rather than an encapsulated PDF: every PACS viewer displays an SC image in
 the study beside the MR series, while encapsulated PDF needs a viewer that opens documents (many
-show only a placeholder). Two images: a summary page (the scores, ratings, counts and volumes
-of ``report.json``, "not measured" where it says so), and the findings montage of
-``report.html`` (the same pictures, decoded from the page: axial slices of every sequence,
-lesions outlined, points circled), so the DICOM pictures are exactly those a reader of the HTML
-report sees.
+show only a placeholder). Two images: a summary page (grey, MONOCHROME2: the scores, ratings,
+counts and volumes of ``report.json``, "not measured" where it says so), and the findings
+montage (RGB) of ``report.html`` (the same pictures, decoded from the page: axial slices of
+every sequence, lesions outlined, points circled), so the DICOM pictures are exactly those a
+reader of the HTML report sees.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def _summary_page(lines: list[tuple[str, str]], width: int = 1024) -> np.ndarray
     for style, text in laid:
         draw.text((32, y), text, font=fonts[style], fill=_DIM if style == "dim" else _INK)
         y += int(fonts[style].size * 1.45)
-    return np.asarray(page)
+    return np.asarray(page.convert("L"))  # text only: one grey channel, a third of the bytes
 
 
 def _montage_page(rows, title: str) -> np.ndarray:
@@ -221,7 +221,8 @@ def build_captures(report: dict, report_html: Path, reference: Dataset, provenan
     for number, pixels in enumerate(pages, start=1):
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=reference, pixel_array=np.ascontiguousarray(pixels, dtype=np.uint8),
-            photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
+            photometric_interpretation="RGB" if pixels.ndim == 3 else "MONOCHROME2",
+            bits_allocated=8, coordinate_system="PATIENT",
             series_instance_uid=series_uid, series_number=REPORT_SERIES[0],
             sop_instance_uid=provenance.instance_uid(series_uid, pixels.tobytes(), number),
             instance_number=number, manufacturer=MANUFACTURER, patient_orientation=("L", "P"),
