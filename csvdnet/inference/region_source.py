@@ -65,8 +65,8 @@ def region_map(source_kind: str, subject: Any, images: dict[str, Any], meta: Any
     if supplied is not None:
         # The user's parcellation; the template's affine still gives left and right.
         world_to_mni = regioning.template_to_subject(images[source], native_mask) @ transform
-        return supplied_regions(Path(supplied), subject, meta, reference.shape, affine), \
-            world_to_mni
+        return supplied_regions(Path(supplied), subject, meta, reference.shape, affine,
+                                world_to_mni), world_to_mni
     if source_kind == "labels":
         flags.append("no region map supplied for this subject (--regions labels): regions "
                      "placed by template registration")
@@ -104,28 +104,45 @@ def on_native_grid(working_mask: np.ndarray, meta: Any, image: Any, sequence: st
 
 
 def supplied_regions(path: Path, subject: Any, meta: Any, shape: Sequence[int],
-                      affine: np.ndarray) -> np.ndarray:
-    """A subject's own region map (codes of :data:`csvdnet.atlas.REGION_CODES`) on the reference
-    grid: nearest neighbour through the co-registration of the sequence it is drawn on.
+                      affine: np.ndarray, world_to_mni: np.ndarray | None = None) -> np.ndarray:
+    """A subject's own region map on the reference grid: nearest neighbour through the
+    co-registration of the sequence it is drawn on. Codes of :data:`csvdnet.atlas.REGION_CODES`,
+    or any parcellation with a lookup table beside it (FreeSurfer / SynthSeg names, a BIDS
+    ``_dseg.tsv``: :mod:`csvdnet.inference.region_lut`), translated on its own grid.
+
+    Args:
+        world_to_mni: Reference world -> MNI (the template's affine); needed with a lookup table
+            (the centrum semiovale is the white matter above the ventricles in MNI z).
 
     Raises:
-        CsvdnetInputError: Unreadable, or codes that are not region codes (naming the file).
+        CsvdnetInputError: Unreadable, codes that are not region codes, or a lookup table that
+            does not fit (naming the file).
     """
     from scipy import ndimage
 
     from csvdnet.atlas import REGION_CODES
+    from csvdnet.inference import region_lut
     from csvdnet.io import load_nifti
 
     image = load_nifti(path, kind="labelmap")
     data = np.asarray(image.data)
-    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-        raise CsvdnetInputError(path, "a region map must hold whole region codes")
+    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)) or np.any(data < 0):
+        raise CsvdnetInputError(path, "a region map must hold whole, non-negative labels")
+    sequence = getattr(subject, "label_sequence", {}).get("regions", meta.reference)
+    to_sequence = np.asarray(meta.sequence_transforms.get(sequence, np.eye(4)), np.float64)
+    table_path = region_lut.lookup_table_path(path)
+    if table_path.is_file():
+        table = region_lut.lookup_table(table_path)
+        label_to_mni = (np.eye(4) if world_to_mni is None else
+                        np.asarray(world_to_mni, np.float64)) @ np.linalg.inv(to_sequence)
+        data = region_lut.translate_parcellation(data, table, np.asarray(image.affine),
+                                                 label_to_mni, path)
     unknown = sorted(set(np.unique(data).astype(int).tolist()) - set(REGION_CODES.values()))
     if unknown:
         raise CsvdnetInputError(path, f"codes {unknown[:8]} are not csvdnet region codes "
-                                      f"({', '.join(f'{v} {k}' for k, v in REGION_CODES.items())})")
-    sequence = getattr(subject, "label_sequence", {}).get("regions", meta.reference)
-    to_sequence = np.asarray(meta.sequence_transforms.get(sequence, np.eye(4)), np.float64)
+                                      f"({', '.join(f'{v} {k}' for k, v in REGION_CODES.items())}"
+                                      f"); other labels need a lookup table "
+                                      f"{table_path.name} (columns index, name) beside it")
     # reference voxel -> reference world -> the sequence's world -> the label's voxel
     matrix = np.linalg.inv(np.asarray(image.affine, np.float64)) @ to_sequence @ affine
     return ndimage.affine_transform(data.astype(np.uint8), matrix[:3, :3], matrix[:3, 3],
