@@ -132,3 +132,26 @@ def test_bids_input_gives_a_bids_derivatives_dataset(tmp_path):
     assert bids_problem(out / "sub-01/anat/sub-01_space-orig_label-WMH_points.tsv", out, [])
     errors = (out / "errors.tsv").read_text()
     assert "sub-03" in errors
+
+
+def test_a_derivatives_parcellation_with_its_table_is_the_subjects_regions_label(tmp_path):
+    root = make_bids(tmp_path / "raw")
+    seg = root / "derivatives" / "synthseg" / "sub-02" / "ses-b" / "anat"
+    seg.mkdir(parents=True)
+    for name in ("sub-02_ses-b_desc-aseg_dseg", "sub-02_ses-b_desc-aparcaseg_dseg"):
+        (seg / f"{name}.nii.gz").write_bytes(b"")
+        (seg / f"{name}.tsv").write_text("index\tname\n0\tUnknown\n")
+    (seg / "sub-02_ses-b_desc-notable_dseg.nii.gz").write_bytes(b"")  # no table: not one
+    # csvdnet's own outputs in derivatives/ (a rerun into derivatives/csvdnet) never count.
+    own = root / "derivatives" / "csvdnet"
+    (own / "sub-01" / "anat").mkdir(parents=True)
+    (own / "dataset_description.json").write_text(json.dumps(
+        {"Name": "csvdnet", "GeneratedBy": [{"Name": "csvdnet"}]}))
+    for kind in ("csvd", "regions"):
+        (own / "sub-01" / "anat" / f"sub-01_space-orig_seg-{kind}_dseg.nii.gz").write_bytes(b"")
+        (own / "sub-01" / "anat" / f"sub-01_space-orig_seg-{kind}_dseg.tsv").write_text("x\n")
+    cohort, _ = read_bids(root, ("flair", "t1"), "flair")
+    by_id = {s.id: s for s in cohort}
+    assert by_id["sub-02_ses-b"].labels["regions"] == seg / "sub-02_ses-b_desc-aseg_dseg.nii.gz"
+    assert by_id["sub-02_ses-b"].label_sequence["regions"] == "t1"
+    assert "regions" not in by_id["sub-01"].labels and "regions" not in by_id["sub-02_ses-a"].labels

@@ -17,7 +17,12 @@ dwi         ``dwi/*_dwi`` (4-D series averaged over b = 800..1200 using the ``.b
 
 When several files match one suffix (runs, acquisitions), the first in name order is used and
 a warning names the others. A subject without the reference sequence is reported as a problem
-of that subject alone. BIDS has no place for CSVD labels, so a BIDS cohort carries none.
+of that subject alone. BIDS has no place for CSVD labels, so a BIDS cohort carries none, except
+a **parcellation** for ``csvdnet predict --regions labels``: a derivatives segmentation of the
+subject's T1w, ``derivatives/<pipeline>/sub-<label>[/ses-<label>]/anat/*_dseg.nii[.gz]`` with
+its ``*_dseg.tsv`` lookup table (e.g. FreeSurfer or SynthSeg exported as BIDS derivatives),
+becomes the subject's ``regions`` label, drawn on the T1 (one preferred by ``desc-aseg``, else
+the first in name order, a warning naming the others).
 """
 
 from __future__ import annotations
@@ -77,6 +82,40 @@ def _sequence_file(folder: Path, sequence: str, subject_id: str) -> Path | None:
     return None
 
 
+def _made_by_csvdnet(pipeline: Path) -> bool:
+    """Whether a derivatives folder is csvdnet's own output (its dataset_description says so)."""
+    import json
+
+    try:
+        description = json.loads((pipeline / "dataset_description.json").read_text("utf-8"))
+        return any(str(g.get("Name", "")).lower() == "csvdnet"
+                   for g in description.get("GeneratedBy", []) if isinstance(g, dict))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _parcellation(root: Path, session: Path, subject_id: str) -> Path | None:
+    """The session's derivatives ``_dseg`` image that has its lookup table (module docs)."""
+    derivatives = root / "derivatives"
+    if not derivatives.is_dir():
+        return None
+    found = []
+    for pipeline in sorted(p for p in derivatives.iterdir() if p.is_dir()):
+        if _made_by_csvdnet(pipeline):
+            continue  # csvdnet's own outputs (lesion and region maps) are no parcellation
+        for path in _images(pipeline / session / "anat", "dseg"):
+            stem = path.name[: -len(next(e for e in NIFTI_SUFFIXES if path.name.endswith(e)))]
+            if (path.parent / f"{stem}.tsv").is_file():
+                found.append(path)
+    if not found:
+        return None
+    found.sort(key=lambda p: ("_desc-aseg_" not in p.name, str(p)))
+    if len(found) > 1:
+        log.warning("%s: %d parcellations (_dseg with a .tsv), using %s (also: %s)", subject_id,
+                    len(found), found[0], ", ".join(str(p) for p in found[1:]))
+    return found[0]
+
+
 def _sessions(subject_folder: Path) -> list[tuple[str, Path]]:
     """``(id, folder)`` per session (or the subject folder itself when it has none)."""
     sessions = sorted(p for p in subject_folder.iterdir()
@@ -127,8 +166,14 @@ def read_bids(path: PathLike, sequences: Sequence[str] = DEFAULT_SEQUENCES,
                 wanted = " or ".join(f"{d}/*_{s}.nii[.gz]" for d, s in BIDS_SUFFIXES[reference])
                 problems[subject_id] = f"{session}: no {reference} image ({wanted})"
                 continue
-            subjects.append(Subject(id=subject_id, sequences={
-                name: p for name, p in found.items() if p is not None}))
+            subject = Subject(id=subject_id, sequences={
+                name: p for name, p in found.items() if p is not None})
+            parcellation = _parcellation(root, session.relative_to(root), subject_id)
+            if parcellation is not None:
+                subject.labels["regions"] = parcellation
+                subject.label_sequence["regions"] = "t1" if "t1" in subject.sequences \
+                    else reference
+            subjects.append(subject)
     if not subjects and not problems:
         raise CsvdnetInputError(root, "no images found in the BIDS dataset")
     return Cohort(root=root, subjects=subjects, sequences=tuple(sequences),
