@@ -171,6 +171,15 @@ def test_report_json_validates_and_counts_the_findings(result, tmp_path):
     assert data["schema_version"] == REPORT_SCHEMA_VERSION
     assert data["subject"] == "sub-0000"
     assert data["reference_grid"]["shape"] == list(result.shape)
+    # The co-registration each sequence got, for writers that place findings on that
+    # sequence's own images (the DICOM segmentations on the SWI, T2, DWI).
+    moved = dataclasses.replace(result, sequence_transforms={
+        **result.sequence_transforms, "swi": np.array([[1.0, 0, 0, 2.5], [0, 1, 0, -1.0],
+                                                        [0, 0, 1, 0.5], [0, 0, 0, 1]])})
+    transforms = report_dict(moved)["inputs"]["sequence_transforms"]
+    assert set(transforms) == set(result.sequence_transforms)
+    assert transforms["swi"][0] == [1.0, 0.0, 0.0, 2.5] and transforms["swi"][2][3] == 0.5
+    assert validate_report(report_dict(moved)) == []
     for task, findings in result.findings.items():
         marker = data["markers"][task]
         assert marker["count"] == len(findings) == len(marker["findings"])

@@ -64,7 +64,10 @@ def report_dict(result: SubjectResult) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "subject": result.subject,
         "inputs": {"reference": result.reference, "reference_path": str(result.reference_path),
-                   "sequences": {name: str(path) for name, path in result.inputs.items()}},
+                   "sequences": {name: str(path) for name, path in result.inputs.items()},
+                   "sequence_transforms": {
+                       name: [_floats(row) for row in np.asarray(matrix, np.float64)]
+                       for name, matrix in (result.sequence_transforms or {}).items()}},
         "model": {"id": model.id, "path": str(model.path), "sha256": model.sha256,
                   "kind": model.kind, "channels": list(model.channels),
                   "spacing": _floats(model.spacing),
