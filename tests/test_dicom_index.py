@@ -86,3 +86,21 @@ def test_dicom_folder_detection(study, tmp_path):
     (bids / "dataset_description.json").write_text("{}")
     assert not looks_like_dicom_folder(bids)
     assert not looks_like_dicom_folder(series_files(study, "t1")[0])  # a file, not a folder
+
+
+def test_b_values_of_each_vendor():
+    from pydicom.dataset import Dataset
+
+    from csvdnet.dicom.index import _b_value
+
+    siemens = Dataset()
+    siemens.add_new(0x00190010, "LO", "SIEMENS MR HEADER")
+    siemens.add_new(0x0019100C, "IS", "1000")
+    ge = Dataset()
+    ge.add_new(0x00431039, "IS", ["1000001000", "8", "0", "0"])  # GE adds 1e9
+    philips = Dataset()
+    philips.add_new(0x20011003, "FL", 500.0)
+    standard = Dataset()
+    standard.DiffusionBValue = 0.0
+    assert [_b_value(d) for d in (siemens, ge, philips, standard, Dataset())] == \
+        [1000.0, 1000.0, 500.0, 0.0, None]

@@ -66,3 +66,15 @@ def test_oblique_image_keeps_the_centre_and_the_voxel_size():
     centre = turned.affine @ [4, 4, 4, 1]
     assert np.allclose(centre, image.affine @ [4, 4, 4, 1])
     assert oblique_image(image, 0.0) is image
+
+
+def test_command_line(made, tmp_path, capsys):
+    from csvdnet.dicom.vendor import main
+
+    subject, study, _ = made
+    assert main([str(subject), str(tmp_path), "--patient-id", "P7"]) == 0
+    written = capsys.readouterr().out
+    files = sum(len(paths) for _, paths in study.series.values())
+    assert written.startswith(f"wrote 9 series, {files} files: {tmp_path / 'P7'}")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), str(tmp_path / "x")])

@@ -356,3 +356,29 @@ def write_study(subject_dir: str | Path, out: str | Path, *, patient_id: str = "
         if extras:
             add(9, "adc", write_series(dwi, root / "0009", "adc", study, 9))
     return VendorStudy(root=root, study_uid=study_uid, series=series, images=images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m csvdnet.dicom.vendor SUBJECT_DIR OUT``: a synth subject as a DICOM study."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a csvdnet synth subject folder as a "
+                                                 "vendor-like DICOM study.")
+    parser.add_argument("subject_dir", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--patient-id", default="SYNTH0001")
+    parser.add_argument("--study-date", default="20260101")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--oblique-deg", type=float, default=12.0)
+    args = parser.parse_args(argv)
+    if not (args.subject_dir / "flair.nii.gz").is_file():
+        parser.error(f"{args.subject_dir}: no flair.nii.gz (a csvdnet synth subject folder?)")
+    study = write_study(args.subject_dir, args.out, patient_id=args.patient_id,
+                        study_date=args.study_date, seed=args.seed, oblique_deg=args.oblique_deg)
+    files = sum(len(paths) for _, paths in study.series.values())
+    print(f"wrote {len(study.series)} series, {files} files: {study.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
