@@ -1,4 +1,4 @@
-"""A tiny synthetic subject written as a vendor-like DICOM study, for the tests/test_dicom_* files."""
+"""A tiny synthetic subject written as a vendor-like DICOM study (tests/test_dicom_*)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ was refused (phase-only SWI, missing slices ...).
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,8 @@ def _check_orientation(instances: list[Instance]) -> str | None:
     return None
 
 
-def _b_groups(series: Series, rule: dict[str, Any]) -> tuple[dict[float, list[Instance]], str | None]:
+def _b_groups(series: Series, rule: dict[str, Any]
+              ) -> tuple[dict[float, list[Instance]], str | None]:
     """Instances of a diffusion series by kept b-value, or why it cannot be split."""
     spec = rule.get("b_values") or {"keep": [None], "channel": None, "tolerance": 0}
     groups: dict[float, list[Instance]] = {}
@@ -228,12 +230,9 @@ def _pick(channel: str, candidates: list[Chosen], rule: dict[str, Any], study: S
 
 
 def _folder(study: Study) -> Path:
-    paths = [str(i.path.parent) for s in study.series for i in s.instances]
-    common = Path(paths[0])
-    for path in paths[1:]:
-        while not (path + "/").startswith(str(common).rstrip("/") + "/") and common != common.parent:
-            common = common.parent
-    return common
+    """The deepest folder holding every file of the study (for messages)."""
+    return Path(os.path.commonpath([str(i.path.parent) for s in study.series
+                                    for i in s.instances]))
 
 
 def _conditions(rule: dict[str, Any]) -> list[str]:
@@ -290,7 +289,8 @@ def select_study(study: Study, rules: SeriesRules, channels: tuple[str, ...],
                     continue
                 spec = rule["b_values"]
                 for b_value, instances in sorted(groups.items()):
-                    name = channel if b_value == float(spec["channel"]) else f"{channel}_b{b_value:g}"
+                    name = (channel if b_value == float(spec["channel"])
+                            else f"{channel}_b{b_value:g}")
                     found = _candidate(name, series, instances, facts.describe(), b_value)
                     if isinstance(found, str):
                         refused.setdefault(name, []).append(f"{series.label()} b={b_value:g} "

@@ -32,8 +32,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-__all__ = ["MR_IMAGE", "ENHANCED_MR_IMAGE", "VendorStudy", "oblique_image", "study_attributes", "write_series",
-           "write_study"]
+__all__ = ["MR_IMAGE", "ENHANCED_MR_IMAGE", "VendorStudy", "main", "oblique_image",
+           "study_attributes", "write_series", "write_study"]
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -64,7 +64,8 @@ PROTOCOLS: dict[str, dict] = {
                 acq="2D", tr=5200.0, te=89.0, ti=None, sequence="*ep_b1000t",
                 image_type="DERIVED\\PRIMARY\\DIFFUSION\\ADC\\ND"),
     "localizer": dict(description="localizer", scanning="GR", variant="SP", acq="2D", tr=8.6,
-                      te=4.0, ti=None, sequence="*fl2d1", image_type="ORIGINAL\\PRIMARY\\LOCALIZER"),
+                      te=4.0, ti=None, sequence="*fl2d1",
+                      image_type="ORIGINAL\\PRIMARY\\LOCALIZER"),
 }
 
 
