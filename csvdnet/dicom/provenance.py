@@ -41,17 +41,21 @@ class Provenance:
         model_id: The model's id as report.json names it.
         model_sha256: sha256 of the model (hex).
         created: When predict made the result (report.json ``created``).
+        revision: 0 for a study's first rating; the DICOM node (:mod:`csvdnet.node`) rates a
+            study again when instances arrive after its rating, and each later rating gets its
+            own series UIDs (so a PACS never mixes two ratings' objects in one series).
     """
 
     study_uid: str
     model_id: str
     model_sha256: str
     created: datetime.datetime
+    revision: int = 0
 
     def series_uid(self, role: str, source_series_uid: str = "") -> str:
         """The SeriesInstanceUID of an output series (``role`` e.g. ``seg-flair``, ``sr``)."""
-        return derived_uid("csvdnet-series", self.study_uid, role, source_series_uid,
-                           self.model_sha256)
+        parts = ("csvdnet-series", self.study_uid, role, source_series_uid, self.model_sha256)
+        return derived_uid(*parts, *([f"revision-{self.revision}"] if self.revision else []))
 
     @staticmethod
     def instance_uid(series_uid: str, content: bytes, number: int = 1) -> str:

@@ -148,7 +148,7 @@ def _check_dest(dest: Path, grids: dict[str, SeriesGrid]) -> None:
 
 
 def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest: Path, *,
-                  model_id: str, model_sha256: str) -> list[Path]:
+                  model_id: str, model_sha256: str, revision: int = 0) -> list[Path]:
     """Write one subject's findings as DICOM SEG, SR and Secondary Capture objects.
 
     Args:
@@ -161,6 +161,8 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
         dest: Folder to write into (created; never one holding source files).
         model_id: The model's id (as report.json's ``model.id``).
         model_sha256: The model's sha256 (must equal report.json's ``model.sha256``).
+        revision: The study's rating number after the first (:class:`Provenance`): other
+            series UIDs, and `` (rating N)`` after each SeriesDescription (N = revision + 1).
 
     Returns:
         The written files: the SEGs in series-number order, the SR, the capture pages.
@@ -186,7 +188,7 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
     grids = _grids(sources, {plan.channel for plan in plans})
     _check_dest(dest, grids)
     provenance = Provenance(str(grids["flair"].first.StudyInstanceUID), model_id, model_sha256,
-                            _created(report, subject_out / "report.json"))
+                            _created(report, subject_out / "report.json"), revision)
 
     segs, refs = [], []
     for plan in plans:
@@ -211,6 +213,9 @@ def write_results(subject_out: Path, sources: Mapping[str, Sequence[Path]], dest
                               provenance)
     objects = segs + [("sr.dcm", sr)] + [(f"report-{n}.dcm", sc)
                                          for n, sc in enumerate(captures, start=1)]
+    if revision:
+        for _, dataset in objects:
+            dataset.SeriesDescription = f"{dataset.SeriesDescription} (rating {revision + 1})"[:64]
     return _write_all(dest, objects)
 
 

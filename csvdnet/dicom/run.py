@@ -53,7 +53,7 @@ def _show(subject: str, status: str, seconds: float) -> None:
 
 
 def write_dicom_outputs(out: str | Path, subjects: Iterable[Any], ids: Iterable[str], *,
-                        model_id: str, model_sha256: str) -> dict[str, str]:
+                        model_id: str, model_sha256: str, revision: int = 0) -> dict[str, str]:
     """Write the DICOM objects of the finished subjects among ``subjects``.
 
     Args:
@@ -62,6 +62,8 @@ def write_dicom_outputs(out: str | Path, subjects: Iterable[Any], ids: Iterable[
         ids: Subjects whose NIfTI outputs are finished (done now, or done before).
         model_id: The model's id.
         model_sha256: The model's sha256.
+        revision: The rating number after the first (the DICOM node's re-ratings; see
+            :func:`csvdnet.dicom.results.write_results`).
 
     Returns:
         Subject -> one line, for each subject whose DICOM objects could not be written
@@ -82,7 +84,8 @@ def write_dicom_outputs(out: str | Path, subjects: Iterable[Any], ids: Iterable[
             continue  # written by an earlier run of the same model (run.json guards that)
         try:
             written = write_results(subject_out, dicom_sources(subject.source), dest,
-                                    model_id=model_id, model_sha256=model_sha256)
+                                    model_id=model_id, model_sha256=model_sha256,
+                                    revision=revision)
         except (CsvdnetInputError, OSError) as exc:
             failures[subject.id] = f"DICOM outputs not written: {exc}"
             log.debug("DICOM outputs of %s failed", subject.id, exc_info=True)
