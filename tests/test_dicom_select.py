@@ -148,3 +148,27 @@ def test_stack_problems_hand_made():
     sagittal = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # normal along -x
     shuffled = [Frame((float(x), 5.0, 7.0)) for x in np.array([3, 0, 6, 9]) * 1.5]
     assert stack_problem(shuffled, sagittal) is None
+
+
+def test_directional_diffusion_images_beside_the_trace_are_set_aside(study, tmp_path):
+    root = _copy(study, tmp_path)
+    uid = pydicom.dcmread(series_files(study, "dwi")[0]).SeriesInstanceUID
+    n = study.images["dwi"].shape[2]
+    extra = write_series(study.images["dwi"], root / "0008", "dwi", study_attributes(), 8,
+                         b_value=1000, series_uid=uid, first_instance=2 * n + 1)
+    for path in extra:  # one direction of the b1000 images, at the trace's positions
+        ds = pydicom.dcmread(path)
+        ds.ImageType = "ORIGINAL\\PRIMARY\\DIFFUSION\\NONE\\ND"
+        ds.DiffusionDirectionality = "DIRECTIONAL"
+        ds.save_as(path)
+    chosen = _select(root).chosen["dwi"]
+    assert [i.path.name for i in chosen.instances] == \
+        [p.name for p in series_files(study, "dwi")[n:]]
+    for path in extra:  # without a trace image the shared positions are named
+        ds = pydicom.dcmread(path)
+        ds.ImageType = "ORIGINAL\\PRIMARY\\DIFFUSION\\TRACEW\\ND"
+        ds.DiffusionDirectionality = "ISOTROPIC"
+        ds.save_as(path)
+    with pytest.raises(CsvdnetInputError, match=r"no usable dwi series: series 8 "
+                                                rf"'ep2d_diff_b0_1000_tra' b=1000 \({n} image"):
+        _select(root)

@@ -162,7 +162,18 @@ def _b_groups(series: Series, rule: dict[str, Any]
         found = sorted({f.b_value for i in series.instances for f in i.frames} - {None})
         return {}, (f"no b={spec['channel']:g} images (b-values found: "
                     f"{', '.join(f'{b:g}' for b in found) or 'none'})")
-    return groups, None
+    return {b: _trace_only(instances) for b, instances in groups.items()}, None
+
+
+def _trace_only(instances: list[Instance]) -> list[Instance]:
+    """A b-value's images without the directional ones when a trace (isotropic) image shares
+    their positions (GE, Philips and some Siemens series hold both): the trace is what is read."""
+    positions = [f.position for i in instances for f in i.frames]
+    if len(set(positions)) == len(positions):
+        return instances
+    trace = [i for i in instances if "TRACEW" in i.image_type or "ISOTROPIC" in (
+        str(i.header.get("DiffusionDirectionality", "")).upper(), *i.image_type)]
+    return trace or instances  # no trace: the stack check names the shared positions
 
 
 def _candidate(channel: str, series: Series, instances: list[Instance], facts: str,
