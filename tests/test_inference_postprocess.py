@@ -248,3 +248,22 @@ def test_no_size_floor_above_the_smallest_lacune():
     assert size_floor_mm3("lacune", 30.0) == pytest.approx(14.137, abs=1e-3)
     assert size_floor_mm3("lacune", 10.0) == 10.0
     assert size_floor_mm3("rssi", 30.0) == 30.0  # RSSI: no smallest size by definition
+
+
+def test_per_label_reductions_equal_scipys_on_the_whole_volume():
+    from scipy import ndimage
+
+    from csvdnet.inference.postprocess import per_label
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(20, 18, 16))
+    labels, count = ndimage.label(rng.random((20, 18, 16)) > 0.7)
+    index = np.arange(1, count + 1)
+    for reduce in (ndimage.maximum, ndimage.minimum):
+        np.testing.assert_array_equal(per_label(reduce, values, labels, count),
+                                      reduce(values, labels, index))
+    # By hand: label 2's voxels hold 5 and -1.
+    labels = np.array([[0, 1, 2], [2, 0, 1]])
+    values = np.array([[9.0, 3.0, 5.0], [-1.0, 7.0, 4.0]])
+    assert per_label(ndimage.maximum, values, labels, 2).tolist() == [4.0, 5.0]
+    assert per_label(ndimage.minimum, values, labels, 2).tolist() == [3.0, -1.0]

@@ -65,6 +65,7 @@ from scipy import ndimage
 
 from csvdnet.atlas import (DEEP_REGIONS, LOBAR_REGIONS, PERIVENTRICULAR_MM, REGION_CODES,
                            REGION_NAMES)
+from csvdnet.inference.postprocess import per_label
 from csvdnet.scoring import (Measurements, WmhFeatures, fazekas_deep_from, fazekas_pv_from,
                              max_side_slice_count)
 
@@ -124,9 +125,8 @@ def _split_wmh(wmh: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.nd
     labels, n = ndimage.label(wmh, structure=_CONNECTIVITY)
     if n == 0:
         return np.zeros(wmh.shape, dtype=bool), labels, 0
-    index = np.arange(1, n + 1)
-    nearest = ndimage.minimum(distance, labels, index)
-    farthest = ndimage.maximum(distance, labels, index)
+    nearest = per_label(ndimage.minimum, distance, labels, n)
+    farthest = per_label(ndimage.maximum, distance, labels, n)
     is_pv = np.concatenate([[False], (nearest <= LINING_MM) | (farthest <= PERIVENTRICULAR_MM)])
     periventricular = is_pv[labels]
     deep_labels = np.where(periventricular, 0, labels)

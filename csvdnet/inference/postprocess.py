@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage, spatial
 
-__all__ = ["CONNECTIVITY", "Component", "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3",
+__all__ = ["CONNECTIVITY", "Component", "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3", "per_label",
            "SUBVOXEL_FLOOR", "components", "find_peaks", "mask_to_reference", "peak_widths",
            "remove_small_components", "shoulder_peaks", "size_floor_mm3", "subvoxel_offsets",
            "threshold_mask"]
@@ -71,6 +71,15 @@ def threshold_mask(prob: np.ndarray, threshold: float, min_voxels: float = 0.0) 
     return remove_small_components(np.asarray(prob) >= threshold, min_voxels)
 
 
+def per_label(reduce, values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """``reduce`` (``ndimage.maximum`` / ``minimum``) of ``values`` over labels 1..``count``,
+    given only the labelled voxels: scipy sorts every voxel it is given, and the background is
+    most of a volume (1.6 of 2.9 CPU s of a clinical subject's post-processing). Same values."""
+    labelled = labels > 0
+    return np.asarray(reduce(np.asarray(values)[labelled], labels[labelled],
+                             np.arange(1, count + 1)), float).reshape(-1)
+
+
 def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                min_distance_mm: float = 0.0,
                shoulders: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +119,7 @@ def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] =
         return np.zeros((0, 3)), np.zeros((0,))
     index = np.arange(1, count + 1)
     points = np.asarray(ndimage.center_of_mass(peaks, labels, index), float).reshape(-1, 3)
-    values = np.asarray(ndimage.maximum(heatmap, labels, index), float)
+    values = per_label(ndimage.maximum, heatmap, labels, count)
     order = np.argsort(-values, kind="stable")
     points, values = points[order], values[order]
     if min_distance_mm > 0.0 and count > 1:
@@ -371,7 +380,7 @@ def components(mask: np.ndarray, prob: np.ndarray, affine: np.ndarray) -> list[C
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     centroids = np.asarray(ndimage.center_of_mass(mask, labels, index), float).reshape(-1, 3)
     world = centroids @ affine[:3, :3].T + affine[:3, 3]
-    peaks = np.asarray(ndimage.maximum(np.asarray(prob, float), labels, index), float)
+    peaks = per_label(ndimage.maximum, np.asarray(prob, float), labels, count)
     return [Component(int(n), float(n) * voxel_mm3, tuple(map(float, c)), tuple(map(float, w)),
                       float(p))
             for n, c, w, p in zip(sizes, centroids, world, peaks)]
