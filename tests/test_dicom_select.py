@@ -83,9 +83,18 @@ def test_higher_resolution_then_later_then_description(study, tmp_path):
     assert chosen.series.number == 2
     assert "its description matches the flair patterns, unlike series 12 'ax_ir_2500'" \
         in chosen.reason
-    for path in (root / "repeat").iterdir():
+    for path in (root / "repeat").iterdir():  # same description, distortion corrected
         ds = pydicom.dcmread(path)
         ds.SeriesDescription = ds.ProtocolName = "t2_tirm_tra_dark-fluid"
+        ds.ImageType = "ORIGINAL\\PRIMARY\\M\\NORM\\DIS2D"
+        ds.save_as(path)
+    chosen = _select(root).chosen["flair"]
+    assert chosen.series.number == 12
+    assert "distortion corrected, unlike series 2 't2_tirm_tra_dark-fluid' (ImageType ND" \
+        in chosen.reason
+    for path in (root / "repeat").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImageType = "ORIGINAL\\PRIMARY\\M\\ND\\NORM"
         ds.save_as(path)
     with pytest.raises(CsvdnetInputError, match="2 series qualify as flair and nothing "
                                                 "separates them") as error:

@@ -5,8 +5,9 @@ excluded series (localisers, reformats, ADC, phase, minIP, secondary captures, n
 are set aside with the reason; every other series is tested against each channel's rule; a
 candidate's slices must form one regular stack (no missing slice, uniform spacing, one
 orientation); between candidates the higher resolution wins, then the later acquisition, then a
-SeriesDescription match; DWI is split by b-value (the b-values kept by the rules; the channel's
-own b-value is the network's ``dwi``, the others are recorded as ``dwi_b<value>``).
+SeriesDescription match, then the distortion-corrected series; DWI is split by b-value (the
+b-values kept by the rules; the channel's own b-value is the network's ``dwi``, the others are
+recorded as ``dwi_b<value>``; directional images beside a trace image are set aside).
 
 A study that cannot be predicted raises :class:`~csvdnet.errors.CsvdnetInputError` with one
 line naming the study and the reason: no MR series, no reference series (and what was found
@@ -227,6 +228,13 @@ def _pick(channel: str, candidates: list[Chosen], rule: dict[str, Any], study: S
             reason.append(f"its description matches the {channel} patterns, unlike "
                           f"{', '.join(beaten)} (same resolution and time)")
             finest = named
+    if len(finest) > 1:  # Siemens writes a series twice, with and without distortion correction
+        corrected = [c for c in finest if "ND" not in c.series.instances[0].image_type]
+        if len(corrected) == 1:
+            beaten = [c.series.label() for c in finest if c is not corrected[0]]
+            reason.append(f"distortion corrected, unlike {', '.join(beaten)} (ImageType ND; "
+                          "same resolution, time and description)")
+            finest = corrected
     if len(finest) > 1:
         raise CsvdnetInputError(
             _folder(study), f"{study.label()}: {len(finest)} series qualify as {channel} and "
