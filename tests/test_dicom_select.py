@@ -181,3 +181,14 @@ def test_directional_diffusion_images_beside_the_trace_are_set_aside(study, tmp_
     with pytest.raises(CsvdnetInputError, match=r"no usable dwi series: series 8 "
                                                 rf"'ep2d_diff_b0_1000_tra' b=1000 \({n} image"):
         _select(root)
+
+
+def test_mosaic_series_are_refused_by_name(study, tmp_path):
+    root = _copy(study, tmp_path)
+    for path in (root / "0002").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImageType = "ORIGINAL\\PRIMARY\\M\\ND\\MOSAIC"
+        ds.save_as(path)
+    with pytest.raises(CsvdnetInputError, match=r"refused: series 2 't2_tirm_tra_dark-fluid' "
+                                                r"\(Siemens mosaic images"):
+        _select(root)

@@ -179,6 +179,8 @@ def _trace_only(instances: list[Instance]) -> list[Instance]:
 
 def _candidate(channel: str, series: Series, instances: list[Instance], facts: str,
                b_value: float | None) -> Chosen | str:
+    if any("MOSAIC" in i.image_type for i in instances):
+        return "Siemens mosaic images (one file per volume) are not read here yet"
     problem = _check_orientation(instances)
     frames = [f for i in instances for f in i.frames]
     problem = problem or stack_problem(frames, instances[0].orientation)
