@@ -1,0 +1,161 @@
+"""A real Orthanc (Debian package ``orthanc``) on free loopback ports, and a csvdnet node process,
+for tests/test_node_*.py and benchmarks/bench_node.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ORTHANC = shutil.which("Orthanc")
+ORTHANC_MISSING = "Orthanc not installed (Debian package orthanc; .ci/run installs it)"
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "saved_models" / "csvdnet-synthetic" / "2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Orthanc:
+    """One Orthanc server with its own storage folder; :meth:`stop` / :meth:`start` keep it."""
+
+    def __init__(self, folder: Path, node_ae: str, node_port: int, aet: str = "ORTHANC") -> None:
+        self.folder = Path(folder)
+        self.http_port, self.dicom_port, self.aet = free_port(), free_port(), aet
+        (self.folder / "storage").mkdir(parents=True, exist_ok=True)
+        self.config = self.folder / "orthanc.json"
+        self.config.write_text(json.dumps({
+            "Name": "csvdnet-test", "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "storage"), "Plugins": [],
+            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": aet,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomModalities": {"csvdnet": [node_ae, "127.0.0.1", node_port]},
+            "StableAge": 2, "DicomScuTimeout": 10, "DicomAlwaysAllowStore": True,
+            "OverwriteInstances": False}, indent=1))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        log = open(self.folder / "orthanc.log", "ab")
+        self.process = subprocess.Popen([ORTHANC, str(self.config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"Orthanc exited {self.process.returncode}: "
+                                       f"{(self.folder / 'orthanc.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+        raise RuntimeError("Orthanc did not answer within 30 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def request(self, method: str, path: str, body: bytes | dict | None = None,
+                timeout: float = 120):
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as answer:
+            raw = answer.read()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+    def get(self, path: str):
+        return self.request("GET", path)
+
+    def upload(self, files) -> list[str]:
+        """Store files into Orthanc (REST); returns their study ids."""
+        return sorted({self.request("POST", "/instances", Path(f).read_bytes())["ParentStudy"]
+                       for f in files})
+
+    def forward(self, study_id: str, asynchronous: bool = False):
+        """Orthanc sends the study to the node (C-STORE SCU)."""
+        return self.request("POST", "/modalities/csvdnet/store",
+                            {"Resources": [study_id], "Synchronous": not asynchronous})
+
+    def series_of(self, study_uid: str) -> list[dict]:
+        found = self.request("POST", "/tools/find", {"Level": "Series", "Expand": True,
+                                                     "Query": {"StudyInstanceUID": study_uid}})
+        return found
+
+
+def node_config(folder: Path, port: int, destinations: list[dict], *, stable: float = 3,
+                allow: list[dict] | None = None, http_port: int | None = None, **extra) -> Path:
+    config = {"ae_title": "CSVDNET", "port": port, "model": str(MODEL),
+              "state_dir": str(folder / "state"), "destinations": destinations,
+              "allow": allow or [{"ae_title": "ORTHANC", "host": "127.0.0.1"}],
+              "stable_seconds": stable, "retry": {"initial_seconds": 1, "max_seconds": 4},
+              **({"http": {"port": http_port}} if http_port else {}), **extra}
+    path = folder / "node.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class NodeProcess:
+    """``csvdnet node --config`` as a child process (so a test can ``kill -9`` it)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.state = yaml.safe_load(config.read_text())["state_dir"]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> None:
+        log = open(Path(self.state).parent / "node.stderr", "ab")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "csvdnet"), "node", "--config", str(self.config)],
+            stdout=log, stderr=log, env=env, cwd=REPO)
+        if wait:
+            self.wait_log("ready:", timeout=120)
+
+    def log(self) -> str:
+        path = Path(self.state) / "node.log"
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
+    def wait_log(self, text: str, timeout: float, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited {self.process.returncode}: "
+                                   f"{(Path(self.state).parent / 'node.stderr').read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {text!r} in the node log after {timeout} s:\n"
+                                   f"{self.log()[-3000:]}")
+            time.sleep(0.2)
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def records(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((Path(self.state) / "queue").glob("*.json"))]
