@@ -493,3 +493,13 @@ def evaluate(cohort_path: str, pred_dir: str, out_dir: str, reference: str,
     for line in headline(result.summary):
         click.echo(line)
     click.echo(f"wrote {result.per_subject_tsv}, {result.summary_json}, {result.html}")
+
+
+def _register_node() -> None:
+    """``csvdnet node`` (issue 20): its group lives in csvdnet/node/cli.py."""
+    from csvdnet.node.cli import node
+
+    cli.add_command(node)
+
+
+_register_node()
