@@ -130,41 +130,6 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype: Any) -> None:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
-class _Writer:
-    """Writes NIfTI maps on a second thread while the caller goes on: gzip (zlib) releases the
-    GIL, so a subject's maps are compressed on both cores (:data:`MAP_WRITERS`). ``wait``
-    re-raises the first write failure (naming its file); leaving the block waits too, so
-    nothing is still being written when the folder is renamed into place."""
-
-    def __enter__(self) -> "_Writer":
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=MAP_WRITERS,
-                                        thread_name_prefix="csvdnet-maps")
-        self._pending: list[Any] = []
-        return self
-
-    def save(self, data: np.ndarray, affine: np.ndarray, path: Path, dtype: Any) -> None:
-        self._pending.append(self._pool.submit(_save, data, affine, path, dtype))
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            if exc[0] is None:
-                self.wait()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-MAP_WRITERS = 2
-"""Threads compressing a subject's NIfTI maps (gzip level 1, nibabel's default: standard
-files). Measured on a clinical subject: see benchmarks/RESULTS.md "Post-network stages"."""
-
-
 def _tsv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     def cell(value: Any) -> str:
         if value is None:
@@ -199,14 +164,14 @@ def write_subject(result: SubjectResult, out: Path, *, bids: bool = False) -> Pa
     started = time.perf_counter()
     final = subject_dir(out, result.subject, bids)
     sid = result.subject
-    with atomic_dir(final) as folder, _Writer() as maps:
+    with atomic_dir(final) as folder:
         for task in SEGMENTATION_TASKS + DETECTION_TASKS:
             if task not in result.probabilities:
                 continue
-            maps.save(result.probabilities[task], result.affine,
-                      folder / output_name(sid, bids, task, "prob"), np.float32)
-            maps.save(result.masks[task], result.affine,
-                      folder / output_name(sid, bids, task, "mask"), np.uint8)
+            _save(result.probabilities[task], result.affine,
+                  folder / output_name(sid, bids, task, "prob"), np.float32)
+            _save(result.masks[task], result.affine, folder / output_name(sid, bids, task, "mask"),
+                  np.uint8)
             findings = result.findings.get(task, [])
             if task in SEGMENTATION_TASKS:
                 _tsv(folder / output_name(sid, bids, task, "lesions"),
@@ -218,13 +183,12 @@ def write_subject(result: SubjectResult, out: Path, *, bids: bool = False) -> Pa
                      ["index", "x", "y", "z", "confidence", "region", "side"],
                      [[f.index, *f.world, f.confidence, f.region, f.side] for f in findings])
         base = output_name(sid, bids, None, "csvd_dseg")
-        maps.save(_dseg(result), result.affine, folder / f"{base}.nii.gz", np.uint8)
+        _save(_dseg(result), result.affine, folder / f"{base}.nii.gz", np.uint8)
         _tsv(folder / f"{base}.tsv", ["index", "name", "abbreviation", "color"],
              [[index, name, abbreviation, colour]
               for index, _, name, abbreviation, colour in DSEG_LABELS])
         base = output_name(sid, bids, None, "regions_dseg")
-        maps.save(result.regions, result.affine, folder / f"{base}.nii.gz", np.uint8)
-        maps.wait()
+        _save(result.regions, result.affine, folder / f"{base}.nii.gz", np.uint8)
         _tsv(folder / f"{base}.tsv", ["index", "name"],
              [[code, name] for name, code in REGION_CODES.items() if code])
         result.timings["outputs"] = time.perf_counter() - started
