@@ -126,6 +126,9 @@ def build_seg(plan: SegPlan, grid: SeriesGrid, arrays: dict[str, np.ndarray],
     return hd.seg.Segmentation(
         source_images=grid.datasets, pixel_array=stack,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        # A SEG with nothing found keeps every frame (highdicom would otherwise warn and do so
+        # itself): a reader sees an empty segment, not a missing object.
+        omit_empty_frames=bool(stack.any()),
         segment_descriptions=descriptions, series_instance_uid=series_uid,
         series_number=plan.series_number,
         sop_instance_uid=provenance.instance_uid(series_uid, content),
