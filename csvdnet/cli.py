@@ -503,3 +503,5 @@ def _register_node() -> None:
 
 
 _register_node()
+from csvdnet.review.cli import review as _review  # noqa: E402  (issue 23: csvdnet/review/cli.py)
+cli.add_command(_review)
