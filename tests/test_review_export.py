@@ -1,0 +1,54 @@
+"""review export: rejected components leave the masks, added balls are painted, nothing is
+written when no review is done."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _review_fixture import SUBJECT, make_prediction
+from click.testing import CliRunner
+
+from csvdnet.cli import cli
+from csvdnet.io import load_nifti, read_cohort
+from csvdnet.review.export import export_cohort
+from csvdnet.review.store import ReviewStore
+from csvdnet.review.subject import ReviewSubject
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return make_prediction(tmp_path_factory.mktemp("review-export"))
+
+
+def test_nothing_done_is_one_line_and_no_cohort(planted, tmp_path):
+    result = CliRunner().invoke(cli, ["review", "export", str(planted["pred"]), "--out",
+                                      str(tmp_path / "c")])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "no subject has a review" in result.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_rejected_wmh_component_removed_and_added_lacune_painted(planted, tmp_path):
+    subject = ReviewSubject.load(planted["pred"], SUBJECT)
+    ids = {f.id for f in subject.findings}
+    store = ReviewStore(planted["pred"], "erin")
+    labels, matched = subject.components("wmh")
+    rejected = sorted(matched)[0]
+    lacune_at = (subject.affine @ [*planted["missed_voxel"], 1.0])[:3].tolist()
+    store.change(SUBJECT, subject.report, {"add": "lacune", "world": lacune_at, "region":
+                                           "deep_wm", "side": "L", "radius_mm": 4.0}, ids)
+    for fid in sorted(ids):
+        store.change(SUBJECT, subject.report,
+                     {"decide": fid, "decision": "reject" if fid == rejected else "accept"}, ids)
+    result = export_cohort(planted["pred"], tmp_path / "cohort", "erin")
+    assert result.written == [SUBJECT]
+    [exported] = read_cohort(tmp_path / "cohort" / "manifest.csv").subjects
+    wmh = load_nifti(exported.labels["wmh"], kind="labelmap").data > 0
+    assert np.array_equal(wmh, (labels > 0) & (labels != matched[rejected]))
+    lacune = load_nifti(exported.labels["lacune"], kind="labelmap").data > 0
+    spacing = np.sqrt(np.sum(subject.affine[:3, :3] ** 2, axis=0))
+    ball = 4 / 3 * np.pi * 4.0 ** 3 / np.prod(spacing)  # voxels of a 4 mm ball
+    assert 0.4 * ball <= lacune.sum() <= 2.5 * ball
+    assert lacune[tuple(np.rint(planted["missed_voxel"]).astype(int))]
+    review_tsv = (tmp_path / "cohort" / "review.tsv").read_text().splitlines()
+    assert review_tsv[1].split("\t")[:2] == [SUBJECT, "erin"]
