@@ -32,10 +32,15 @@ def free_port() -> int:
 class Orthanc:
     """One Orthanc server with its own storage folder; :meth:`stop` / :meth:`start` keep it."""
 
-    def __init__(self, folder: Path, node_ae: str, node_port: int, aet: str = "ORTHANC") -> None:
+    def __init__(self, folder: Path, node_ae: str, node_port: int, aet: str = "ORTHANC",
+                 lua: str | None = None) -> None:
         self.folder = Path(folder)
         self.http_port, self.dicom_port, self.aet = free_port(), free_port(), aet
         (self.folder / "storage").mkdir(parents=True, exist_ok=True)
+        scripts = []
+        if lua:
+            scripts = [str(self.folder / "route.lua")]
+            (self.folder / "route.lua").write_text(lua)
         self.config = self.folder / "orthanc.json"
         self.config.write_text(json.dumps({
             "Name": "csvdnet-test", "StorageDirectory": str(self.folder / "storage"),
@@ -44,7 +49,7 @@ class Orthanc:
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
             "DicomModalities": {"csvdnet": [node_ae, "127.0.0.1", node_port]},
             "StableAge": 2, "DicomScuTimeout": 10, "DicomAlwaysAllowStore": True,
-            "OverwriteInstances": False}, indent=1))
+            "OverwriteInstances": False, "LuaScripts": scripts}, indent=1))
         self.process: subprocess.Popen | None = None
 
     @property
@@ -101,6 +106,13 @@ class Orthanc:
         return found
 
 
+def readme_lua() -> str:
+    """The Orthanc routing script of the README's "Running beside a PACS" section."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("-- /etc/orthanc/csvdnet-route.lua")
+    return text[start:text.index("```", start)]
+
+
 def node_config(folder: Path, port: int, destinations: list[dict], *, stable: float = 3,
                 allow: list[dict] | None = None, http_port: int | None = None, **extra) -> Path:
     config = {"ae_title": "CSVDNET", "port": port, "model": str(MODEL),
@@ -122,13 +134,14 @@ class NodeProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> None:
+        readies = self.log().count("ready:")
         log = open(Path(self.state).parent / "node.stderr", "ab")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "csvdnet"), "node", "--config", str(self.config)],
             stdout=log, stderr=log, env=env, cwd=REPO)
         if wait:
-            self.wait_log("ready:", timeout=120)
+            self.wait_log("ready:", timeout=120, count=readies + 1)
 
     def log(self) -> str:
         path = Path(self.state) / "node.log"

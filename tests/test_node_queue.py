@@ -155,3 +155,24 @@ def test_one_node_per_state_dir(tmp_path):
             with folder_lock(state / "node.lock", "csvdnet node"):
                 pass
     assert os.listdir(state) == []
+
+
+def test_patient_names_and_ids_are_scrubbed_from_logs_and_records(tmp_path, caplog):
+    import logging
+
+    queue, _ = _queue(tmp_path)
+    queue.redactor.learn("PAT0042", "DOE^JANE^Q")
+    key = queue.store("1.2.3", "1.2.3.1", b"x")
+    queue.set_state(key, "failed", error="study 1.2.3 (patient PAT0042, date 20260101): no FLAIR")
+    assert queue.get(key)["error"] == "study 1.2.3 (patient [patient], date 20260101): no FLAIR"
+    logger = logging.getLogger("csvdnet.test_redact")
+    handler = logging.StreamHandler(open(tmp_path / "log.txt", "w"))
+    handler.addFilter(queue.redactor)
+    logger.addHandler(handler)
+    try:
+        logger.warning("%s seen as DOE^JANE^Q (JANE), study %s", "PAT0042", "1.2.3")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "log.txt").read_text() == \
+        "[patient] seen as [patient] ([patient]), study 1.2.3\n"

@@ -251,3 +251,39 @@ def test_health_and_metrics_endpoint(node):
     assert "csvdnet_node_instances_total 1.0" in metrics
     assert "csvdnet_node_spool_bytes 10.0" in metrics
     assert http.server.server_address[0] == "127.0.0.1"
+
+
+def test_readme_routing_script_sends_only_mr_series_once_stable(tmp_path, caplog):
+    """The README's Orthanc Lua script, run by a real Orthanc: an MR study's MR series reach
+    the node after StableAge; a non-MR series of the same study (csvdnet's own results) does not."""
+    from _orthanc import readme_lua
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", "CSVDNET", port, lua=readme_lua())
+    orthanc.start()
+    path = node_config(tmp_path, port, [], allow=[{"ae_title": "ORTHANC", "host": "127.0.0.1"}])
+    config = load_config(path)
+    queue = StudyQueue(config.state_dir, 1e9)
+    server = StorageServer(config, queue)
+    server.start()
+    try:
+        study = generate_uid()
+        datasets = [_mr(study, n) for n in range(1, 4)]
+        other = _mr(study, 9, series_uid=generate_uid(),
+                    sop_class="1.2.840.10008.5.1.4.1.1.7")  # a secondary capture, Modality OT
+        other.Modality = "OT"
+        for n, ds in enumerate([*datasets, other]):
+            ds.save_as(tmp_path / f"{n}.dcm", enforce_file_format=True)
+        orthanc.upload(sorted(tmp_path.glob("*.dcm")))
+        key = study_key(study)
+        deadline = time.monotonic() + 30
+        while queue.instance_count(key) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        server.stop()
+        orthanc.stop()
+    assert sorted(p.name for p in (config.state_dir / "spool" / key).iterdir()) == \
+        sorted(f"{ds.SOPInstanceUID}.dcm" for ds in datasets)
+    assert "refused" not in caplog.text

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from csvdnet.fsutil import atomic_path, remove_stale_parts, write_text_atomic
+from csvdnet.node.redact import Redactor
 
 __all__ = ["STATES", "SpoolFull", "StudyQueue", "study_key"]
 
@@ -73,11 +74,17 @@ class StudyQueue:
         self._last_instance: dict[str, float] = {}
         self._spool_bytes = 0
         self.counters = {"instances": 0, "refused": 0, "rejected": 0}
+        self.redactor = Redactor()
 
     # ---------------------------------------------------------------- records
 
     def _save(self, record: dict[str, Any]) -> None:
         record["updated"] = self.clock()
+        if record.get("error"):
+            record["error"] = self.redactor.scrub(record["error"])
+        for entry in record.get("sends", {}).values():
+            if entry.get("error"):
+                entry["error"] = self.redactor.scrub(entry["error"])
         write_text_atomic(self.records / f"{record['key']}.json",
                           json.dumps(record, indent=1, sort_keys=True) + "\n")
         self._studies[record["key"]] = record
@@ -170,6 +177,14 @@ class StudyQueue:
             self._save(record)
             return json.loads(json.dumps(record))
 
+    def restart_stable_clocks(self) -> None:
+        """Every study waits ``stable_seconds`` again from now (at start: its sender may be
+        about to send the rest)."""
+        with self._lock:
+            now = self.clock()
+            for key in self._studies:
+                self._last_instance[key] = now
+
     def instance_count(self, key: str) -> int:
         folder = self.spool / key
         return sum(1 for p in folder.glob("*.dcm")) if folder.is_dir() else 0
@@ -199,10 +214,12 @@ class StudyQueue:
                     log.error("%s: unreadable study record, left aside (%s)", path, error)
             for folder in sorted(p for p in self.spool.iterdir() if p.is_dir()):
                 self._spool_bytes += sum(f.stat().st_size for f in folder.glob("*.dcm"))
+                header = _header_of(folder)
+                if header is None:
+                    continue
+                self.redactor.learn(header.get("PatientID"), header.get("PatientName"))
+                uid = str(header.StudyInstanceUID)
                 if folder.name not in self._studies:
-                    uid = _study_uid_of(folder)
-                    if uid is None:
-                        continue
                     self._studies[folder.name] = {"key": folder.name, "study_uid": uid,
                                                   "revision": 0}
                     self.set_state(folder.name, "received")
@@ -246,13 +263,14 @@ class StudyQueue:
         return purged
 
 
-def _study_uid_of(folder: Path) -> str | None:
+def _header_of(folder: Path) -> Any:
+    """Study UID and patient attributes of a spool folder's first readable instance."""
     import pydicom
 
     for path in sorted(folder.glob("*.dcm")):
         try:
-            return str(pydicom.dcmread(path, stop_before_pixels=True,
-                                       specific_tags=["StudyInstanceUID"]).StudyInstanceUID)
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+                "StudyInstanceUID", "PatientID", "PatientName"])
         except Exception:  # pydicom raises several types for a bad file
             continue
     return None

@@ -87,6 +87,7 @@ class StorageServer:
                 self.queue.counters["refused"] += 1
             log.warning("instance %s from %s refused: %s", sop, peer, problem)
             return CANNOT_UNDERSTAND
+        self.queue.redactor.learn(ds.get("PatientID"), ds.get("PatientName"))
         try:
             self.queue.store(str(ds.StudyInstanceUID), str(sop), event.encoded_dataset())
         except SpoolFull as error:

@@ -37,13 +37,14 @@ def resident_bytes() -> int:
         return 0
 
 
-def _logging(config: NodeConfig) -> None:
+def _logging(config: NodeConfig, redactor: logging.Filter) -> None:
     form = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in (logging.StreamHandler(), logging.FileHandler(config.state_dir / "node.log",
                                                                  encoding="utf-8")):
         handler.setFormatter(form)
+        handler.addFilter(redactor)
         root.addHandler(handler)
     # pynetdicom's and highdicom's INFO lines describe datasets (highdicom's name the source
     # instances it copies patient attributes from): keep them out of the node's log
@@ -66,9 +67,9 @@ def run_node(config: NodeConfig, predictor: Any = None) -> None:
     from csvdnet.fsutil import folder_lock
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    _logging(config)
+    queue = StudyQueue(config.state_dir, config.spool_quota_mb * 1e6)
+    _logging(config, queue.redactor)
     with folder_lock(config.state_dir / "node.lock", "csvdnet node"):
-        queue = StudyQueue(config.state_dir, config.spool_quota_mb * 1e6)
         for line in queue.recover():
             log.info("recovered: %s", line)
         if predictor is None:
@@ -97,6 +98,7 @@ def _serve(config: NodeConfig, queue: StudyQueue, predictor: Any) -> None:
         http = HealthServer(config.http_bind, config.http_port, config.state_dir, live,
                             healthy=lambda: server._server is not None and not stop.is_set())
         http.start()
+    queue.restart_stable_clocks()  # the model took a while to load: senders get their time
     server.start()
     sending = threading.Thread(target=sender.run, args=(stop,), daemon=True, name="node-sender")
     sending.start()
