@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from csvdnet.atlas import REGION_CODES, REGION_NAMES
 from csvdnet.inference.measure import measure
+from csvdnet.inference.report_html import REVIEW_MARK
 from csvdnet.io import load_nifti, read_points, save_nifti
 from csvdnet.scoring import RULE_SETS, score
 from csvdnet.synth import generate_cohort
@@ -101,6 +102,9 @@ def make_prediction(root: Path) -> dict:
         "scores": {name: {"total": s.total} for name, s in scores.items()},
     }
     (pred / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    (pred / "report.html").write_text(  # the page's frame as render_html writes it
+        f"<!DOCTYPE html>\n<html><body><main>\n<h1>{SUBJECT}</h1>\n{REVIEW_MARK}\n"
+        "</main></body></html>\n", encoding="utf-8")
     return {"cohort": cohort, "pred": root / "pred", "affine": affine,
             "missed_voxel": missed_voxel, "planted_voxel": planted_voxel,
             "model_totals": {name: s.total for name, s in scores.items()}, "measurements": m}

@@ -150,6 +150,9 @@ def test_a_rater_reviews_a_subject_with_the_keyboard_and_the_export_evaluates(tm
     assert np.all(np.abs(np.asarray(added["world"]) - missed_world) <= spacing * 0.51)
     assert added["region"] == "deep_wm"
 
+    # report.html got the reviewed state when the subject was done (written beside the page)
+    assert 'data-reviewer="alice" data-status="done"' in (pred / SUBJECT / "report.html").read_text()
+
     # A restarted server finds the subject done, with the totals the page showed.
     server = _start_server(pred, port)
     try:

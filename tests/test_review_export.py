@@ -10,8 +10,10 @@ from click.testing import CliRunner
 
 from csvdnet.cli import cli
 from csvdnet.io import load_nifti, read_cohort
+from csvdnet.inference.report_html import REVIEW_MARK
 from csvdnet.review.export import export_cohort
-from csvdnet.review.store import ReviewStore
+from csvdnet.review.rating import reviewed_rating
+from csvdnet.review.store import ReviewStore, read_review
 from csvdnet.review.subject import ReviewSubject
 
 
@@ -52,3 +54,15 @@ def test_rejected_wmh_component_removed_and_added_lacune_painted(planted, tmp_pa
     assert lacune[tuple(np.rint(planted["missed_voxel"]).astype(int))]
     review_tsv = (tmp_path / "cohort" / "review.tsv").read_text().splitlines()
     assert review_tsv[1].split("\t")[:2] == [SUBJECT, "erin"]
+    # report.html: the reviewed state beside the model's, after the score cards
+    page = (planted["pred"] / SUBJECT / "report.html").read_text()
+    section = page[page.index(REVIEW_MARK):]
+    assert section.count('data-reviewer="erin"') == 1 and 'data-status="done"' in section
+    rated = reviewed_rating(subject, read_review(store.path(SUBJECT)))
+    row = section[section.index('data-item="lacune_count"'):]
+    model_lacunes = subject.model_ratings()["lacune_count"]
+    assert row.startswith(f'data-item="lacune_count"><td>Lacunes</td><td>{model_lacunes}</td>'
+                          f'<td><b>{rated["ratings"]["lacune_count"]}</b></td>')
+    assert rated["ratings"]["lacune_count"] == model_lacunes + 1
+    export_cohort(planted["pred"], tmp_path / "cohort", "erin")  # again: replaced, not added
+    assert (planted["pred"] / SUBJECT / "report.html").read_text().count("<!--review:erin-->") == 1

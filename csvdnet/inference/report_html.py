@@ -28,6 +28,8 @@ MARKER_TITLES = {"wmh": "White matter hyperintensities (WMH)",
 RULE_SET_TITLES = {"staals-2014": "Total SVD score (Staals 2014)",
                    "caa-svd-2016": "CAA-SVD score (Charidimou 2016)"}
 SIDE_TITLES = {"R": "right", "L": "left", "M": "midline"}
+REVIEW_MARK = "<!--csvdnet-review-->"
+"""Where ``csvdnet review`` puts the reviewed state beside the model's (csvdnet/review/page.py)."""
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;
@@ -76,8 +78,8 @@ def render_html(result: SubjectResult, report: dict[str, Any]) -> str:
         The HTML document.
     """
     canvas = pictures.Canvas.of(result)
-    body = [_header(report), _scores(report), _measurements(report), _markers(report),
-            _montage(result, canvas), _qc(result, canvas), _about(report)]
+    body = [_header(report), _scores(report), REVIEW_MARK, _measurements(report),
+            _markers(report), _montage(result, canvas), _qc(result, canvas), _about(report)]
     title = html.escape(f"csvdnet report: {report['subject']}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'

@@ -31,6 +31,7 @@ import bottle
 import numpy as np
 
 from csvdnet.errors import CsvdnetInputError
+from csvdnet.review.page import write_reviewed_section
 from csvdnet.review.rating import RatingCache, reviewed_rating
 from csvdnet.review.store import ADDABLE, GRADES, ReviewStore, status_of
 from csvdnet.review.subject import (BEST_SEQUENCES, ReviewSubject, list_subjects, midline_side)
@@ -118,7 +119,17 @@ class ReviewApp:
             what = {**what, "region": subject.region_at(world),
                     "side": midline_side(float(world[0]), subject.midline_x)}
         review = self.store.change(sid, subject.report, what, {f.id for f in subject.findings})
-        return {"review": review, "status": status_of(review, [f.id for f in subject.findings])}
+        status = status_of(review, [f.id for f in subject.findings])
+        if status == "done":  # report.html shows the review beside the model (off the hot path)
+            threading.Thread(target=self.write_page, args=(sid, review, status),
+                             daemon=True).start()
+        return {"review": review, "status": status}
+
+    def write_page(self, sid: str, review: dict[str, Any], status: str) -> None:
+        subject = self.subject(sid)
+        model = {"ratings": subject.model_ratings(), "totals": subject.model_totals()}
+        write_reviewed_section(subject.folder / "report.html", self.store.reviewer, model,
+                               reviewed_rating(subject, review, self.ratings), review, status)
 
 
 def make_app(pred_dir: Path, reviewer: str,

@@ -10,7 +10,8 @@ The cohort is the manifest form ``csvdnet train`` / ``csvdnet evaluate`` read (R
     COHORT/<subject>/labels/<task>.csv      cmb, epvs: reviewed points (x, y, z world mm, i, j, k,
                                             region, side)
 
-Only subjects whose review is done (every finding decided) are written; a marker predict did not
+Each exported subject's ``report.html`` (in PRED_DIR) gets the reviewed state beside the model's
+(:mod:`csvdnet.review.page`). Only subjects whose review is done (every finding decided) are written; a marker predict did not
 measure gets no label (its loss stays masked in training, never faked). The cohort is built in a
 temporary folder that replaces ``COHORT`` only when complete (:func:`csvdnet.fsutil.atomic_dir`).
 """
@@ -30,6 +31,7 @@ from csvdnet.fsutil import atomic_dir, write_text_atomic
 from csvdnet.io.labels import write_points
 from csvdnet.io.nifti import save_nifti
 from csvdnet.io.ratings import Ratings, write_ratings
+from csvdnet.review.page import write_reviewed_section
 from csvdnet.review.rating import RatingCache, reviewed_labels, reviewed_rating
 from csvdnet.review.store import read_review, review_path, reviewers_of, status_of
 from csvdnet.review.subject import ReviewSubject, list_subjects
@@ -103,13 +105,16 @@ def export_cohort(pred_dir: Path, out: Path, reviewer: str | None = None,
         rows, ratings, notes = [], {}, []
         for subject, review in done:
             rows.append(_write_subject(tmp, out, subject, review, sequences, tasks))
-            rated = reviewed_rating(subject, review, cache)["measurements"]
-            r = rated
+            rated = reviewed_rating(subject, review, cache)
+            r = rated["measurements"]
             ratings[subject.id] = Ratings(
                 fazekas_pv=r.fazekas_pv, fazekas_deep=r.fazekas_deep,
                 epvs_bg_grade=r.epvs_bg_grade, cmb_count=r.cmb_count,
                 lacune_count=r.lacune_count, rssi_count=r.rssi_count,
-                total_score=reviewed_rating(subject, review, cache)["totals"]["staals-2014"])
+                total_score=rated["totals"]["staals-2014"])
+            write_reviewed_section(subject.folder / "report.html", review["reviewer"],
+                                   {"ratings": subject.model_ratings(),
+                                    "totals": subject.model_totals()}, rated, review, "done")
             decisions = [v["decision"] for v in review["decisions"].values()]
             unsure = [k for k, v in review["decisions"].items() if v["decision"] == "unsure"]
             notes.append([subject.id, review["reviewer"], review["updated"],
