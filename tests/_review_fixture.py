@@ -31,9 +31,9 @@ def _side(world_x: float, midline_x: float) -> str:
     return "M" if abs(world_x - midline_x) < 2.0 else ("R" if world_x > midline_x else "L")
 
 
-def make_prediction(root: Path) -> dict:
-    """Write ``root/cohort`` (synth tiny, 1 subject) and ``root/pred``; return what was planted."""
-    generate_cohort(root / "cohort", 1, seed=5, profile="tiny", progress=False)
+def make_prediction(root: Path, profile: str = "tiny") -> dict:
+    """Write ``root/cohort`` (synth, 1 subject) and ``root/pred``; return what was planted."""
+    generate_cohort(root / "cohort", 1, seed=5, profile=profile, progress=False)
     cohort = root / "cohort"
     source = cohort / SUBJECT
     flair = load_nifti(source / "flair.nii.gz")

@@ -10,7 +10,8 @@ Routes (JSON unless said otherwise)::
     GET  /                                the page
     GET  /static/<file>                   review.js, review.css
     GET  /api/subjects                    subject list: status, model totals, findings decided
-    GET  /api/subject/<id>                findings, review, model and reviewed ratings, viewer grid
+    GET  /api/subject/<id>                findings, review, model ratings, viewer grid (and the
+                                          next subject is prepared in the background)
     GET  /api/subject/<id>/volume/<name>  a sequence (or "overlay") on the reference grid:
                                           raw uint8, C order of the grid's voxel axes
     POST /api/subject/<id>/change         one change (csvdnet.review.store.ReviewStore.change);
@@ -66,6 +67,8 @@ class ReviewApp:
         self.cohort_sequences = cohort_sequences or {}
         self._subjects: dict[str, ReviewSubject] = {}
         self._lock = threading.Lock()
+        self._warming = threading.Lock()
+        self._warmed: set[str] = set()
         self.ratings = RatingCache()
 
     def subject(self, sid: str) -> ReviewSubject:
@@ -102,9 +105,33 @@ class ReviewApp:
             "findings": [f.as_dict() for f in subject.findings],
             "review": review, "status": status_of(review, [f.id for f in subject.findings]),
             "model": {"ratings": subject.model_ratings(), "totals": subject.model_totals()},
-            "reviewed": self.rating(sid), "addable": ADDABLE, "grades": GRADES,
+            "addable": ADDABLE, "grades": GRADES,
             "measured": subject.measured_tasks(), "midline_x": subject.midline_x,
         }
+
+    def warm_next(self, sid: str | None) -> None:
+        """Prepare the subject after ``sid`` (the first one without ``sid``) in the background:
+        its volumes and its rating, so that opening it does not wait for them."""
+        position = self.ids.index(sid) + 1 if sid in self.ids else 0
+        if position >= len(self.ids):
+            return
+        following = self.ids[position]
+        with self._lock:
+            if following in self._warmed:
+                return
+            self._warmed.add(following)
+        threading.Thread(target=self._warm, args=(following,), daemon=True).start()
+
+    def _warm(self, sid: str) -> None:
+        with self._warming:  # one at a time: the 2 cores serve the rater first
+            subject = self.subject(sid)
+            for name in _SEQUENCES:
+                try:
+                    subject.volume_u8(name)
+                except CsvdnetInputError:
+                    continue
+            subject.overlay_u8()
+            self.rating(sid)
 
     def rating(self, sid: str) -> dict[str, Any]:
         rated = reviewed_rating(self.subject(sid), self.store.get(sid), self.ratings)
@@ -158,12 +185,18 @@ def make_app(pred_dir: Path, reviewer: str,
 
     @app.get("/api/subjects")
     def subjects():
-        return as_json({"reviewer": state.store.reviewer,
-                        "subjects": [state.summary(s) for s in state.ids]})
+        listing = [state.summary(s) for s in state.ids]
+        todo = [s["id"] for s in listing if s["status"] != "done"]
+        if todo:  # the subject a rater opens next
+            state.warm_next(state.ids[state.ids.index(todo[0]) - 1] if state.ids.index(todo[0])
+                            else None)
+        return as_json({"reviewer": state.store.reviewer, "subjects": listing})
 
     @app.get("/api/subject/<sid>")
     def detail(sid: str):
-        return as_json(state.detail(sid))
+        answer = as_json(state.detail(sid))
+        state.warm_next(sid)
+        return answer
 
     @app.get("/api/subject/<sid>/rating")
     def rating(sid: str):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,9 @@ class ReviewSubject:
     shape: tuple[int, int, int]
     findings: list[Finding]
     cohort_sequences: dict[str, Path] = field(default_factory=dict)
+    _volumes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _volume_locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, pred_dir: Path, subject_id: str,
@@ -193,10 +197,18 @@ class ReviewSubject:
         paths.update(self.cohort_sequences)
         return paths
 
-    @functools.lru_cache(maxsize=8)
     def volume_u8(self, sequence: str) -> np.ndarray:
         """A sequence on the reference grid (through its affine and predict's co-registration),
-        windowed to uint8 over its 1st-99.5th brain percentiles."""
+        windowed to uint8 over its 1st-99.5th brain percentiles; made once (two threads asking
+        for the same sequence wait for one computation)."""
+        with self._guard:
+            lock = self._volume_locks.setdefault(sequence, threading.Lock())
+        with lock:
+            if sequence not in self._volumes:
+                self._volumes[sequence] = self._make_volume(sequence)
+            return self._volumes[sequence]
+
+    def _make_volume(self, sequence: str) -> np.ndarray:
         path = self.sequence_paths().get(sequence)
         if path is None or not Path(path).is_file():
             raise CsvdnetInputError(path or self.folder / "report.json",

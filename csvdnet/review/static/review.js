@@ -1,12 +1,8 @@
 // csvdnet review: keyboard-first review of one predict folder. No library, no other host.
 "use strict";
 
-const COLOURS = {wmh: "#ffd400", epvs: "#39ff14", cmb: "#ff2a2a", lacune: "#00e5ff",
-                 rssi: "#ff7f00"};
-const OVERLAY_BITS = [["wmh", [255, 212, 0]], ["rssi", [255, 127, 0]], ["lacune", [0, 229, 255]]];
 const ADD_KEYS = {c: "cmb", v: "epvs", l: "lacune", i: "rssi", w: "wmh"};
 const DECIDE_KEYS = {a: "accept", r: "reject", x: "reject", u: "unsure"};
-const CROP_MM = 40;
 
 const S = {subjects: [], subject: null, volumes: {}, current: 0, slice: 0, seq: null,
            overlay: true, addTask: null, busy: false};
@@ -60,16 +56,20 @@ async function openSubject(id) {
   const start = performance.now();
   document.body.dataset.view = "loading";
   const detail = await api("/api/subject/" + encodeURIComponent(id));
-  const names = [...detail.sequences, "overlay"];
-  const buffers = await Promise.all(names.map((n) =>
-    fetch(`/api/subject/${encodeURIComponent(id)}/volume/${n}`).then((r) => r.arrayBuffer())));
-  S.volumes = {};
-  names.forEach((n, i) => { S.volumes[n] = new Uint8Array(buffers[i]); });
+  detail.reviewed = null;  // measured after the page is up (refreshRating)
   S.subject = detail;
-  if (!S.subjects.length) S.subjects = (await api("/api/subjects")).subjects;
+  S.volumes = {};
+  const load = (n) => fetch(`/api/subject/${encodeURIComponent(id)}/volume/${n}`)
+    .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(`${n}: ${r.status}`))))
+    .then((b) => { if (S.subject === detail) S.volumes[n] = new Uint8Array(b); });
   const firstOpen = detail.findings.findIndex((f) => !decisionOf(f.id));
   S.current = Math.max(0, firstOpen);
-  S.seq = detail.sequences[0];
+  const first = detail.findings[S.current];
+  // What the first card and the viewer show first; the other sequences stream in after.
+  const needed = new Set(["overlay", ...(first ? detail.best[first.task] : detail.sequences.slice(0, 1))]);
+  await Promise.all([...needed].map(load));
+  if (!S.subjects.length) S.subjects = (await api("/api/subjects")).subjects;
+  S.seq = null;
   S.addTask = null;
   $("#list-view").hidden = true;
   $("#subject-view").hidden = false;
@@ -81,6 +81,10 @@ async function openSubject(id) {
   window.__review.ready.push({subject: id, ms});
   document.body.dataset.view = "subject";
   say(`${detail.findings.length} findings · ready in ${ms.toFixed(0)} ms`);
+  refreshRating();
+  const rest = detail.sequences.filter((n) => !needed.has(n));
+  await Promise.all(rest.map(load));
+  if (S.subject === detail) { renderCard(); drawViewer(); }
 }
 
 const decisionOf = (id) => {
@@ -95,33 +99,17 @@ function allFindings() {
   return [...S.subject.findings, ...added];
 }
 
-function worldToVoxel(w) {
-  // inverse of a 4x4 affine applied to a point (3x3 solve by Cramer's rule)
-  const A = S.subject.affine;
-  const m = [0, 1, 2].map((r) => [A[r][0], A[r][1], A[r][2]]);
-  const b = [w[0] - A[0][3], w[1] - A[1][3], w[2] - A[2][3]];
-  const det = (M) => M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1])
-    - M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0])
-    + M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
-  const d = det(m);
-  return [0, 1, 2].map((c) => det(m.map((row, r) => row.map((v, k) => (k === c ? b[r] : v)))) / d);
-}
-
-function voxelToWorld(v) {
-  const A = S.subject.affine;
-  return [0, 1, 2].map((r) => A[r][0] * v[0] + A[r][1] * v[1] + A[r][2] * v[2] + A[r][3]);
-}
-
 function focusFinding() {
   const list = allFindings();
   if (list.length) {
     S.current = Math.min(Math.max(S.current, 0), list.length - 1);
     S.slice = Math.round(list[S.current].voxel[S.subject.view.slice]);
-    const best = S.subject.best[list[S.current].task];
-    if (best && best.length) S.seq = best[0];
+    const best = S.subject.best[list[S.current].task].filter((n) => S.volumes[n]);
+    if (best.length) S.seq = best[0];
   } else {
     S.slice = Math.floor(S.subject.shape[S.subject.view.slice] / 2);
   }
+  if (!S.volumes[S.seq]) S.seq = S.subject.sequences.find((n) => S.volumes[n]);
   renderCard();
   renderFindings();
   drawViewer();
@@ -176,7 +164,8 @@ function renderFindings() {
 
 function renderTotals() {
   const t = $("#totals");
-  const model = S.subject.model, rev = S.subject.reviewed;
+  const model = S.subject.model;
+  const rev = S.subject.reviewed || {totals: {}, ratings: {}};  // null: still being measured
   const rows = [["Staals total (0-4)", model.totals["staals-2014"], rev.totals["staals-2014"]],
     ["CAA-SVD total (0-6)", model.totals["caa-svd-2016"], rev.totals["caa-svd-2016"]],
     ["Fazekas PV", model.ratings.fazekas_pv, rev.ratings.fazekas_pv],
@@ -192,7 +181,8 @@ function renderTotals() {
   for (const [name, a, b] of rows) {
     const tr = el("tr", {"data-total": name});
     tr.append(el("td", {}, name), el("td", {}, fmt(a)),
-              el("td", {class: a === b ? "" : "changed"}, fmt(b)));
+              el("td", {class: a === b || !S.subject.reviewed ? "" : "changed"},
+                 S.subject.reviewed ? fmt(b) : "…"));
     t.append(tr);
   }
 }
@@ -225,10 +215,19 @@ async function change(what) {
   return answer;
 }
 
+let ratingBusy = false, ratingAgain = false;
 async function refreshRating() {
-  const id = S.subject.id;
-  const rating = await api(`/api/subject/${encodeURIComponent(id)}/rating`);
-  if (S.subject && S.subject.id === id) { S.subject.reviewed = rating; renderTotals(); }
+  // One request at a time; changes made meanwhile are measured by one more request after it.
+  if (ratingBusy) { ratingAgain = true; return; }
+  ratingBusy = true;
+  try {
+    do {
+      ratingAgain = false;
+      const id = S.subject.id;
+      const rating = await api(`/api/subject/${encodeURIComponent(id)}/rating`);
+      if (S.subject && S.subject.id === id) { S.subject.reviewed = rating; renderTotals(); }
+    } while (ratingAgain && S.subject);
+  } catch (err) { say("totals not recomputed: " + err.message); } finally { ratingBusy = false; }
 }
 
 async function decide(decision, t0) {
@@ -247,105 +246,6 @@ async function decide(decision, t0) {
 }
 
 // ---- the slice viewer ----------------------------------------------------------------------
-function planeSize() {
-  const v = S.subject.view, shape = S.subject.shape;
-  return [shape[v.col], shape[v.row]];
-}
-
-function screenToVoxel(x, y, k) {
-  const v = S.subject.view, [nc, nr] = planeSize();
-  const voxel = [0, 0, 0];
-  voxel[v.col] = v.col_flip ? nc - 1 - x : x;
-  voxel[v.row] = v.row_flip ? nr - 1 - y : y;
-  voxel[v.slice] = k;
-  return voxel;
-}
-
-function voxelToScreen(voxel) {
-  const v = S.subject.view, [nc, nr] = planeSize();
-  return [v.col_flip ? nc - 1 - voxel[v.col] : voxel[v.col],
-          v.row_flip ? nr - 1 - voxel[v.row] : voxel[v.row]];
-}
-
-function sliceCanvas(seq, k, overlay) {
-  const [nc, nr] = planeSize();
-  const shape = S.subject.shape, volume = S.volumes[seq], bits = S.volumes.overlay;
-  const canvas = document.createElement("canvas");
-  canvas.width = nc; canvas.height = nr;
-  const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(nc, nr);
-  const stride = [shape[1] * shape[2], shape[2], 1];
-  for (let y = 0; y < nr; y++) {
-    for (let x = 0; x < nc; x++) {
-      const vox = screenToVoxel(x, y, k);
-      const index = vox[0] * stride[0] + vox[1] * stride[1] + vox[2] * stride[2];
-      let r = volume[index], g = r, b = r;
-      if (overlay && bits[index]) {
-        for (const [n, [task, colour]] of OVERLAY_BITS.entries()) {
-          if (bits[index] & (1 << n)) {
-            r = (r + colour[0]) / 2; g = (g + colour[1]) / 2; b = (b + colour[2]) / 2;
-            void task;
-          }
-        }
-      }
-      const o = 4 * (y * nc + x);
-      image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 255;
-    }
-  }
-  ctx.putImageData(image, 0, 0);
-  return canvas;
-}
-
-function pixelScale() {
-  const v = S.subject.view;
-  return [v.spacing[v.col], v.spacing[v.row]];
-}
-
-function drawViewer() {
-  const canvas = $("#viewer"), ctx = canvas.getContext("2d");
-  const [nc, nr] = planeSize(), [sx, sy] = pixelScale();
-  const scale = Math.min(512 / (nc * sx), 512 / (nr * sy));
-  canvas.width = Math.round(nc * sx * scale); canvas.height = Math.round(nr * sy * scale);
-  ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(sliceCanvas(S.seq, S.slice, S.overlay), 0, 0, canvas.width, canvas.height);
-  const fx = canvas.width / nc, fy = canvas.height / nr;
-  const list = allFindings();
-  list.forEach((f, n) => {
-    if (Math.abs(f.voxel[S.subject.view.slice] - S.slice) > 0.5 + 1e-3) return;
-    const [x, y] = voxelToScreen(f.voxel);
-    const d = decisionOf(f.id);
-    ctx.strokeStyle = d === "reject" ? "#888" : COLOURS[f.task];
-    ctx.lineWidth = n === S.current ? 3 : 1.5;
-    ctx.setLineDash(d === "reject" ? [3, 3] : []);
-    ctx.beginPath();
-    ctx.arc((x + 0.5) * fx, (y + 0.5) * fy, n === S.current ? 12 : 8, 0, 2 * Math.PI);
-    ctx.stroke();
-  });
-  ctx.setLineDash([]);
-  $("#seq").textContent = S.seq;
-  $("#slice").textContent = `${S.slice + 1} / ${S.subject.shape[S.subject.view.slice]}`;
-  $("#mode").textContent = S.addTask ? `click to add a ${S.addTask.toUpperCase()} (Esc cancels)` : "";
-}
-
-function drawCrop(canvas, seq, f) {
-  const ctx = canvas.getContext("2d");
-  const k = Math.round(f.voxel[S.subject.view.slice]);
-  const full = sliceCanvas(seq, k, false);
-  const [sx, sy] = pixelScale();
-  const [x, y] = voxelToScreen(f.voxel);
-  const hw = CROP_MM / 2 / sx, hh = CROP_MM / 2 / sy;
-  ctx.imageSmoothingEnabled = false;
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
-  ctx.drawImage(full, x + 0.5 - hw, y + 0.5 - hh, 2 * hw, 2 * hh, 0, 0, canvas.width, canvas.height);
-  ctx.strokeStyle = COLOURS[f.task];
-  ctx.lineWidth = 2;
-  ctx.beginPath();
-  const radius = Math.max(8, f.volume_mm3 ? Math.cbrt(f.volume_mm3) * canvas.width / CROP_MM : 8);
-  ctx.arc(canvas.width / 2, canvas.height / 2, radius, 0, 2 * Math.PI);
-  ctx.stroke();
-}
-
 $("#viewer").addEventListener("click", async (event) => {
   if (!S.addTask || S.busy) return;
   const canvas = $("#viewer"), [nc, nr] = planeSize();
@@ -390,7 +290,7 @@ document.addEventListener("keydown", (event) => {
   else if (key === "ArrowUp") moveSlice(1);
   else if (key === "ArrowDown") moveSlice(-1);
   else if (key === "s") {
-    const seqs = S.subject.sequences;
+    const seqs = S.subject.sequences.filter((n) => S.volumes[n]);
     S.seq = seqs[(seqs.indexOf(S.seq) + 1) % seqs.length]; drawViewer();
   } else if (key === "o") { S.overlay = !S.overlay; drawViewer(); }
   else if (key in ADD_KEYS) { S.addTask = ADD_KEYS[key]; drawViewer(); }
