@@ -29,6 +29,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tiny_mr(study_uid: str, number: int, *, series_uid: str | None = None,
+            pixels: bool = True, sop_class: str = "1.2.840.10008.5.1.4.1.1.4") -> "Dataset":
+    """An 8 x 8 MR image of ``study_uid`` (no acquisition attributes: not a study to rate)."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid or generate_uid(entropy_srcs=[study_uid, "series"])
+    ds.PatientName, ds.PatientID = "SECRET^NAME", "SECRETID"
+    ds.Modality, ds.InstanceNumber = "MR", number
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if pixels:
+        ds.PixelData = np.full((8, 8), number, np.uint16).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = \
+        sop_class, ds.SOPInstanceUID
+    return ds
+
+
 class Orthanc:
     """One Orthanc server with its own storage folder; :meth:`stop` / :meth:`start` keep it."""
 
@@ -95,10 +120,15 @@ class Orthanc:
         return sorted({self.request("POST", "/instances", Path(f).read_bytes())["ParentStudy"]
                        for f in files})
 
-    def forward(self, study_id: str, asynchronous: bool = False):
-        """Orthanc sends the study to the node (C-STORE SCU)."""
+    def forward(self, study_id: str, asynchronous: bool = False, mr_only: bool = False):
+        """Orthanc sends the study (``mr_only``: its MR series, not csvdnet's results, as the
+        README's routing script does) to the node (C-STORE SCU)."""
+        resources = [study_id]
+        if mr_only:
+            resources = [s["ID"] for s in self.get(f"/studies/{study_id}/series")
+                         if s["MainDicomTags"].get("Modality") == "MR"]
         return self.request("POST", "/modalities/csvdnet/store",
-                            {"Resources": [study_id], "Synchronous": not asynchronous})
+                            {"Resources": resources, "Synchronous": not asynchronous})
 
     def series_of(self, study_uid: str) -> list[dict]:
         found = self.request("POST", "/tools/find", {"Level": "Series", "Expand": True,

@@ -163,3 +163,53 @@ def test_round_trip_through_kills_and_a_pacs_outage(tmp_path):
     for secret in ("SYNTH0001", "SYNTH^"):
         assert secret not in stop_log
         assert secret not in (tmp_path / "node.stderr").read_text(errors="replace")
+
+
+def test_unratable_study_gets_a_not_rated_sr_and_a_late_instance_a_second_one(tmp_path):
+    """A study without a usable FLAIR fails with its reason in the status and a small SR in
+    the PACS; a late instance makes it revision 1, whose SR is a series of its own."""
+    from pydicom.uid import generate_uid
+
+    from _orthanc import tiny_mr
+
+    port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", "CSVDNET", port)
+    orthanc.start()
+    node = NodeProcess(node_config(tmp_path, port, [
+        {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}],
+        stable=2))
+    study = generate_uid()
+    try:
+        node.start()
+        for n in (1, 2, 3, 4):
+            ds = tiny_mr(study, n)
+            ds.save_as(tmp_path / f"{n}.dcm", enforce_file_format=True)
+        study_id = orthanc.upload([tmp_path / f"{n}.dcm" for n in (1, 2, 3)])[0]
+        orthanc.forward(study_id)
+        _wait("failed and reported", lambda: _state(node).get("reported"), 120, node)
+        orthanc.upload([tmp_path / "4.dcm"])
+        orthanc.forward(study_id, mr_only=True)  # the node takes no SR: only the MR series
+        _wait("revision 1 reported", lambda: _state(node).get("revision") == 1
+              and _state(node).get("reported"), 120, node)
+        status = subprocess.run([CSVDNET, "node", "status", "--config", str(node.config)],
+                                capture_output=True, text=True, check=True).stdout
+    finally:
+        node.stop()
+    try:
+        reports = [s for s in orthanc.series_of(study)
+                   if s["MainDicomTags"].get("Modality") == "SR"]
+        texts = {}
+        for series in reports:
+            assert len(series["Instances"]) == 1
+            ds = pydicom.dcmread(__import__("io").BytesIO(
+                orthanc.get(f"/instances/{series['Instances'][0]}/file")))
+            texts[ds.SeriesDescription] = ds.ContentSequence[0].TextValue
+            assert ds.PatientID == "SECRETID" and ds.StudyInstanceUID == study
+    finally:
+        orthanc.stop()
+    assert sorted(texts) == ["csvdnet: not rated", "csvdnet: not rated (rating 2)"]
+    for text in texts.values():
+        assert text.startswith("csvdnet could not rate this study: ")
+        assert "SECRET" not in text
+    assert "failed 1" in status and "rev 1" in status and "SECRET" not in status
+    assert "SECRET" not in node.log()

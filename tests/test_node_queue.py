@@ -176,3 +176,19 @@ def test_patient_names_and_ids_are_scrubbed_from_logs_and_records(tmp_path, capl
         handler.close()
     assert (tmp_path / "log.txt").read_text() == \
         "[patient] seen as [patient] ([patient]), study 1.2.3\n"
+
+
+def test_purge_frees_sent_and_failed_studies_after_keep(tmp_path):
+    queue, clock = _queue(tmp_path)
+    sent = queue.store("1.2.3", "1.2.3.1", b"x" * 10)
+    failed = queue.store("1.2.4", "1.2.4.1", b"x" * 10)
+    waiting = queue.store("1.2.5", "1.2.5.1", b"x" * 10)
+    queue.set_state(sent, "sent")
+    queue.set_state(failed, "failed", error="no FLAIR")
+    (queue.work / sent / "r0").mkdir(parents=True)
+    clock[0] += 100
+    assert queue.purge(keep_seconds=200) == []
+    assert sorted(queue.purge(keep_seconds=50)) == ["1.2.3", "1.2.4"]
+    assert not (queue.spool / sent).exists() and not (queue.work / sent).exists()
+    assert queue.instance_count(waiting) == 1 and queue.spool_bytes() == 10
+    assert queue.get(sent)["purged"] and queue.get(sent)["state"] == "sent"

@@ -15,10 +15,10 @@ import urllib.request
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from _orthanc import ORTHANC, ORTHANC_MISSING, Orthanc, free_port, node_config
+from _orthanc import tiny_mr as _mr
 from csvdnet.node.config import load_config
 from csvdnet.node.queue import StudyQueue, study_key
 from csvdnet.node.scp import StorageServer
@@ -29,26 +29,6 @@ from csvdnet.node.worker import Sender
 pytestmark = pytest.mark.skipif(ORTHANC is None, reason=ORTHANC_MISSING)
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
-
-
-def _mr(study_uid: str, number: int, *, series_uid: str | None = None,
-        pixels: bool = True, sop_class: str = MR) -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid or generate_uid(entropy_srcs=[study_uid, "series"])
-    ds.PatientName, ds.PatientID = "SECRET^NAME", "SECRETID"
-    ds.Modality, ds.InstanceNumber = "MR", number
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if pixels:
-        ds.PixelData = np.full((8, 8), number, np.uint16).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = \
-        sop_class, ds.SOPInstanceUID
-    return ds
 
 
 @pytest.fixture

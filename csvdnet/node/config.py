@@ -60,6 +60,7 @@ class NodeConfig:
     http_bind: str = "127.0.0.1"
     http_port: int | None = None
     series_rules: Path | None = None
+    failure_report: bool = True
 
     def allows(self, ae_title: str, host: str) -> bool:
         """Whether a caller with this AE title from this address may associate."""
@@ -95,8 +96,15 @@ def _number(path: Path, key: str, value: Any, minimum: float) -> float:
     return float(value)
 
 
+def _flag(path: Path, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise CsvdnetInputError(path, f"{key}: {value!r} is not true or false")
+    return value
+
+
 _KEYS = {"ae_title", "port", "bind", "model", "state_dir", "destinations", "allow",
-         "stable_seconds", "spool_quota_mb", "retry", "keep_hours", "http", "series_rules"}
+         "stable_seconds", "spool_quota_mb", "retry", "keep_hours", "http", "series_rules",
+         "failure_report"}
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -108,7 +116,8 @@ def load_config(path: str | Path) -> NodeConfig:
     each optionally tied to one address; required, never empty), ``stable_seconds`` (30),
     ``spool_quota_mb`` (20000), ``retry: {initial_seconds: 5, max_seconds: 300}``,
     ``keep_hours`` (72: how long a sent study's instances stay for late instances),
-    ``http: {bind: 127.0.0.1, port: N}`` (no endpoint without a port), ``series_rules``.
+    ``http: {bind: 127.0.0.1, port: N}`` (no endpoint without a port), ``series_rules``,
+    ``failure_report`` (true: a study that cannot be rated gets a small SR saying why).
 
     Raises:
         CsvdnetInputError: One line naming the file and the bad key.
@@ -171,4 +180,5 @@ def load_config(path: str | Path) -> NodeConfig:
         keep_hours=_number(path, "keep_hours", raw.get("keep_hours", 72.0), 0.0),
         http_bind=_address(path, "http.bind", http.get("bind", "127.0.0.1")),
         http_port=None if http.get("port") is None else _port(path, "http.port", http["port"]),
-        series_rules=None if raw.get("series_rules") is None else resolve(raw["series_rules"]))
+        series_rules=None if raw.get("series_rules") is None else resolve(raw["series_rules"]),
+        failure_report=_flag(path, "failure_report", raw.get("failure_report", True)))

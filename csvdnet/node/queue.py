@@ -16,8 +16,8 @@ own series UIDs (:class:`csvdnet.dicom.provenance.Provenance`), and the stale on
 
 Every record change is written atomically and durably before it counts. After a ``kill -9``,
 :meth:`StudyQueue.recover` puts the files and the records back in agreement: a study caught in
-``stable`` or ``rating`` is rated again (same revision, same folder: predict resumes, the result
-UIDs are the same), one caught sending sends its same objects again (a PACS keeps one copy of
+``stable`` or ``rating`` is rated again (same revision, from scratch: the result UIDs are the
+same), one caught sending sends its same objects again (a PACS keeps one copy of
 a SOP instance it already has), an instance whose record never got written is found by its file.
 """
 
@@ -163,15 +163,17 @@ class StudyQueue:
         """Start a study's next revision (``received`` again): its instances changed."""
         revision = record["revision"] + 1
         log.info("study %s: %s: rated again as revision %d", record["study_uid"], why, revision)
-        self.set_state(record["key"], "received", revision=revision, error=None, sends={})
+        self.set_state(record["key"], "received", revision=revision, error=None, sends={},
+                       results=[], reported=False)
 
     def record_send(self, key: str, revision: int, destination: str,
                     entry: dict[str, Any]) -> dict[str, Any] | None:
-        """Record one destination's send result for a ``rated`` study of this ``revision``;
-        None (nothing recorded) when the study moved on meanwhile (a late instance)."""
+        """Record one destination's send result for a ``rated`` (or ``failed``, its not-rated SR)
+        study of this ``revision``; None (nothing recorded) when the study moved on meanwhile
+        (a late instance)."""
         with self._lock:
             record = self._studies[key]
-            if record["state"] != "rated" or record["revision"] != revision:
+            if record["state"] not in ("rated", "failed") or record["revision"] != revision:
                 return None
             record.setdefault("sends", {})[destination] = entry
             self._save(record)
@@ -242,14 +244,14 @@ class StudyQueue:
     # ---------------------------------------------------------------- housekeeping
 
     def purge(self, keep_seconds: float) -> list[str]:
-        """Remove the instances and work folders of studies sent more than ``keep_seconds``
-        ago (their records stay, marked ``purged``)."""
+        """Remove the instances and work folders of studies sent (or failed) more than
+        ``keep_seconds`` ago (their records stay, marked ``purged``)."""
         purged = []
         now = self.clock()
         for record in self.studies():
-            sent = record.get("times", {}).get("sent")
-            if record["state"] != "sent" or record.get("purged") or sent is None \
-                    or now - sent < keep_seconds:
+            done = record.get("times", {}).get(record["state"])
+            if record["state"] not in ("sent", "failed") or record.get("purged") \
+                    or done is None or now - done < keep_seconds:
                 continue
             with self._lock:
                 folder = self.spool / record["key"]

@@ -4,12 +4,14 @@ Rating reuses ``csvdnet predict``'s DICOM path as it is: the study's spool folde
 (:func:`csvdnet.dicom.run.open_dicom_cohort`), predicted (:func:`csvdnet.inference.cohort.predict_cohort`)
 and its SEG / SR / report objects written (:func:`csvdnet.dicom.run.write_dicom_outputs`) into
 ``work/<key>/r<revision>/``. Subject ids are ``{uid_hash}`` (no patient data in names or logs).
-A rating restarted after a crash runs in the same folder, so predict resumes what was finished.
+A rating restarted after a crash starts again in an emptied folder: it gives the same result
+UIDs (same study, model, revision and findings), and nothing of the interrupted one was sent.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -52,6 +54,9 @@ class Rater:
         record = queue.set_state(key, "stable")
         record = queue.set_state(key, "rating", rated_instances=count)
         out = queue.work / key / f"r{record['revision']}"
+        # from scratch: a rating of this revision cut short by a crash may have seen fewer
+        # instances (nothing of it was sent: only rated studies are)
+        shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
         log.info("study %s: rating revision %d (%d instances)", record["study_uid"],
                  record["revision"], count)
@@ -73,10 +78,28 @@ class Rater:
                 return queue.get(key)
             if error is not None:
                 log.error("study %s could not be rated: %s", record["study_uid"], error)
-                return queue.set_state(key, "failed", error=error, rating_seconds=seconds)
+                error = queue.redactor.scrub(error)
+                results = self._failure_report(key, out, record["revision"], error)
+                return queue.set_state(key, "failed", error=error, rating_seconds=seconds,
+                                       results=results, sends={})
             results = [str(p.relative_to(queue.root)) for p in files]
             return queue.set_state(key, "rated", results=results, error=None, sends={},
                                    rating_seconds=seconds, predict_seconds=predict_seconds)
+
+    def _failure_report(self, key: str, out: Path, revision: int, error: str) -> list[str]:
+        """The "not rated" SR to send (:mod:`csvdnet.node.failure`), if configured."""
+        from csvdnet.node.failure import write_failure_report
+
+        sources = sorted((self.queue.spool / key).glob("*.dcm"))
+        if not self.config.failure_report or not sources:
+            return []
+        try:
+            path = write_failure_report(sources[0], error, revision, out / "not-rated.dcm")
+        except Exception as failure:  # the study stays failed, with its reason, unsent
+            log.error("study %s: the not-rated SR could not be written: %s",
+                      self.queue.get(key)["study_uid"], failure)
+            return []
+        return [str(path.relative_to(self.queue.root))]
 
     def _rate(self, key: str, out: Path, revision: int) -> tuple[list[Path], float | None]:
         from csvdnet.dicom.run import DICOM_OUT, open_dicom_cohort, write_dicom_outputs
@@ -117,7 +140,7 @@ class Sender:
     def send_due(self) -> None:
         """One pass: every rated study, every destination not yet done whose wait is over."""
         for record in self.queue.studies():
-            if record["state"] != "rated":
+            if record["state"] not in ("rated", "failed") or not record.get("results"):
                 continue
             for destination in self.config.destinations:
                 entry = dict(record.get("sends", {}).get(destination.name) or {})
@@ -148,6 +171,11 @@ class Sender:
                                 and self.queue.get(record["key"])["state"] == "rated":
                             self.queue.set_state(record["key"], "sent")
                             log.info("study %s: results stored to every destination",
+                                     record["study_uid"])
+                        elif self.queue.get(record["key"])["state"] == "failed" and \
+                                not record.get("reported"):
+                            self.queue.update(record["key"], reported=True)
+                            log.info("study %s: not-rated SR stored to every destination",
                                      record["study_uid"])
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
