@@ -192,3 +192,27 @@ def test_purge_frees_sent_and_failed_studies_after_keep(tmp_path):
     assert not (queue.spool / sent).exists() and not (queue.work / sent).exists()
     assert queue.instance_count(waiting) == 1 and queue.spool_bytes() == 10
     assert queue.get(sent)["purged"] and queue.get(sent)["state"] == "sent"
+
+
+def test_cli_bad_config_is_one_line_and_status_reads_the_state(tmp_path):
+    from click.testing import CliRunner
+
+    from csvdnet.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["node", "--config", str(_config(tmp_path, port="x"))])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'node.yaml'}: port: 'x' is not a TCP port (0-65535)"]
+    assert runner.invoke(cli, ["node"]).exit_code == 2  # --config is required
+    path = _config(tmp_path)
+    queue, _ = _queue(tmp_path)
+    queue.set_state(queue.store("1.2.3", "1.2.3.1", b"x"), "failed", error="no FLAIR series")
+    result = runner.invoke(cli, ["node", "status", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("studies: received 0, stable 0, rating 0, rated 0, sent 0, "
+                                    "failed 1\n")
+    assert "study 1.2.3): no FLAIR series" in result.output
+    as_json = json.loads(runner.invoke(cli, ["node", "status", "--config", str(path),
+                                             "--json"]).output)
+    assert as_json["counts"]["failed"] == 1
