@@ -85,3 +85,31 @@ def test_run_from_export_keeps_the_dense_network_and_fits_the_points(tiny_run, e
 def test_score_phase_refuses_another_score_head(tiny_run):
     with pytest.raises(CsvdnetInputError, match="score_inputs"):
         score_phase(tiny_run[1], tiny_run[1].parent / "cache")
+
+
+def test_points_recipe_trains_without_whole_brains_then_the_score_phase_fits_it(tiny_run,
+                                                                               tmp_path):
+    """The recipe of synthetic-demo-points.yaml, tiny: score loss 0, no whole-brain batches."""
+    import dataclasses
+
+    from _tiny_run import tiny_config
+
+    from csvdnet.training import fit
+
+    cache = tiny_run[1].parent / "cache"
+    cfg = tiny_config(cache, tmp_path / "run")
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, score_inputs="points"),
+        losses=dataclasses.replace(cfg.losses, task_weights={
+            **cfg.losses.task_weights, "score": 0.0}),
+        data=dataclasses.replace(cfg.data, whole_brain_every=0),
+        train=dataclasses.replace(cfg.train, steps_per_epoch=2))
+    fit(cfg, progress=False)
+    run = tmp_path / "run"
+    before = load_network(run, run_config(run)).get_layer(SCORE_TASK)
+    np.testing.assert_array_equal(before.kernel.numpy(), 0.0)  # no score loss: untouched
+    fitted = score_phase(run, cache)
+    assert [p["point"] for p in fitted["points"]] == ["lacune", "microbleed", "wmh", "epvs"]
+    after = load_network(run, run_config(run)).get_layer(SCORE_TASK)
+    np.testing.assert_allclose(after.bias.numpy(), [p["bias"] for p in fitted["points"]],
+                               rtol=1e-5)
