@@ -58,7 +58,7 @@ class Orthanc:
     """One Orthanc server with its own storage folder; :meth:`stop` / :meth:`start` keep it."""
 
     def __init__(self, folder: Path, node_ae: str, node_port: int, aet: str = "ORTHANC",
-                 lua: str | None = None) -> None:
+                 lua: str | None = None, tls: dict | None = None) -> None:
         self.folder = Path(folder)
         self.http_port, self.dicom_port, self.aet = free_port(), free_port(), aet
         (self.folder / "storage").mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,10 @@ class Orthanc:
             "IndexDirectory": str(self.folder / "storage"), "Plugins": [],
             "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": aet,
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "DicomModalities": {"csvdnet": [node_ae, "127.0.0.1", node_port]},
+            "DicomModalities": {"csvdnet": {"AET": node_ae, "Host": "127.0.0.1",
+                                            "Port": node_port, "UseDicomTls": bool(tls)}},
+            **({"DicomTlsEnabled": True, "DicomTlsRemoteCertificateRequired": True,
+                **tls} if tls else {}),
             "StableAge": 2, "DicomScuTimeout": 10, "DicomAlwaysAllowStore": True,
             "OverwriteInstances": False, "LuaScripts": scripts}, indent=1))
         self.process: subprocess.Popen | None = None

@@ -49,6 +49,12 @@ def test_config_defaults_and_allow_list(tmp_path):
     ({"stable_seconds": -1}, "stable_seconds"),
     ({"colour": "blue"}, "unknown key(s) colour"),
     ({"destinations": [{"ae_title": "X", "host": "h"}]}, "destinations[0]: needs"),
+    ({"tls": {"certificate": "node.crt"}}, "tls: needs exactly certificate, private_key, "
+                                           "trusted"),
+    ({"tls": {"certificate": "a", "private_key": "b", "trusted": "c"}}, "tls.certificate: "),
+    ({"destinations": [{"ae_title": "X", "host": "h", "port": 1, "tls": True}]},
+     "a destination has tls: true but there is no tls section"),
+    ({"failure_report": "yes"}, "failure_report: 'yes' is not true or false"),
 ])
 def test_config_errors_name_the_key(tmp_path, changes, words):
     with pytest.raises(CsvdnetInputError) as error:

@@ -17,7 +17,7 @@ import yaml
 
 from csvdnet.errors import CsvdnetInputError
 
-__all__ = ["Destination", "NodeConfig", "Peer", "load_config"]
+__all__ = ["Destination", "NodeConfig", "Peer", "Tls", "load_config"]
 
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: 16 chars, no backslash
 
@@ -38,6 +38,34 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Tls:
+    """The node's certificate and key, and the certificates (CA) it trusts, all PEM files."""
+
+    certificate: Path
+    private_key: Path
+    trusted: Path
+
+    def server_context(self):
+        """For the SCP: TLS only, a peer certificate signed by ``trusted`` required."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.trusted))
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(str(self.certificate), str(self.private_key))
+        return context
+
+    def client_context(self):
+        """For sending: the destination's certificate must be signed by ``trusted`` and name
+        its host; ours goes with it."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.trusted))
+        context.load_cert_chain(str(self.certificate), str(self.private_key))
+        return context
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +89,7 @@ class NodeConfig:
     http_port: int | None = None
     series_rules: Path | None = None
     failure_report: bool = True
+    tls: Tls | None = None
 
     def allows(self, ae_title: str, host: str) -> bool:
         """Whether a caller with this AE title from this address may associate."""
@@ -104,7 +133,7 @@ def _flag(path: Path, key: str, value: Any) -> bool:
 
 _KEYS = {"ae_title", "port", "bind", "model", "state_dir", "destinations", "allow",
          "stable_seconds", "spool_quota_mb", "retry", "keep_hours", "http", "series_rules",
-         "failure_report"}
+         "failure_report", "tls"}
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -117,7 +146,10 @@ def load_config(path: str | Path) -> NodeConfig:
     ``spool_quota_mb`` (20000), ``retry: {initial_seconds: 5, max_seconds: 300}``,
     ``keep_hours`` (72: how long a sent study's instances stay for late instances),
     ``http: {bind: 127.0.0.1, port: N}`` (no endpoint without a port), ``series_rules``,
-    ``failure_report`` (true: a study that cannot be rated gets a small SR saying why).
+    ``failure_report`` (true: a study that cannot be rated gets a small SR saying why),
+    ``tls: {certificate, private_key, trusted}`` (PEM files: the SCP then speaks DICOM TLS only
+    and requires a peer certificate signed by ``trusted``; a destination with ``tls: true`` is
+    sent to over TLS).
 
     Raises:
         CsvdnetInputError: One line naming the file and the bad key.
@@ -151,7 +183,8 @@ def load_config(path: str | Path) -> NodeConfig:
         destinations.append(Destination(
             name=str(item.get("name") or item["ae_title"]),
             ae_title=_ae(path, f"{key}.ae_title", item["ae_title"]),
-            host=str(item["host"]), port=_port(path, f"{key}.port", item["port"])))
+            host=str(item["host"]), port=_port(path, f"{key}.port", item["port"]),
+            tls=_flag(path, f"{key}.tls", item.get("tls", False))))
     if len({d.name for d in destinations}) < len(destinations):
         raise CsvdnetInputError(path, "destinations: two share a name")
     allow = []
@@ -166,6 +199,10 @@ def load_config(path: str | Path) -> NodeConfig:
     http = raw.get("http") or {}
     if not isinstance(retry, dict) or not isinstance(http, dict):
         raise CsvdnetInputError(path, "retry and http are mappings")
+    tls = _tls(path, raw.get("tls"), resolve)
+    if tls is None and any(d.tls for d in destinations):
+        raise CsvdnetInputError(path, "a destination has tls: true but there is no tls section "
+                                      "(certificate, private_key, trusted)")
     initial = _number(path, "retry.initial_seconds", retry.get("initial_seconds", 5.0), 0.1)
     most = _number(path, "retry.max_seconds", retry.get("max_seconds", 300.0), initial)
     return NodeConfig(
@@ -181,4 +218,23 @@ def load_config(path: str | Path) -> NodeConfig:
         http_bind=_address(path, "http.bind", http.get("bind", "127.0.0.1")),
         http_port=None if http.get("port") is None else _port(path, "http.port", http["port"]),
         series_rules=None if raw.get("series_rules") is None else resolve(raw["series_rules"]),
-        failure_report=_flag(path, "failure_report", raw.get("failure_report", True)))
+        failure_report=_flag(path, "failure_report", raw.get("failure_report", True)), tls=tls)
+
+
+def _tls(path: Path, raw: Any, resolve) -> Tls | None:
+    if raw is None:
+        return None
+    keys = ("certificate", "private_key", "trusted")
+    if not isinstance(raw, dict) or set(raw) != set(keys):
+        raise CsvdnetInputError(path, f"tls: needs exactly {', '.join(keys)} (PEM files)")
+    files = {k: resolve(raw[k]) for k in keys}
+    for key, file in files.items():
+        if not file.is_file():
+            raise CsvdnetInputError(path, f"tls.{key}: {file} is not a file")
+    tls = Tls(**files)
+    try:
+        tls.server_context()
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+        raise CsvdnetInputError(path, f"tls: the certificate, key or trusted file cannot be "
+                                      f"used ({error})") from None
+    return tls

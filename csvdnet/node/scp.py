@@ -112,10 +112,11 @@ class StorageServer:
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         handlers = [(evt.EVT_REQUESTED, self._requested), (evt.EVT_C_STORE, self._store)]
+        tls = self.config.tls.server_context() if self.config.tls else None
         self._server = ae.start_server((self.config.bind, self.config.port), block=False,
-                                       evt_handlers=handlers)
-        log.info("storage SCP %s listening on %s:%d", self.config.ae_title, self.config.bind,
-                 self.config.port)
+                                       evt_handlers=handlers, ssl_context=tls)
+        log.info("storage SCP %s listening on %s:%d%s", self.config.ae_title, self.config.bind,
+                 self.config.port, " (DICOM TLS)" if tls else "")
 
     def stop(self) -> None:
         if self._server is not None:

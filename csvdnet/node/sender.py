@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from csvdnet.node.config import Destination
+from csvdnet.node.config import Destination, Tls
 
 __all__ = ["backoff", "send_files"]
 
@@ -29,8 +29,9 @@ def backoff(attempts: int, initial: float, most: float) -> float:
 
 
 def send_files(files: Sequence[Path], destination: Destination, calling_ae: str,
-               timeout: float = 30.0) -> str | None:
-    """C-STORE every file to ``destination`` in one association.
+               timeout: float = 30.0, tls: Tls | None = None) -> str | None:
+    """C-STORE every file to ``destination`` in one association (over TLS with ``tls``'s
+    certificates when the destination says ``tls: true``).
 
     Returns:
         None when every object was acknowledged, else one line saying why not.
@@ -51,7 +52,16 @@ def send_files(files: Sequence[Path], destination: Destination, calling_ae: str,
     for sop_class, syntax in contexts:
         ae.add_requested_context(sop_class, syntax)
     where = f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    tls_args = None
+    if destination.tls:
+        if tls is None:
+            return f"{where} wants TLS and the node has no tls section"
+        tls_args = (tls.client_context(), destination.host)
+    try:
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                             tls_args=tls_args)
+    except OSError as error:  # a TLS handshake refused (ssl.SSLError)
+        return f"{where}: {error}"
     if not assoc.is_established:
         reason = "rejected the association" if assoc.is_rejected else \
             "did not answer (association not established)"

@@ -147,7 +147,8 @@ class Sender:
                 if entry.get("done") or entry.get("next", 0.0) > self.queue.clock():
                     continue
                 files = [self.queue.root / rel for rel in record["results"]]
-                error = send_files(files, destination, self.config.ae_title)
+                error = send_files(files, destination, self.config.ae_title,
+                                   tls=self.config.tls)
                 entry["attempts"] = entry.get("attempts", 0) + 1
                 if error is None:
                     entry.update(done=True, error=None, at=self.queue.clock())
