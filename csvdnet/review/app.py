@@ -162,6 +162,10 @@ class ReviewApp:
 def make_app(pred_dir: Path, reviewer: str,
              cohort_sequences: dict[str, dict[str, Path]] | None = None) -> bottle.Bottle:
     state = ReviewApp(pred_dir, reviewer, cohort_sequences)
+    todo = [sid for sid in state.ids if state.summary(sid)["status"] != "done"]
+    if todo:  # prepare the subject a rater starts with while the browser opens
+        position = state.ids.index(todo[0])
+        state.warm_next(state.ids[position - 1] if position else None)
     app = bottle.Bottle()
     app.config["review.state"] = state
 

@@ -12,11 +12,12 @@ smallest count of that grade, :data:`csvdnet.scoring.EPVS_GRADE_LIMITS`).
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import numpy as np
 
-from csvdnet import SEGMENTATION_TASKS
+from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS
 from csvdnet.inference.measure import measure
 from csvdnet.review.subject import ReviewSubject
 from csvdnet.scoring import EPVS_GRADE_LIMITS, RULE_SETS, Measurements, score
@@ -94,30 +95,48 @@ def _grade_count(grade: int) -> int:
     return 0 if grade == 0 else EPVS_GRADE_LIMITS[grade - 1] + 1
 
 
+def _mask_key(review: dict[str, Any] | None, tasks: tuple[str, ...]) -> tuple:
+    """What decides the reviewed masks of ``tasks``: rejected components and kept added balls
+    (an accept or unsure leaves a mask as the model made it)."""
+    decisions = (review or {}).get("decisions") or {}
+    rejected = sorted(k for k, v in decisions.items()
+                      if k.split(":")[0] in tasks and v["decision"] == "reject")
+    added = [(a["task"], tuple(a["world"]), a["radius_mm"]) for a in (review or {}).get("added", [])
+             if a["task"] in tasks and _decision(review, a["id"]) != "reject"]
+    return tuple(rejected), tuple(added)
+
+
 class RatingCache:
-    """Measures a subject's reviewed state; the WMH features (the slow part: a distance map)
-    are measured again only when a WMH decision changed."""
+    """Measures a subject's reviewed state. The masks' quantities (the slow part: WMH features
+    need a distance map, lacunes and RSSI a labelling) are measured again only when a decision
+    changed a mask; the points are measured every time (cheap)."""
 
     def __init__(self) -> None:
-        self._wmh: dict[tuple, Measurements] = {}
+        self._masks: dict[tuple, Measurements] = {}
+        self._lock = threading.Lock()
 
     def measurements(self, subject: ReviewSubject,
                      review: dict[str, Any] | None) -> Measurements:
-        labels = reviewed_labels(subject, review)
+        measured = subject.measured_tasks()
         fields: dict[str, Any] = {}
-        if "wmh" in labels.masks:
-            key = (subject.id, tuple(sorted(
-                (k, v["decision"]) for k, v in ((review or {}).get("decisions") or {}).items()
-                if k.startswith("wmh:") or k.startswith("added:"))))
-            if key not in self._wmh:
-                self._wmh[key] = measure({"wmh": labels.masks["wmh"]}, {}, {}, subject.regions,
-                                         subject.affine)[0]
-            wmh = self._wmh[key]
-            fields.update(fazekas_pv=wmh.fazekas_pv, fazekas_deep=wmh.fazekas_deep)
-        others = {t: m for t, m in labels.masks.items() if t != "wmh"}
-        m, _ = measure(others, labels.points, labels.sides, subject.regions, subject.affine)
-        fields.update({k: v for k, v in dataclasses.asdict(m).items()
-                       if v is not None and k not in ("fazekas_pv", "fazekas_deep")})
+        for group in (("wmh",), ("lacune", "rssi")):
+            tasks = tuple(t for t in group if t in measured)
+            if not tasks:
+                continue
+            key = (subject.id, tasks, _mask_key(review, tasks))
+            with self._lock:
+                found = self._masks.get(key)
+            if found is None:
+                labels = reviewed_labels(subject, review, list(tasks))
+                found = measure(labels.masks, {}, {}, subject.regions, subject.affine)[0]
+                with self._lock:
+                    self._masks[key] = found
+            fields.update({k: v for k, v in dataclasses.asdict(found).items() if v is not None})
+        points = [t for t in DETECTION_TASKS if t in measured]
+        if points:
+            labels = reviewed_labels(subject, review, points)
+            m, _ = measure({}, labels.points, labels.sides, subject.regions, subject.affine)
+            fields.update({k: v for k, v in dataclasses.asdict(m).items() if v is not None})
         grades = (review or {}).get("grades") or {}
         for name in ("fazekas_pv", "fazekas_deep"):
             if name in grades:

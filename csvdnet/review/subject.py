@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ BEST_SEQUENCES = {"wmh": ("flair", "t1"), "lacune": ("flair", "t1"), "cmb": ("sw
                   "rssi": ("dwi", "flair"), "epvs": ("t2", "t1")}
 """The sequences that show each marker best (first shown first on a finding's card)."""
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+_SLAB = 4  # output slices resampled per call (see volume_u8)
 _MATCH_VOXELS = 1.0  # a component's centre this close (voxels) to the report's is that finding
 # Deep grey structures are near-symmetric: their centroid is the midline's x.
 _MIDLINE_REGIONS = ("ventricles", "basal_ganglia", "thalamus")
@@ -222,8 +224,16 @@ class ReviewSubject:
         if data.shape == self.shape and np.allclose(matrix, np.eye(4), atol=1e-4):
             moved = data
         else:
-            moved = ndimage.affine_transform(data, matrix[:3, :3], matrix[:3, 3],
-                                             output_shape=self.shape, order=1, cval=0.0)
+            moved = np.empty(self.shape, dtype=np.float32)
+            # In slabs of a few slices: ndimage holds the GIL, and the server's request threads
+            # (a rater's decisions) must get it between slabs while a subject is prepared.
+            for k in range(0, self.shape[2], _SLAB):
+                top = min(k + _SLAB, self.shape[2])
+                offset = matrix[:3, :3] @ [0.0, 0.0, float(k)] + matrix[:3, 3]
+                moved[:, :, k:top] = ndimage.affine_transform(
+                    data, matrix[:3, :3], offset, output_shape=(*self.shape[:2], top - k),
+                    order=1, cval=0.0)
+                time.sleep(0)
         inside = moved[moved > 0]
         if inside.size == 0:
             return np.zeros(self.shape, dtype=np.uint8)

@@ -44,32 +44,41 @@ function voxelToScreen(voxel) {
           v.row_flip ? nr - 1 - voxel[v.row] : voxel[v.row]];
 }
 
+const sliceCache = new Map();  // "seq/k/overlay" -> canvas, for the subject on screen
+
 function sliceCanvas(seq, k, overlay) {
-  const [nc, nr] = planeSize();
+  const key = `${S.subject.id}/${seq}/${k}/${overlay}`;
+  if (sliceCache.has(key)) return sliceCache.get(key);
+  if (sliceCache.size > 64) sliceCache.clear();
+  const [nc, nr] = planeSize(), v = S.subject.view;
   const shape = S.subject.shape, volume = S.volumes[seq], bits = S.volumes.overlay;
   const canvas = document.createElement("canvas");
   canvas.width = nc; canvas.height = nr;
   const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(nc, nr);
+  const image = ctx.createImageData(nc, nr), data = image.data;
   const stride = [shape[1] * shape[2], shape[2], 1];
-  for (let y = 0; y < nr; y++) {
-    for (let x = 0; x < nc; x++) {
-      const vox = screenToVoxel(x, y, k);
-      const index = vox[0] * stride[0] + vox[1] * stride[1] + vox[2] * stride[2];
+  // index = k * slice stride + column and row terms; flips walk the axis backwards
+  const dx = (v.col_flip ? -1 : 1) * stride[v.col], dy = (v.row_flip ? -1 : 1) * stride[v.row];
+  const origin = k * stride[v.slice] + (v.col_flip ? (nc - 1) * stride[v.col] : 0)
+    + (v.row_flip ? (nr - 1) * stride[v.row] : 0);
+  for (let y = 0, o = 0; y < nr; y++) {
+    let index = origin + y * dy;
+    for (let x = 0; x < nc; x++, index += dx, o += 4) {
       let r = volume[index], g = r, b = r;
-      if (overlay && bits[index]) {
-        for (const [n, [task, colour]] of OVERLAY_BITS.entries()) {
-          if (bits[index] & (1 << n)) {
+      const mark = overlay ? bits[index] : 0;
+      if (mark) {
+        for (let n = 0; n < OVERLAY_BITS.length; n++) {
+          if (mark & (1 << n)) {
+            const colour = OVERLAY_BITS[n][1];
             r = (r + colour[0]) / 2; g = (g + colour[1]) / 2; b = (b + colour[2]) / 2;
-            void task;
           }
         }
       }
-      const o = 4 * (y * nc + x);
-      image.data[o] = r; image.data[o + 1] = g; image.data[o + 2] = b; image.data[o + 3] = 255;
+      data[o] = r; data[o + 1] = g; data[o + 2] = b; data[o + 3] = 255;
     }
   }
   ctx.putImageData(image, 0, 0);
+  sliceCache.set(key, canvas);
   return canvas;
 }
 
