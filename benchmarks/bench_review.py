@@ -42,6 +42,8 @@ def main() -> None:
     from csvdnet.review.subject import list_subjects
 
     subjects = list_subjects(args.pred_dir)[:2]
+    pages = {sid: (args.pred_dir / sid / "report.html") for sid in subjects}
+    saved = {sid: page.read_bytes() for sid, page in pages.items() if page.is_file()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -79,9 +81,11 @@ def main() -> None:
         driver.quit()
         os.kill(server.pid, signal.SIGINT)
         server.wait(timeout=10)
-        if not args.keep:
+        if not args.keep:  # the review and its section in report.html go again
             for sid in subjects:
                 shutil.rmtree(args.pred_dir / sid / "review" / args.reviewer, ignore_errors=True)
+            for sid, content in saved.items():
+                pages[sid].write_bytes(content)
     print(f"review app, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{describe_machine()}, load average {os.getloadavg()[0]:.1f}\n")
     print("| subject | opened | grid | page ready ms | findings | accept round trip ms "

@@ -151,7 +151,8 @@ def test_a_rater_reviews_a_subject_with_the_keyboard_and_the_export_evaluates(tm
     assert added["region"] == "deep_wm"
 
     # report.html got the reviewed state when the subject was done (written beside the page)
-    assert 'data-reviewer="alice" data-status="done"' in (pred / SUBJECT / "report.html").read_text()
+    page = (pred / SUBJECT / "report.html").read_text()
+    assert 'data-reviewer="alice" data-status="done"' in page
 
     # A restarted server finds the subject done, with the totals the page showed.
     server = _start_server(pred, port)

@@ -89,7 +89,8 @@ class ReviewApp:
         decided = sum(fid in (review or {}).get("decisions", {}) for fid in ids)
         return {"id": sid, "status": status_of(review, ids), "findings": len(ids),
                 "decided": decided,
-                "model_totals": {k: v.get("total") for k, v in (report.get("scores") or {}).items()}}
+                "model_totals": {k: v.get("total")
+                                 for k, v in (report.get("scores") or {}).items()}}
 
     def detail(self, sid: str) -> dict[str, Any]:
         subject = self.subject(sid)

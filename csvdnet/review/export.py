@@ -11,9 +11,10 @@ The cohort is the manifest form ``csvdnet train`` / ``csvdnet evaluate`` read (R
                                             region, side)
 
 Each exported subject's ``report.html`` (in PRED_DIR) gets the reviewed state beside the model's
-(:mod:`csvdnet.review.page`). Only subjects whose review is done (every finding decided) are written; a marker predict did not
-measure gets no label (its loss stays masked in training, never faked). The cohort is built in a
-temporary folder that replaces ``COHORT`` only when complete (:func:`csvdnet.fsutil.atomic_dir`).
+(:mod:`csvdnet.review.page`). Only subjects whose review is done (every finding decided) are
+written; a marker predict did not measure gets no label (its loss stays masked in training,
+never faked). The cohort is built in a temporary folder that replaces ``COHORT`` only when
+complete (:func:`csvdnet.fsutil.atomic_dir`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A section (model vs reviewed: both totals, every rating, the decisions made, who and when) goes
 where :data:`csvdnet.inference.report_html.REVIEW_MARK` is (right after the score cards), between
 two markers so that a later review replaces it; a page written before the mark existed gets it
-right after ``<main>``. The page is rewritten atomically. Each reviewer has a section of their
+above its score cards. The page is rewritten atomically. Each reviewer has a section of their
 own (two reviewers side by side).
 """
 
@@ -28,6 +28,7 @@ _ROWS = (("Total SVD score (Staals 2014)", "totals", "staals-2014"),
          ("Microbleeds", "ratings", "cmb_count"), ("Lacunes", "ratings", "lacune_count"),
          ("RSSI", "ratings", "rssi_count"))
 _LOCK = threading.Lock()
+_CHANGED = ' class="changed" style="background:#fff1d6"'  # the page's own CSS has no such rule
 
 
 def _cell(value: Any) -> str:
@@ -37,10 +38,12 @@ def _cell(value: Any) -> str:
 def _section(reviewer: str, model: dict[str, Any], reviewed: dict[str, Any],
              review: dict[str, Any], status: str) -> str:
     decisions = [v["decision"] for v in review["decisions"].values()]
-    rows = "".join(
-        f'<tr data-item="{html.escape(key)}"><td>{html.escape(title)}</td>'
-        f"<td>{_cell(model[part].get(key))}</td><td><b>{_cell(reviewed[part].get(key))}</b></td>"
-        "</tr>" for title, part, key in _ROWS)
+    rows = ""
+    for title, part, key in _ROWS:
+        before, after = model[part].get(key), reviewed[part].get(key)
+        rows += (f'<tr data-item="{html.escape(key)}"{_CHANGED if before != after else ""}>'
+                 f"<td>{html.escape(title)}</td><td>{_cell(before)}</td>"
+                 f"<td><b>{_cell(after)}</b></td></tr>")
     grades = ", ".join(f"{k} = {v}" for k, v in sorted(review["grades"].items())) or "none"
     who = html.escape(reviewer)
     return (f'<!--review:{who}--><section class="reviewed" data-reviewer="{who}" '
@@ -67,6 +70,8 @@ def write_reviewed_section(page: Path, reviewer: str, model: dict[str, Any],
             text = pattern.sub(lambda _: section, text, count=1)
         elif REVIEW_MARK in text:
             text = text.replace(REVIEW_MARK, REVIEW_MARK + section, 1)
+        elif "<section><h2>Scores</h2>" in text:  # a page from before the mark: above the scores
+            text = text.replace("<section><h2>Scores</h2>", section + "<section><h2>Scores</h2>", 1)
         else:
             text = text.replace("<main>", "<main>" + section, 1)
         write_text_atomic(page, text)

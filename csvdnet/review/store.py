@@ -158,7 +158,8 @@ class ReviewStore:
                     review["grades"].pop(name, None)
                 else:
                     lo, hi = GRADES[name]
-                    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                    if (isinstance(value, bool) or not isinstance(value, int)
+                            or not lo <= value <= hi):
                         raise ValueError(f"{name} must be an integer {lo}-{hi}")
                     review["grades"][name] = value
                 entry = f"{name} = {value}"

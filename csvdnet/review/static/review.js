@@ -66,7 +66,8 @@ async function openSubject(id) {
   S.current = Math.max(0, firstOpen);
   const first = detail.findings[S.current];
   // What the first card and the viewer show first; the other sequences stream in after.
-  const needed = new Set(["overlay", ...(first ? detail.best[first.task] : detail.sequences.slice(0, 1))]);
+  const needed = new Set(["overlay",
+    ...(first ? detail.best[first.task] : detail.sequences.slice(0, 1))]);
   await Promise.all([...needed].map(load));
   if (!S.subjects.length) S.subjects = (await api("/api/subjects")).subjects;
   S.seq = null;
@@ -131,7 +132,8 @@ function renderCard() {
     el("span", {}, ` · confidence ${f.confidence === null ? "added" : f.confidence.toFixed(2)}` +
       ` · ${f.region} · side ${f.side}` +
       (f.volume_mm3 ? ` · ${f.volume_mm3.toFixed(0)} mm³` : "")),
-    el("span", {class: "decision-" + (decision || "none")}, decision ? ` · ${decision}` : " · undecided"));
+    el("span", {class: "decision-" + (decision || "none")},
+       decision ? ` · ${decision}` : " · undecided"));
   const crops = el("div", {class: "crops"});
   for (const seq of S.subject.best[f.task] || []) {
     const figure = el("figure");

@@ -110,7 +110,8 @@ function drawViewer() {
   ctx.setLineDash([]);
   $("#seq").textContent = S.seq;
   $("#slice").textContent = `${S.slice + 1} / ${S.subject.shape[S.subject.view.slice]}`;
-  $("#mode").textContent = S.addTask ? `click to add a ${S.addTask.toUpperCase()} (Esc cancels)` : "";
+  $("#mode").textContent =
+    S.addTask ? `click to add a ${S.addTask.toUpperCase()} (Esc cancels)` : "";
 }
 
 function drawCrop(canvas, seq, f) {
@@ -128,7 +129,8 @@ function drawCrop(canvas, seq, f) {
   ctx.imageSmoothingEnabled = false;
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
-  ctx.drawImage(full, x + 0.5 - hw, y + 0.5 - hh, 2 * hw, 2 * hh, 0, 0, canvas.width, canvas.height);
+  ctx.drawImage(full, x + 0.5 - hw, y + 0.5 - hh, 2 * hw, 2 * hh,
+                0, 0, canvas.width, canvas.height);
   ctx.strokeStyle = COLOURS[f.task];
   ctx.lineWidth = 2;
   ctx.beginPath();
