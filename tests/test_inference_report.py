@@ -262,19 +262,27 @@ def test_html_tables_count_the_findings(page, result):
         assert seen[task]["regions"] == expected
 
 
-def test_disagreement_banner_appears_exactly_when_the_scores_disagree(result, page, tmp_path):
+def test_disagreement_banner_appears_exactly_when_the_head_contradicts_the_rules(result, page,
+                                                                                  tmp_path):
     parser, _ = page
     assert result.agreement is True and not parser.find(data_disagreement="1")
     staals = result.scores["staals-2014"].total
     other = copy.copy(result)
-    other.ordinal = OrdinalScore((staals + 1) % 5, result.ordinal.class_probabilities,
-                                 result.ordinal.cumulative)
+    probs = np.full(5, 0.05)  # the head sure of another total: 5 % on the rules' total
+    probs[(staals + 1) % 5] = 0.8
+    other.ordinal = OrdinalScore((staals + 1) % 5, tuple(map(float, probs)),
+                                 tuple(float(probs[k + 1:].sum()) for k in range(4)))
     other.agreement = False
     other.model = ModelInfo("cohort-model/3", *list(vars(result.model).values())[1:])
     parser2 = _Page()
     parser2.feed(write_report_html(other, tmp_path / "report.html").read_text(encoding="utf-8"))
     assert len(parser2.find(data_disagreement="1")) == 1
     assert not parser2.find(data_research_only="1")  # a model not named synthetic
+    # a head that knows nothing (near uniform) differs without contradicting: no banner
+    other.ordinal = OrdinalScore((staals + 1) % 5, (0.2,) * 5, (0.8, 0.6, 0.4, 0.2))
+    parser4 = _Page()
+    parser4.feed(write_report_html(other, tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert not parser4.find(data_disagreement="1")
     other.agreement = None  # Staals total undecided: nothing to disagree with
     parser3 = _Page()
     parser3.feed(write_report_html(other, tmp_path / "report.html").read_text(encoding="utf-8"))

@@ -43,6 +43,7 @@ import numpy as np
 from csvdnet import DETECTION_TASKS, SEGMENTATION_TASKS, TASK_EVIDENCE
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference import postprocess
+from csvdnet.inference.agreement import head_contradicts
 from csvdnet.inference.region_source import REGION_SOURCES, check_region_source, region_map
 from csvdnet.inference.result import Finding, ModelInfo, OrdinalScore, SubjectResult
 
@@ -365,10 +366,12 @@ class Predictor:
                                    cumulative=tuple(map(float, cumulative)))
             staals = scores.get(STAALS) or score(STAALS, measurements)
             agreement = None if staals.total is None else ordinal.total == staals.total
-            if agreement is False:
+            if head_contradicts(agreement, ordinal.class_probabilities, staals.total):
                 flags.append(f"the ordinal head's total SVD score ({ordinal.total}) differs from "
-                             f"the Staals score of the measured markers ({staals.total}): "
-                             f"check the findings by eye")
+                             f"the Staals score of the measured markers ({staals.total}), to "
+                             f"which it gives "
+                             f"{ordinal.class_probabilities[staals.total]:.0%}: check the "
+                             f"findings by eye")
         return SubjectResult(
             subject=subject.id,
             inputs={name: str(subject.sequences[name]) for name in images},

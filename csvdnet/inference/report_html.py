@@ -17,6 +17,7 @@ import numpy as np
 
 from csvdnet import DEFAULT_SEQUENCES
 from csvdnet.inference import report_pictures as pictures
+from csvdnet.inference.agreement import head_contradicts
 from csvdnet.inference.result import SubjectResult
 from csvdnet.slices import MARKER_COLOURS, slice_levels
 
@@ -117,8 +118,8 @@ def _header(report: dict[str, Any]) -> str:
         parts.append('<div class="banner research" data-research-only="1">Model trained on '
                      "synthetic data: for research and testing only, not for clinical use."
                      "</div>")
-    if report["agreement"] is False:
-        staals = report["scores"].get("staals-2014", {}).get("total")
+    staals = report["scores"].get("staals-2014", {}).get("total")
+    if head_contradicts(report["agreement"], report["ordinal"]["class_probabilities"], staals):
         parts.append(f'<div class="banner disagree" data-disagreement="1">The ordinal head '
                      f'scores {report["ordinal"]["total"]}, the rules score {_fmt(staals)} '
                      "(Staals 2014): check the findings below.</div>")
