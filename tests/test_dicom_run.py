@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from _dicom_study import tiny_study, tiny_subject
 from csvdnet.cli import cli
 from csvdnet.dicom.vendor import study_attributes, write_series
+from csvdnet.inference.report import validate_report
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +108,17 @@ def test_predict_dicom_folder_like_its_nifti(tiny_run, inbox, tmp_path):
     assert report_a["ordinal"]["total"] == report_b["ordinal"]["total"]
     assert np.allclose(report_a["ordinal"]["class_probabilities"],
                        report_b["ordinal"]["class_probabilities"], atol=1e-6)
+    source = report_a["dicom_source"]  # which series each channel came from, and why
+    assert {c: s["series_number"] for c, s in source["series"].items()} == \
+        {"flair": 2, "t1": 3, "t2": 4, "swi": 5, "dwi": 8, "dwi_b0": 8}
+    assert source["series"]["flair"]["reason"].endswith("meets the flair rules; the only "
+                                                        "candidate")
+    assert source["excluded"]["series 6 'Pha_Images'"] == "ImageType P"
+    assert "dicom_source" not in report_b
+    assert validate_report(report_a) == [] and validate_report(report_b) == []
+    page = (a / "report.html").read_text()
+    assert 'data-dicom-source="1"' in page and "t2_tirm_tra_dark-fluid" in page
+    assert "data-dicom-source" not in (b / "report.html").read_text()
     assert sorted(p.name for p in (a / "dicom").iterdir())[:2] == ["report-1.dcm", "report-2.dcm"]
     assert (a / "dicom" / "sr.dcm").is_file() and (a / "dicom" / "seg-flair.dcm").is_file()
 

@@ -382,7 +382,8 @@ class Predictor:
             scores=scores, ordinal=ordinal, agreement=agreement, flags=flags,
             sequences=sequences,
             sequence_transforms={k: np.asarray(v) for k, v in meta.sequence_transforms.items()},
-            model=self.info, timings=dict(clock.seconds))
+            model=self.info, timings=dict(clock.seconds),
+            source=getattr(subject, "source", None))
 
 
 def _world_to_voxel(world: np.ndarray, affine: np.ndarray) -> np.ndarray:

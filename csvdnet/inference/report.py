@@ -28,7 +28,7 @@ from csvdnet.inference.result import Finding, SubjectResult
 __all__ = ["MARKERS", "REPORT_SCHEMA_VERSION", "SCHEMA_PATH", "report_dict", "report_flags",
            "validate_report", "write_report_html", "write_report_json"]
 
-REPORT_SCHEMA_VERSION = "1.2"
+REPORT_SCHEMA_VERSION = "1.3"
 """Version of the ``report.json`` layout (major: incompatible change, minor: fields added)."""
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -57,7 +57,7 @@ def report_dict(result: SubjectResult) -> dict[str, Any]:
         A dict that validates against ``report.schema.json`` (see :func:`validate_report`).
     """
     model = result.model
-    return {
+    report = {
         "schema": "csvdnet-report",
         "schema_version": REPORT_SCHEMA_VERSION,
         "csvdnet_version": __version__,
@@ -90,6 +90,10 @@ def report_dict(result: SubjectResult) -> dict[str, Any]:
         "flags": report_flags(result),
         "timings": {stage: float(seconds) for stage, seconds in result.timings.items()},
     }
+    if getattr(result, "source", None) is not None:  # a DICOM study (csvdnet.dicom.source)
+        report["dicom_source"] = _jsonable({key: value for key, value in result.source.items()
+                                            if key != "fingerprint"})
+    return report
 
 
 def report_flags(result: SubjectResult) -> list[str]:

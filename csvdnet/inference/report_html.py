@@ -80,7 +80,8 @@ def render_html(result: SubjectResult, report: dict[str, Any]) -> str:
     """
     canvas = pictures.Canvas.of(result)
     body = [_header(report), _scores(report), REVIEW_MARK, _measurements(report),
-            _markers(report), _montage(result, canvas), _qc(result, canvas), _about(report)]
+            _markers(report), _montage(result, canvas), _qc(result, canvas),
+            _dicom_source(report), _about(report)]
     title = html.escape(f"csvdnet report: {report['subject']}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -323,6 +324,32 @@ def _qc(result: SubjectResult, canvas: pictures.Canvas) -> str:
             "which assigns each finding its region.</div>"
             + _picture_table("qc", columns, levels, cells)
             + f'<div class="legend">{legend}</div></section>')
+
+
+def _dicom_source(report: dict[str, Any]) -> str:
+    """The DICOM series each channel was read from, and why (empty for NIfTI input)."""
+    source = report.get("dicom_source")
+    if not source:
+        return ""
+    rows = "".join(
+        f'<tr data-channel="{_e(channel)}"><td>{_e(channel)}</td>'
+        f'<td>{_e(s["series_number"])}</td><td>{_e(s["description"])}</td>'
+        f'<td><code>{_e(s["series_uid"])}</code></td><td>{_e(s["images"])}</td>'
+        f'<td>{_e(" × ".join(f"{v:g}" for v in s["voxel_mm"]))}</td><td>{_e(s["reason"])}</td>'
+        "</tr>" for channel, s in source["series"].items())
+    excluded = "".join(f"<li>{_e(label)}: {_e(why)}</li>"
+                       for label, why in source["excluded"].items())
+    return ('<section><h2>Source DICOM series</h2>'
+            f'<div class="note">Study <code>{_e(source["study_uid"])}</code> · patient '
+            f'{_e(source["patient_id"])} · {_e(source["study_date"])} · series chosen by '
+            f'acquisition with the rules {_e(source["rules"]["path"])} (sha256 '
+            f'<code>{_e(source["rules"]["sha256"][:12])}…</code>)</div>'
+            '<table class="data" data-dicom-source="1"><tr><th>channel</th><th>series</th>'
+            "<th>description</th><th>SeriesInstanceUID</th><th>images</th><th>voxel (mm)</th>"
+            f"<th>why</th></tr>{rows}</table>"
+            + (f"<details><summary>{len(source['excluded'])} series set aside</summary>"
+               f"<ul>{excluded}</ul></details>" if excluded else "")
+            + "</section>")
 
 
 def _about(report: dict[str, Any]) -> str:

@@ -124,6 +124,8 @@ class SubjectResult:
         model: The model that predicted.
         timings: Stage -> seconds (load, preprocess, network, invert, postprocess, regions,
             scoring; the writers add ``outputs`` and ``report``).
+        source: Where the inputs came from when csvdnet converted them from a DICOM study
+            (``Subject.source``: the series chosen per channel and why); None for NIfTI.
     """
 
     subject: str
@@ -148,6 +150,7 @@ class SubjectResult:
     sequence_transforms: dict[str, np.ndarray]
     model: ModelInfo
     timings: dict[str, float]
+    source: dict[str, Any] | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
