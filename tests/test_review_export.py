@@ -61,8 +61,9 @@ def test_rejected_wmh_component_removed_and_added_lacune_painted(planted, tmp_pa
     rated = reviewed_rating(subject, read_review(store.path(SUBJECT)))
     row = section[section.index('data-item="lacune_count"'):]
     model_lacunes = subject.model_ratings()["lacune_count"]
-    assert row.startswith(f'data-item="lacune_count"><td>Lacunes</td><td>{model_lacunes}</td>'
-                          f'<td><b>{rated["ratings"]["lacune_count"]}</b></td>')
+    assert row.startswith('data-item="lacune_count" class="changed"')  # highlighted
+    assert row[:row.index("</tr>")].endswith(f'<td>Lacunes</td><td>{model_lacunes}</td>'
+                                             f'<td><b>{rated["ratings"]["lacune_count"]}</b></td>')
     assert rated["ratings"]["lacune_count"] == model_lacunes + 1
     export_cohort(planted["pred"], tmp_path / "cohort", "erin")  # again: replaced, not added
     assert (planted["pred"] / SUBJECT / "report.html").read_text().count("<!--review:erin-->") == 1
