@@ -25,10 +25,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from csvdnet.atlas import REGION_CODES
 from csvdnet.errors import CsvdnetInputError
 
 __all__ = ["CSO_EPVS_LIMIT", "EPVS_GRADE_LIMITS", "FAZEKAS_DEEP_LIMITS", "FAZEKAS_PV_LIMITS",
-           "Measurements", "RULE_SETS", "RuleScore", "RuleSet", "SLICE_TIE_VOXELS", "WmhFeatures",
+           "Measurements", "RULE_SETS", "RuleScore", "RuleSet", "SLICE_TIE_VOXELS", "POINT_SEARCH_MM", "NON_TISSUE_REGIONS", "WmhFeatures",
            "axial_slice_axis", "epvs_grade", "fazekas_deep_from", "fazekas_pv_from",
            "max_side_slice_count", "ordinal_class", "ordinal_probabilities", "score",
            "side_slice_keys", "slices_of", "staals_total", "wmh_point"]
@@ -68,6 +69,14 @@ SLICE_TIE_VOXELS = 1e-3
 the boundary: it counts in both slices, as a rater sees a finding that the boundary cuts in
 both (and as no rounding rule, half-to-even or float noise, can decide)."""
 
+POINT_SEARCH_MM = 4.0
+"""A point in CSF, a ventricle or outside the brain (an EPVS or microbleed a region map misses
+by a voxel: the lesion itself is CSF-like or dark) takes the most common tissue region within
+this distance: for a count on a slice, in that slice's plane (:func:`side_slice_keys`)."""
+
+NON_TISSUE_REGIONS = (REGION_CODES["background"], REGION_CODES["ventricles"], REGION_CODES["csf"])
+"""Region codes that are not brain tissue: no EPVS or microbleed is counted in them as such."""
+
 
 def axial_slice_axis(affine: np.ndarray) -> int:
     """The voxel axis of a grid closest to world z: its indices are the axial slices."""
@@ -99,7 +108,10 @@ def side_slice_keys(world: np.ndarray, sides: Sequence[str], regions: np.ndarray
 
     A point counts in each axial slice of the reference grid that holds it (:func:`slices_of`:
     one, or both slices of a boundary it lies on) where the voxel of that slice under the point
-    (in-plane position rounded to the nearest voxel) is in one of ``region_codes``. The one
+    (in-plane position rounded to the nearest voxel) is in one of ``region_codes``; where that
+    voxel is not tissue (:data:`NON_TISSUE_REGIONS`: an EPVS is itself CSF-like, so a map a
+    voxel off puts it in the ventricle beside the caudate), the most common tissue region within
+    :data:`POINT_SEARCH_MM` in that slice's plane decides, as it decides a point's region. The one
     definition of "an EPVS on this side of this slice" for the synthetic truth
     (:mod:`csvdnet.synth`), ``csvdnet predict`` and ``csvdnet evaluate``.
 
@@ -122,6 +134,9 @@ def side_slice_keys(world: np.ndarray, sides: Sequence[str], regions: np.ndarray
     axis = axial_slice_axis(affine)
     codes = np.atleast_1d(region_codes)
     shape = np.asarray(regions.shape[:3])
+    spacing = np.sqrt(np.sum(np.asarray(affine, dtype=np.float64)[:3, :3] ** 2, axis=0))
+    reach = np.floor(POINT_SEARCH_MM / spacing).astype(int)
+    reach[axis] = 0  # in the slice's own plane
     keys: list[list[tuple[str, int]]] = []
     for voxel, position, side in zip(nearest, voxels[:, axis], sides):
         found = []
@@ -129,10 +144,24 @@ def side_slice_keys(world: np.ndarray, sides: Sequence[str], regions: np.ndarray
             for k in slices_of(float(position)):
                 at = voxel.copy()
                 at[axis] = k
-                if np.all((at >= 0) & (at < shape)) and np.isin(regions[tuple(at)], codes):
+                if np.all((at >= 0) & (at < shape)) and np.isin(
+                        _tissue_code(regions, at, reach), codes):
                     found.append((str(side), int(k)))
         keys.append(found)
     return keys
+
+
+def _tissue_code(regions: np.ndarray, at: np.ndarray, reach: np.ndarray) -> int:
+    """The region at voxel ``at``; for a non-tissue voxel the most common tissue region within
+    ``reach`` voxels (none there: the voxel's own code)."""
+    code = int(regions[tuple(at)])
+    if code not in NON_TISSUE_REGIONS:
+        return code
+    lo = np.maximum(at - reach, 0)
+    hi = np.minimum(at + reach + 1, regions.shape[:3])
+    around = np.asarray(regions[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]).ravel()
+    around = around[np.isin(around, NON_TISSUE_REGIONS, invert=True)]
+    return int(np.bincount(around.astype(np.int64)).argmax()) if around.size else code
 
 
 def max_side_slice_count(world: np.ndarray, sides: Sequence[str], regions: np.ndarray,

@@ -163,6 +163,26 @@ def test_a_boundary_point_counts_where_each_slice_has_the_region():
     assert keys == [[("R", 2)], []]
 
 
+def test_a_point_in_a_ventricle_voxel_counts_in_the_tissue_beside_it_on_its_slice():
+    # 1 mm in-plane, 3 mm slices. Slice 2: basal ganglia (2) at x <= 5, a ventricle (1) at
+    # x 6-7, then x >= 8 background. An EPVS at x = 6 (a ventricle voxel: the map is a voxel
+    # off, the EPVS itself is CSF-like) takes the tissue within 4 mm in its slice: the basal
+    # ganglia; one at x = 12 has no tissue within 4 mm (x 8-16 background) and counts nowhere.
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    regions = np.zeros((20, 8, 6), np.uint8)
+    regions[:6, :, 2] = 2
+    regions[6:8, :, 2] = 1
+    regions[:, :, 3] = 4  # the slice above: centrum semiovale everywhere
+    world = np.array([[6.0, 3.0, 6.0], [12.0, 3.0, 6.0], [3.0, 3.0, 6.0]])
+    keys = side_slice_keys(world, ["L"] * 3, regions, affine, 2)
+    assert keys == [[("L", 2)], [], [("L", 2)]]
+    assert max_side_slice_count(world, ["L"] * 3, regions, affine, 2) == 2
+    # Tissue in another slice does not count: the search stays in the slice's plane.
+    regions[6:8, :, 2] = 9
+    regions[:6, :, 2] = 0
+    assert side_slice_keys(world[:1], ["L"], regions, affine, (2, 4)) == [[]]
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 

@@ -66,8 +66,8 @@ from scipy import ndimage
 from csvdnet.atlas import (DEEP_REGIONS, LOBAR_REGIONS, PERIVENTRICULAR_MM, REGION_CODES,
                            REGION_NAMES)
 from csvdnet.inference.postprocess import per_label
-from csvdnet.scoring import (Measurements, WmhFeatures, fazekas_deep_from, fazekas_pv_from,
-                             max_side_slice_count)
+from csvdnet.scoring import (NON_TISSUE_REGIONS, POINT_SEARCH_MM, Measurements, WmhFeatures,
+                             fazekas_deep_from, fazekas_pv_from, max_side_slice_count)
 
 __all__ = ["LINING_MM", "POINT_SEARCH_MM", "measure", "ventricle_distance", "wmh_features"]
 
@@ -75,11 +75,8 @@ LINING_MM = 3.0
 """Tissue this close to the ventricles is the ventricle lining (a pencil-thin lining is ~1 mm;
 3 mm is one reference slice of a 2-D FLAIR)."""
 
-POINT_SEARCH_MM = 4.0
-"""A point outside tissue takes the most common tissue region within this distance."""
-
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connected
-_NOT_TISSUE = (REGION_CODES["background"], REGION_CODES["ventricles"], REGION_CODES["csf"])
+_NOT_TISSUE = NON_TISSUE_REGIONS
 _INFRATENTORIAL = (REGION_CODES["infratentorial"],)
 # Distances past this are never used (the band and its PV 3 fingers are within ~30 mm).
 _DISTANCE_CAP_MM = 40.0
