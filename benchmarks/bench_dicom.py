@@ -9,7 +9,9 @@ files unless ``--enhanced``). Then ``--repeats`` times, each into a fresh work f
 of an earlier conversion): :func:`csvdnet.dicom.index.index_folder` (headers only),
 :func:`csvdnet.dicom.select.select_study`, :func:`csvdnet.dicom.convert.convert_selection`
 (dcm2niix per channel + the pixel-by-pixel geometry check). The files are in the page cache
-(written and synced before, and read by a first, untimed repeat). Prints a markdown section for
+(written and synced before, and read by a first, untimed repeat). Wall seconds per stage, and
+the CPU seconds of the whole (this process and dcm2niix), which the other jobs on a shared
+machine do not inflate as much. Prints a markdown section for
 ``benchmarks/RESULTS.md`` with the date, the machine and its CPU flags.
 
 Usage::
@@ -50,6 +52,12 @@ def cpu_flags() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (dcm2niix), user + system."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def make_study(work: Path, profile: str, seed: int, enhanced: bool,
@@ -104,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     rules = load_rules()
     load = os.getloadavg()
     os.sync()  # the study's pages written back before timing: no writeback competes
-    stages: dict[str, list[float]] = {"index": [], "select": [], "convert": [], "total": []}
+    stages: dict[str, list[float]] = {"index": [], "select": [], "convert": [], "total": [],
+                                      "total CPU (this process + dcm2niix)": []}
     for repeat in range(-1, args.repeats):  # -1: a warm-up (imports, pixel decoders) not kept
         out = args.work / "convert" / str(repeat)
         shutil.rmtree(out, ignore_errors=True)
+        c0 = _cpu()
         t0 = time.perf_counter()
         index = index_folder(root)
         t1 = time.perf_counter()
@@ -115,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.perf_counter()
         convert_selection(selection, out, root)
         t3 = time.perf_counter()
-        for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+        cpu = _cpu() - c0
+        for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, cpu)):
             if repeat >= 0:
                 stages[name].append(seconds)
         shutil.rmtree(out, ignore_errors=True)
