@@ -129,6 +129,13 @@ def test_a_rater_reviews_a_subject_with_the_keyboard_and_the_export_evaluates(tm
         _wait(driver, "return document.querySelector('[data-total=\"CMB\"] td:last-child')"
                       ".textContent === '1'")
         driver.save_screenshot(str(tmp_path / "4-added-microbleed.png"))
+        # A grade set by the rater replaces the measured one; the totals follow.
+        from selenium.webdriver.support.ui import Select
+
+        Select(driver.find_element(By.CSS_SELECTOR, "select[data-grade='fazekas_deep']")
+               ).select_by_value("1")
+        _wait(driver, "return document.querySelector('[data-total=\"Fazekas deep\"] "
+                      "td:last-child').textContent === '1'")
         shown_totals = driver.execute_script(
             "return [...document.querySelectorAll('#totals tr[data-total]')].map("
             "r => [r.dataset.total, r.children[1].textContent, r.children[2].textContent])")
@@ -149,6 +156,7 @@ def test_a_rater_reviews_a_subject_with_the_keyboard_and_the_export_evaluates(tm
     assert added["task"] == "cmb"
     assert np.all(np.abs(np.asarray(added["world"]) - missed_world) <= spacing * 0.51)
     assert added["region"] == "deep_wm"
+    assert review["grades"] == {"fazekas_deep": 1}
 
     # report.html got the reviewed state when the subject was done (written beside the page)
     page = (pred / SUBJECT / "report.html").read_text()
@@ -183,7 +191,7 @@ def test_a_rater_reviews_a_subject_with_the_keyboard_and_the_export_evaluates(tm
         assert np.array_equal(load_nifti(subject.labels[task], kind="labelmap").data > 0, truth)
     with open(out / "ratings.csv", newline="") as handle:
         [rating] = list(csv.DictReader(handle))
-    assert rating["cmb_count"] == "1"
+    assert rating["cmb_count"] == "1" and rating["fazekas_deep"] == "1"
     assert rating["total_score"] == str(reviewed["totals"]["staals-2014"])
     result = runner.invoke(cli, ["evaluate", "--cohort", str(out / "manifest.csv"), "--pred",
                                  str(pred), "--out", str(tmp_path / "evaluation")])

@@ -159,7 +159,11 @@ function renderFindings() {
     ol.append(li);
   });
   const current = ol.children[S.current];
-  if (current) current.scrollIntoView({block: "nearest"});
+  if (current) {  // keep it in view inside the list without scrolling the page
+    if (current.offsetTop < ol.scrollTop) ol.scrollTop = current.offsetTop;
+    const bottom = current.offsetTop + current.offsetHeight - ol.clientHeight;
+    if (bottom > ol.scrollTop) ol.scrollTop = bottom;
+  }
   $("#status").textContent = S.subject.status;
   $("#status").className = "status " + S.subject.status.replace(" ", "-");
 }
@@ -199,8 +203,12 @@ function renderGrades() {
     for (let g = lo; g <= hi; g++) select.append(el("option", {value: String(g)}, String(g)));
     select.value = name in set ? String(set[name]) : "";
     select.onchange = async () => {
-      await change({grade: name, value: select.value === "" ? null : Number(select.value)});
+      try {
+        await change({grade: name, value: select.value === "" ? null : Number(select.value)});
+        say("saved");
+      } catch (err) { say("NOT SAVED: " + err.message); }
       select.blur();
+      refreshRating();
     };
     const label = el("label", {}, name.replace(/_/g, " ") + " ");
     label.append(select);
