@@ -191,9 +191,10 @@ def open_dicom(path: str | Path, work_root: str | Path, sequences: Sequence[str]
             write_text_atomic(work / "selection.json", json.dumps(record, indent=1) + "\n")
         except CsvdnetInputError as exc:
             problems[sid] = str(exc)
-            log.warning("%s", exc)
-            if on_study:
+            if on_study:  # said once: by the progress line, else by the log
                 on_study(sid, f"failed: {exc}", time.perf_counter() - started)
+            else:
+                log.warning("%s", exc)
             continue
         subject = Subject(id=sid, sequences={name: paths[name] for name in sequences
                                              if name in paths})
