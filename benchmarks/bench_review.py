@@ -5,7 +5,8 @@
 Starts ``csvdnet review PRED_DIR`` on a free loopback port and drives Debian's chromium through
 chromium-driver (Selenium). For the first two subjects: the subject's page opened by its URL
 (cold for the first: nothing prepared; the second is prepared in the background while the first
-is reviewed, as when a rater goes on with ``]``), then every finding accepted with the ``a`` key.
+is reviewed, as when a rater goes on with ``]``; ``--pause`` seconds are left for that, since the
+keys here take seconds where a rater takes minutes), then every finding accepted with the ``a`` key.
 Times are the page's own (``window.__review``: from the key press to the next card drawn after
 review.json is on disk; from opening to the first card and the viewer drawn). The review written
 (``PRED_DIR/<subject>/review/<reviewer>/``) is removed afterwards unless ``--keep``.
@@ -34,6 +35,9 @@ def main() -> None:
     parser.add_argument("pred_dir", type=Path)
     parser.add_argument("--reviewer", default="bench")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--pause", type=float, default=10.0,
+                        help="Seconds between the first subject's last key and opening the "
+                             "second (the background preparation's time).")
     args = parser.parse_args()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -59,6 +63,8 @@ def main() -> None:
     rows = []
     try:
         for n, sid in enumerate(subjects):
+            if n:  # a rater spends minutes on a subject; the keys above took seconds
+                time.sleep(args.pause)
             driver.get(f"http://127.0.0.1:{port}/#/subject/{sid}")
             if n:
                 driver.refresh()
@@ -74,7 +80,8 @@ def main() -> None:
                     time.sleep(0.005)
             trips = driver.execute_script("return window.__review.roundTrips")
             shape = driver.execute_script("return S.subject.shape")
-            rows.append((sid, "cold" if n == 0 else "prepared while the first was reviewed",
+            how = "cold" if n == 0 else f"prepared ({args.pause:.0f} s after the first)"
+            rows.append((sid, how,
                          shape, ready, count, statistics.median(trips),
                          sorted(trips)[int(0.95 * (len(trips) - 1))], max(trips)))
     finally:
