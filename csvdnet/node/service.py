@@ -37,6 +37,21 @@ def resident_bytes() -> int:
         return 0
 
 
+def release_memory() -> None:
+    """Give freed heap back to the system after a rating (``gc`` + glibc ``malloc_trim``):
+    a rating allocates and frees hundreds of MB of arrays, and glibc otherwise keeps the freed
+    pages in its arenas, so the node's resident memory would creep up study after study."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)
+
+
 def _logging(config: NodeConfig, redactor: logging.Filter) -> None:
     form = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
@@ -110,6 +125,7 @@ def _serve(config: NodeConfig, queue: StudyQueue, predictor: Any) -> None:
         while not stop.is_set():
             for key in rater.due():
                 record = rater.rate(key)
+                release_memory()
                 log.info("study %s: %s (rss %.0f MB)", record["study_uid"], record["state"],
                          resident_bytes() / 1e6)
                 if stop.is_set():
