@@ -12,7 +12,7 @@ from csvdnet.cli import cli
 from csvdnet.io import load_nifti, read_cohort
 from csvdnet.inference.report_html import REVIEW_MARK
 from csvdnet.review.export import export_cohort
-from csvdnet.review.rating import reviewed_rating
+from csvdnet.review.rating import reviewed_overlay, reviewed_rating
 from csvdnet.review.store import ReviewStore, read_review
 from csvdnet.review.subject import ReviewSubject
 
@@ -65,5 +65,8 @@ def test_rejected_wmh_component_removed_and_added_lacune_painted(planted, tmp_pa
     assert row[:row.index("</tr>")].endswith(f'<td>Lacunes</td><td>{model_lacunes}</td>'
                                              f'<td><b>{rated["ratings"]["lacune_count"]}</b></td>')
     assert rated["ratings"]["lacune_count"] == model_lacunes + 1
+    # the page's overlay shows the same reviewed masks, one bit per task
+    bits = reviewed_overlay(subject, read_review(store.path(SUBJECT)))
+    assert np.array_equal((bits & 1) > 0, wmh) and np.array_equal((bits & 4) > 0, lacune)
     export_cohort(planted["pred"], tmp_path / "cohort", "erin")  # again: replaced, not added
     assert (planted["pred"] / SUBJECT / "report.html").read_text().count("<!--review:erin-->") == 1

@@ -12,7 +12,8 @@ Routes (JSON unless said otherwise)::
     GET  /api/subjects                    subject list: status, model totals, findings decided
     GET  /api/subject/<id>                findings, review, model ratings, viewer grid (and the
                                           next subject is prepared in the background)
-    GET  /api/subject/<id>/volume/<name>  a sequence (or "overlay") on the reference grid:
+    GET  /api/subject/<id>/volume/<name>  a sequence (or "overlay": the reviewed masks, one bit
+                                          per task) on the reference grid:
                                           raw uint8, C order of the grid's voxel axes
     POST /api/subject/<id>/change         one change (csvdnet.review.store.ReviewStore.change);
                                           answers once review.json is on disk
@@ -33,7 +34,7 @@ import numpy as np
 
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.review.page import write_reviewed_section
-from csvdnet.review.rating import RatingCache, reviewed_rating
+from csvdnet.review.rating import RatingCache, reviewed_overlay, reviewed_rating
 from csvdnet.review.store import ADDABLE, GRADES, ReviewStore, status_of
 from csvdnet.review.subject import (BEST_SEQUENCES, ReviewSubject, list_subjects, midline_side)
 from csvdnet.scoring import axial_slice_axis
@@ -131,7 +132,7 @@ class ReviewApp:
                     subject.volume_u8(name)
                 except CsvdnetInputError:
                     continue
-            subject.overlay_u8()
+            reviewed_overlay(subject, self.store.get(sid))
             self.rating(sid)
 
     def rating(self, sid: str) -> dict[str, Any]:
@@ -211,7 +212,8 @@ def make_app(pred_dir: Path, reviewer: str,
     def volume(sid: str, name: str):
         subject = state.subject(sid)
         try:
-            data = subject.overlay_u8() if name == "overlay" else subject.volume_u8(name)
+            data = (reviewed_overlay(subject, state.store.get(sid)) if name == "overlay"
+                    else subject.volume_u8(name))
         except CsvdnetInputError as exc:
             bottle.abort(404, str(exc))
         bottle.response.content_type = "application/octet-stream"

@@ -90,6 +90,17 @@ def reviewed_labels(subject: ReviewSubject, review: dict[str, Any] | None,
     return out
 
 
+def reviewed_overlay(subject: ReviewSubject, review: dict[str, Any] | None) -> np.ndarray:
+    """The reviewed masks as one uint8 grid, one bit per task (wmh 1, rssi 2, lacune 4): what
+    the page's slice viewer overlays (rejected lesions gone, added balls painted)."""
+    out = np.zeros(subject.shape, dtype=np.uint8)
+    masks = reviewed_labels(subject, review, list(SEGMENTATION_TASKS)).masks
+    for bit, task in enumerate(SEGMENTATION_TASKS):
+        if task in masks:
+            out |= masks[task].astype(np.uint8) << bit
+    return out
+
+
 def _grade_count(grade: int) -> int:
     """Smallest one-side-one-slice EPVS count of a grade."""
     return 0 if grade == 0 else EPVS_GRADE_LIMITS[grade - 1] + 1

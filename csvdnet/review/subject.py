@@ -240,11 +240,3 @@ class ReviewSubject:
         low, high = np.percentile(inside, [1.0, 99.5])
         scaled = np.clip((moved - low) / max(high - low, 1e-6), 0.0, 1.0) * 255.0
         return np.rint(scaled).astype(np.uint8)
-
-    def overlay_u8(self) -> np.ndarray:
-        """Each segmentation task's mask as one bit (wmh 1, rssi 2, lacune 4) on one grid."""
-        out = np.zeros(self.shape, dtype=np.uint8)
-        for bit, task in enumerate(SEGMENTATION_TASKS):
-            if (self.folder / f"{task}_mask.nii.gz").is_file():
-                out |= (self.mask(task).astype(np.uint8) << bit)
-        return out

@@ -240,17 +240,41 @@ async function refreshRating() {
   } catch (err) { say("totals not recomputed: " + err.message); } finally { ratingBusy = false; }
 }
 
+const MASK_TASKS = ["wmh", "rssi", "lacune"];
+let overlayBusy = false, overlayAgain = false;
+async function refreshOverlay() {
+  // The overlay shows the reviewed masks: fetched again after a change to one (one at a time).
+  if (overlayBusy) { overlayAgain = true; return; }
+  overlayBusy = true;
+  try {
+    do {
+      overlayAgain = false;
+      const subject = S.subject;
+      const answer = await fetch(`/api/subject/${encodeURIComponent(subject.id)}/volume/overlay`);
+      if (!answer.ok) throw new Error(answer.statusText);
+      const bits = new Uint8Array(await answer.arrayBuffer());
+      if (S.subject === subject) { S.volumes.overlay = bits; sliceCache.clear(); drawViewer(); }
+    } while (overlayAgain && S.subject);
+  } catch (err) { say("overlay not redrawn: " + err.message); } finally { overlayBusy = false; }
+}
+
 async function decide(decision, t0) {
   const list = allFindings();
   if (S.busy) return;
   S.busy = true;
   try {
-    if (!list.length) await change({confirm: true});
-    else await change({decide: list[S.current].id, decision});
+    const f = list[S.current];
+    const before = f ? decisionOf(f.id) : null;
+    if (!f) await change({confirm: true});
+    else await change({decide: f.id, decision});
+    // only a reject (or taking one back) changes a mask
+    const masked = f && MASK_TASKS.includes(f.task)
+      && (before === "reject") !== (decision === "reject");
     if (S.current < list.length - 1) S.current += 1;
     focusFinding();
     window.__review.roundTrips.push(performance.now() - t0);
     say("saved");
+    if (masked) refreshOverlay();
   } catch (err) { say("NOT SAVED: " + err.message); } finally { S.busy = false; }
   refreshRating();
 }
@@ -270,6 +294,7 @@ $("#viewer").addEventListener("click", async (event) => {
     S.current = allFindings().length - 1;
     focusFinding();
     say(`added ${answer.review.added[answer.review.added.length - 1].id}`);
+    if (MASK_TASKS.includes(task)) refreshOverlay();
   } catch (err) { say("NOT SAVED: " + err.message); } finally { S.busy = false; }
   refreshRating();
 });
