@@ -129,6 +129,16 @@ def test_a_rater_reviews_a_subject_with_the_keyboard_and_the_export_evaluates(tm
         _wait(driver, "return document.querySelector('[data-total=\"CMB\"] td:last-child')"
                       ".textContent === '1'")
         driver.save_screenshot(str(tmp_path / "4-added-microbleed.png"))
+        # A lacune ball of 4 mm (l, then + + from 3 mm) added on the same spot, then withdrawn (r).
+        keys.send_keys("l").send_keys("+").send_keys("+").perform()
+        assert "ball of 4 mm radius" in driver.find_element(By.ID, "mode").text
+        keys.move_to_element_with_offset(canvas, int((col + 0.5) / nc * width - width / 2),
+                                         int((row + 0.5) / nr * height - height / 2)).click()
+        keys.perform()
+        _wait(driver, "return document.querySelector('#message').textContent"
+                      ".startsWith('added added:2')")
+        keys.send_keys("r").perform()
+        _wait(driver, f"return window.__review.roundTrips.length === {len(ids) + 1}")
         # A grade set by the rater replaces the measured one; the totals follow.
         from selenium.webdriver.support.ui import Select
 
@@ -149,7 +159,9 @@ def test_a_rater_reviews_a_subject_with_the_keyboard_and_the_export_evaluates(tm
     assert review["reviewer"] == "alice" and review["subject"] == SUBJECT
     assert review["decisions"][FALSE_CMB]["decision"] == "reject"
     assert all(review["decisions"][fid]["decision"] == "accept" for fid in ids[1:])
-    [added] = review["added"]
+    added, ball = review["added"]
+    assert ball["task"] == "lacune" and ball["radius_mm"] == 4.0
+    assert review["decisions"][ball["id"]]["decision"] == "reject"  # withdrawn
     affine = planted["affine"]
     missed_world = (affine @ [*planted["missed_voxel"], 1.0])[:3]
     spacing = np.sqrt(np.sum(affine[:3, :3] ** 2, axis=0))

@@ -5,7 +5,7 @@ const ADD_KEYS = {c: "cmb", v: "epvs", l: "lacune", i: "rssi", w: "wmh"};
 const DECIDE_KEYS = {a: "accept", r: "reject", x: "reject", u: "unsure"};
 
 const S = {subjects: [], subject: null, volumes: {}, current: 0, slice: 0, seq: null,
-           overlay: true, addTask: null, busy: false};
+           overlay: true, addTask: null, addRadius: null, busy: false};
 window.__review = {roundTrips: [], ready: []};  // timings the browser test reads
 
 const $ = (sel) => document.querySelector(sel);
@@ -286,11 +286,12 @@ $("#viewer").addEventListener("click", async (event) => {
   const rect = canvas.getBoundingClientRect();
   const x = (event.clientX - rect.left) / rect.width * nc - 0.5;
   const y = (event.clientY - rect.top) / rect.height * nr - 0.5;
-  const task = S.addTask;
+  const task = S.addTask, radius = S.addRadius;
   S.addTask = null;
   S.busy = true;
   try {
-    const answer = await change({add: task, world: voxelToWorld(screenToVoxel(x, y, S.slice))});
+    const world = voxelToWorld(screenToVoxel(x, y, S.slice));
+    const answer = await change({add: task, world, radius_mm: radius});
     S.current = allFindings().length - 1;
     focusFinding();
     say(`added ${answer.review.added[answer.review.added.length - 1].id}`);
@@ -328,7 +329,15 @@ document.addEventListener("keydown", (event) => {
     const seqs = S.subject.sequences.filter((n) => S.volumes[n]);
     S.seq = seqs[(seqs.indexOf(S.seq) + 1) % seqs.length]; drawViewer();
   } else if (key === "o") { S.overlay = !S.overlay; drawViewer(); }
-  else if (key in ADD_KEYS) { S.addTask = ADD_KEYS[key]; drawViewer(); }
+  else if (key in ADD_KEYS) {
+    S.addTask = ADD_KEYS[key];
+    S.addRadius = S.subject.addable[S.addTask];  // null: a point
+    drawViewer();
+  } else if ((key === "+" || key === "-") && S.addRadius !== null && S.addTask) {
+    // a ball's radius, 0.5 mm steps within what review.json takes (0.5-15 mm)
+    S.addRadius = Math.min(15, Math.max(0.5, S.addRadius + (key === "+" ? 0.5 : -0.5)));
+    drawViewer();
+  }
   else if (key === "]") moveSubject(1);
   else if (key === "[") moveSubject(-1);
   else if (key === "Escape") {

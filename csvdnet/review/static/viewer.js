@@ -111,7 +111,9 @@ function drawViewer() {
   $("#seq").textContent = S.seq;
   $("#slice").textContent = `${S.slice + 1} / ${S.subject.shape[S.subject.view.slice]}`;
   $("#mode").textContent =
-    S.addTask ? `click to add a ${S.addTask.toUpperCase()} (Esc cancels)` : "";
+    !S.addTask ? "" : `click to add a ${S.addTask.toUpperCase()}` +
+      (S.addRadius === null ? "" : ` ball of ${S.addRadius} mm radius (+ / - change it)`) +
+      " (Esc cancels)";
 }
 
 function drawCrop(canvas, seq, f) {
