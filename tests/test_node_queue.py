@@ -222,3 +222,18 @@ def test_cli_bad_config_is_one_line_and_status_reads_the_state(tmp_path):
     as_json = json.loads(runner.invoke(cli, ["node", "status", "--config", str(path),
                                              "--json"]).output)
     assert as_json["counts"]["failed"] == 1
+
+
+def test_revision_zero_keeps_the_result_uids_and_later_ones_get_their_own():
+    import datetime
+
+    from csvdnet.dicom.provenance import Provenance, derived_uid
+
+    made = datetime.datetime(2026, 1, 1)
+    first = Provenance("1.2.3", "model", "abc", made)
+    assert first.series_uid("sr") == derived_uid("csvdnet-series", "1.2.3", "sr", "", "abc")
+    again = Provenance("1.2.3", "model", "abc", made, revision=0)
+    later = Provenance("1.2.3", "model", "abc", made, revision=1)
+    assert again.series_uid("seg-flair", "9.9") == first.series_uid("seg-flair", "9.9")
+    assert later.series_uid("sr") != first.series_uid("sr")
+    assert later.series_uid("sr") != Provenance("1.2.3", "model", "abc", made, 2).series_uid("sr")
