@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-ORTHANC = shutil.which("Orthanc")
+# Debian puts it in /usr/sbin, which a non-root PATH may lack
+ORTHANC = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/local/sbin")
 ORTHANC_MISSING = "Orthanc not installed (Debian package orthanc; .ci/run installs it)"
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "saved_models" / "csvdnet-synthetic" / "2"
