@@ -9,6 +9,7 @@ from _review_fixture import SUBJECT, make_prediction
 from click.testing import CliRunner
 
 from csvdnet.cli import cli
+from csvdnet.errors import CsvdnetInputError
 from csvdnet.io import load_nifti, read_cohort
 from csvdnet.inference.report_html import REVIEW_MARK
 from csvdnet.review.export import export_cohort
@@ -70,3 +71,37 @@ def test_rejected_wmh_component_removed_and_added_lacune_painted(planted, tmp_pa
     assert np.array_equal((bits & 1) > 0, wmh) and np.array_equal((bits & 4) > 0, lacune)
     export_cohort(planted["pred"], tmp_path / "cohort", "erin")  # again: replaced, not added
     assert (planted["pred"] / SUBJECT / "report.html").read_text().count("<!--review:erin-->") == 1
+
+
+def test_a_marker_predict_did_not_measure_stays_unmeasured(tmp_path):
+    """A report whose microbleeds were not measured (no SWI): no CMB card, no CMB label, a
+    microbleed point left undecided by the rules, as in report.json."""
+    import json
+
+    planted = make_prediction(tmp_path)
+    folder = planted["pred"] / SUBJECT
+    report = json.loads((folder / "report.json").read_text())
+    report["markers"]["cmb"] = {"kind": "detection", "count": None, "findings": [],
+                                "not_measured": "swi missing"}
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "cmb_points.tsv").unlink()
+    subject = ReviewSubject.load(planted["pred"], SUBJECT)
+    assert "cmb" not in subject.measured_tasks()
+    assert not [f for f in subject.findings if f.task == "cmb"]
+    rated = reviewed_rating(subject, None)
+    assert rated["ratings"]["cmb_count"] is None
+    assert rated["totals"]["staals-2014"] is None or "microbleeds" not in rated["points"][
+        "staals-2014"]
+    store = ReviewStore(planted["pred"], "fay")
+    ids = {f.id for f in subject.findings}
+    for fid in sorted(ids):
+        store.change(SUBJECT, subject.report, {"decide": fid, "decision": "accept"}, ids)
+    with pytest.raises(CsvdnetInputError, match="not a cohort written by review export"):
+        export_cohort(planted["pred"], tmp_path / "cohort", "fay")  # the images' own cohort
+    export_cohort(planted["pred"], tmp_path / "reviewed", "fay")
+    [exported] = read_cohort(tmp_path / "reviewed" / "manifest.csv").subjects
+    assert "cmb" not in exported.labels and "epvs" in exported.labels
+    header = (tmp_path / "reviewed" / "manifest.csv").read_text().splitlines()[0].split(",")
+    assert "cmb" not in header
+    ratings = (tmp_path / "reviewed" / "ratings.csv").read_text().splitlines()[1].split(",")
+    assert ratings[4] == ""  # cmb_count not rated

@@ -14,7 +14,8 @@ Each exported subject's ``report.html`` (in PRED_DIR) gets the reviewed state be
 (:mod:`csvdnet.review.page`). Only subjects whose review is done (every finding decided) are
 written; a marker predict did not measure gets no label (its loss stays masked in training,
 never faked). The cohort is built in a temporary folder that replaces ``COHORT`` only when
-complete (:func:`csvdnet.fsutil.atomic_dir`).
+complete (:func:`csvdnet.fsutil.atomic_dir`); an existing ``COHORT`` is replaced only when it is
+an earlier export (it holds ``review.tsv``) and holds none of the images the manifest names.
 """
 
 from __future__ import annotations
@@ -95,8 +96,15 @@ def export_cohort(pred_dir: Path, out: Path, reviewer: str | None = None,
     if not done:
         raise CsvdnetInputError(pred_dir, f"no review by {reviewer} is done (every finding "
                                           "decided): nothing to export")
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.csv").is_file():
-        raise CsvdnetInputError(out, "exists and is not an exported cohort: refusing to replace it")
+    # Replace only an earlier export (its review.tsv), never a cohort of images or anything else.
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / "review.tsv").is_file())):
+        raise CsvdnetInputError(out, "exists and is not a cohort written by review export: "
+                                     "refusing to replace it")
+    for subject, _ in done:
+        for path in subject.sequence_paths().values():
+            if Path(os.path.abspath(path)).is_relative_to(os.path.abspath(out)):
+                raise CsvdnetInputError(out, f"holds {path}, an image the export refers to")
     sequences = [s for s in SEQUENCE_ORDER
                  if any(s in subj.sequence_paths() for subj, _ in done)]
     tasks = [t for t in SEGMENTATION_TASKS + DETECTION_TASKS
