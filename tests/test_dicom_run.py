@@ -156,9 +156,10 @@ def test_dicom_folder_refused_on_beam_and_a_bad_rules_file(inbox, tiny_run, tmp_
 
 
 def test_shipped_model_finds_the_same_from_dicom_and_nifti(inbox, tmp_path):
-    """The shipped network (co-registration on) on the same subject from DICOM and from NIfTI:
-    the same counts and scores. Masks may differ by a few voxels: predicting the NIfTI with its
-    voxel axes flipped (what dcm2niix does to an LPS series) moves the same ones."""
+    """The shipped network (co-registration on) on one subject from DICOM and from its NIfTI
+    in the voxel order dcm2niix gives (the FLAIR's rows flipped): the same counts and scores,
+    masks within a voxel or two. (The NIfTI in its own voxel order moves about as many mask
+    voxels as that flip alone does, with or without DICOM: benchmarks/RESULTS.md.)"""
     from pathlib import Path
 
     folder, nifti, ids = inbox
@@ -166,10 +167,20 @@ def test_shipped_model_finds_the_same_from_dicom_and_nifti(inbox, tmp_path):
     good = tmp_path / "good"
     shutil.copytree(next(p.parent.parent for p in folder.glob("A/*/0002/IM00001")), good)
     out_a, out_b = tmp_path / "from_dicom", tmp_path / "from_nifti"
-    for source, out in ((good, out_a), (nifti, out_b)):
-        result = run("predict", str(source), "--model", str(model), "--out", str(out),
-                     "--quiet")
-        assert result.exit_code == 0, result.output
+    result = run("predict", str(good), "--model", str(model), "--out", str(out_a), "--quiet")
+    assert result.exit_code == 0, result.output
+    converted = out_a / ".csvdnet" / "dicom" / ids["A"]
+    same_order = tmp_path / "nifti" / ids["A"]
+    same_order.mkdir(parents=True)
+    for path in (nifti / ids["A"]).glob("*.nii.gz"):
+        image = nib.load(str(path))
+        target = nib.load(str(converted / path.name.replace(".nii.gz", ".nii")))
+        flip = nib.orientations.ornt_transform(nib.io_orientation(image.affine),
+                                               nib.io_orientation(target.affine))
+        nib.save(image.as_reoriented(flip), str(same_order / path.name))
+    result = run("predict", str(same_order.parent), "--model", str(model), "--out", str(out_b),
+                 "--quiet")
+    assert result.exit_code == 0, result.output
     a, b = out_a / ids["A"], out_b / ids["A"]
     report_a = json.loads((a / "report.json").read_text())
     report_b = json.loads((b / "report.json").read_text())
@@ -186,4 +197,4 @@ def test_shipped_model_finds_the_same_from_dicom_and_nifti(inbox, tmp_path):
         mask_b = np.asarray(mask_b.dataobj).reshape(-1) > 0
         both = mask_a.sum() + mask_b.sum()
         dice = 1.0 if both == 0 else 2 * np.sum(mask_a & mask_b) / both
-        assert dice >= 0.95, (task, dice)
+        assert dice >= 0.99, (task, dice)
