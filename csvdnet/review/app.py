@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = ["make_app", "serve"]
 
 STATIC = Path(__file__).parent / "static"
 _SEQUENCES = ("flair", "t1", "t2", "swi", "dwi")
+_KEEP_SUBJECTS = 4  # the open one, the one prepared next, and two to go back to
 
 
 def view_axes(affine: np.ndarray) -> dict[str, Any]:
@@ -66,19 +68,24 @@ class ReviewApp:
         self.ids = list_subjects(self.pred_dir)
         self.store = ReviewStore(self.pred_dir, reviewer)
         self.cohort_sequences = cohort_sequences or {}
-        self._subjects: dict[str, ReviewSubject] = {}
+        # The subjects in memory (their volumes: ~15 MB each on a clinical grid), most recent
+        # last; a long session keeps only the last few.
+        self._subjects: OrderedDict[str, ReviewSubject] = OrderedDict()
         self._lock = threading.Lock()
         self._warming = threading.Lock()
-        self._warmed: set[str] = set()
         self.ratings = RatingCache()
 
     def subject(self, sid: str) -> ReviewSubject:
         if sid not in self.ids:
             bottle.abort(404, f"no subject {sid}")
         with self._lock:
-            if sid not in self._subjects:
+            if sid in self._subjects:
+                self._subjects.move_to_end(sid)
+            else:
                 self._subjects[sid] = ReviewSubject.load(self.pred_dir, sid,
                                                          self.cohort_sequences.get(sid))
+                while len(self._subjects) > _KEEP_SUBJECTS:
+                    self._subjects.popitem(last=False)
             return self._subjects[sid]
 
     def summary(self, sid: str) -> dict[str, Any]:
@@ -117,11 +124,7 @@ class ReviewApp:
         position = self.ids.index(sid) + 1 if sid in self.ids else 0
         if position >= len(self.ids):
             return
-        following = self.ids[position]
-        with self._lock:
-            if following in self._warmed:
-                return
-            self._warmed.add(following)
+        following = self.ids[position]  # (prepared again after it left memory: cheap when not)
         threading.Thread(target=self._warm, args=(following,), daemon=True).start()
 
     def _warm(self, sid: str) -> None:
