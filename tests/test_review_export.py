@@ -105,3 +105,35 @@ def test_a_marker_predict_did_not_measure_stays_unmeasured(tmp_path):
     assert "cmb" not in header
     ratings = (tmp_path / "reviewed" / "ratings.csv").read_text().splitlines()[1].split(",")
     assert ratings[4] == ""  # cmb_count not rated
+
+
+TINY_RECIPE = """
+data: {{cache: {cache}, channels: [flair, t1, t2, swi, dwi], val_fraction: 0.0,
+       patch_size: [16, 16, 16], whole_brain_every: 2}}
+preprocess: {{spacing: [4.0, 4.0, 4.0], pad_multiple: 16, register: false}}
+model: {{input_channels: 5, base_filters: 4, depth: 2, blocks_per_level: [1, 1, 1],
+        dropout: 0.0}}
+inference: {{window: [16, 16, 16], overlap: 0.25}}
+train: {{run_dir: {run}, epochs: 1, steps_per_epoch: 2, batch_size: 1, warmup_steps: 1,
+        mixed_precision: float32}}
+"""
+
+
+@pytest.mark.slow
+def test_the_exported_cohort_preprocesses_and_trains_as_it_is(planted, tmp_path):
+    """predict -> review -> train: csvdnet preprocess and csvdnet train on the export, no edit."""
+    subject = ReviewSubject.load(planted["pred"], SUBJECT)
+    ids = {f.id for f in subject.findings}
+    store = ReviewStore(planted["pred"], "gus")
+    for fid in sorted(ids):
+        store.change(SUBJECT, subject.report, {"decide": fid, "decision": "accept"}, ids)
+    export_cohort(planted["pred"], tmp_path / "reviewed", "gus")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.format(cache=tmp_path / "cache", run=tmp_path / "run"))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["preprocess", str(tmp_path / "reviewed" / "manifest.csv"),
+                                 "--out", str(tmp_path / "cache"), "--config", str(recipe)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["train", str(recipe), "--quiet", "--no-calibrate"])
+    assert result.exit_code == 0, result.output
+    assert "done: epoch 1, step 2" in result.output
