@@ -329,6 +329,10 @@ def predict(input_path: str, model_dir: str, out_dir: str, jobs: int, tta: bool,
     if engine == "beam" and dicom:
         raise click.UsageError("a DICOM folder is predicted with --engine local (convert it "
                                "with csvdnet preprocess or predict locally)")
+    if dicom:  # before OUT is created
+        from csvdnet.dicom.run import check_out_outside
+
+        check_out_outside(input_path, out_dir)
     if engine == "beam" and strict:
         raise click.UsageError("--strict is for --engine local: the Beam pipeline flags "
                                "swapped sequences but does not refuse them")

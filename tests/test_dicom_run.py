@@ -19,8 +19,6 @@ from csvdnet.cli import cli
 from csvdnet.dicom.vendor import study_attributes, write_series
 from csvdnet.inference.report import validate_report
 
-pytestmark = pytest.mark.slow
-
 TASKS = ("wmh", "rssi", "lacune", "cmb", "epvs")
 
 
@@ -71,6 +69,7 @@ def _listing(folder):
     return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
 
 
+@pytest.mark.slow
 def test_predict_dicom_folder_like_its_nifti(tiny_run, inbox, tmp_path):
     _, run_dir = tiny_run
     folder, nifti, ids = inbox
@@ -126,6 +125,7 @@ def test_predict_dicom_folder_like_its_nifti(tiny_run, inbox, tmp_path):
     assert rerun.exit_code == 1 and "skipped 1 already done, failed 3 of 4" in rerun.output
 
 
+@pytest.mark.slow
 def test_preprocess_a_dicom_folder(inbox, tmp_path):
     folder, _, ids = inbox
     cache = tmp_path / "cache"
@@ -139,6 +139,7 @@ def test_preprocess_a_dicom_folder(inbox, tmp_path):
     assert (cache / ".csvdnet" / "dicom" / ids["A"] / "flair.nii").is_file()
 
 
+@pytest.mark.slow
 def test_dicom_folder_refused_on_beam_and_a_bad_rules_file(inbox, tiny_run, tmp_path):
     folder, _, _ = inbox
     result = run("predict", str(folder), "--model", str(tiny_run[1]), "--out",
@@ -155,6 +156,7 @@ def test_dicom_folder_refused_on_beam_and_a_bad_rules_file(inbox, tiny_run, tmp_
         "mapping")
 
 
+@pytest.mark.slow
 def test_shipped_model_finds_the_same_from_dicom_and_nifti(inbox, tmp_path):
     """The shipped network (co-registration on) on one subject from DICOM and from its NIfTI
     in the voxel order dcm2niix gives (the FLAIR's rows flipped): the same counts and scores,
@@ -198,3 +200,23 @@ def test_shipped_model_finds_the_same_from_dicom_and_nifti(inbox, tmp_path):
         both = mask_a.sum() + mask_b.sum()
         dice = 1.0 if both == 0 else 2 * np.sum(mask_a & mask_b) / both
         assert dice >= 0.99, (task, dice)
+
+
+def test_conversion_holds_the_output_lock_and_stays_out_of_the_input(inbox, tmp_path):
+    from csvdnet.dicom.run import open_dicom_cohort
+    from csvdnet.errors import CsvdnetInputError, CsvdnetOutputError
+    from csvdnet.inference.cohort import output_lock
+
+    folder, _, ids = inbox
+    with pytest.raises(CsvdnetInputError, match="the output folder is inside the DICOM input"):
+        open_dicom_cohort(folder, folder / "out", ("flair",), "flair")
+    assert not (folder / "out").exists()
+    out = tmp_path / "out"
+    with output_lock(out):  # another run holds OUT
+        with pytest.raises(CsvdnetOutputError, match="in use by another csvdnet run"):
+            open_dicom_cohort(folder, out, ("flair",), "flair")
+    subjects, problems = open_dicom_cohort(folder, out, ("flair",), "flair")
+    assert [s.id for s in subjects] == [ids["A"]]
+    assert set(problems) == {ids["B"], ids["C"], ids["D"]}
+    assert sorted(p.name for p in (out / ".csvdnet" / "dicom" / ids["A"]).iterdir()) == \
+        ["flair.json", "flair.nii", "selection.json"]

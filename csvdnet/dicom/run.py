@@ -17,12 +17,24 @@ from typing import Any, Iterable, Sequence
 from csvdnet.dicom.source import DEFAULT_ID, WORK_DIR, dicom_sources, open_dicom
 from csvdnet.errors import CsvdnetInputError
 
-__all__ = ["DICOM_OUT", "open_dicom_cohort", "write_dicom_outputs"]
+__all__ = ["DICOM_OUT", "check_out_outside", "open_dicom_cohort", "write_dicom_outputs"]
 
 log = logging.getLogger(__name__)
 
 DICOM_OUT = "dicom"
 """Sub-folder of a subject's output folder holding its DICOM objects."""
+
+
+def check_out_outside(path: str | Path, out: str | Path) -> None:
+    """Refuse an output folder inside the DICOM input folder, before anything is created.
+
+    Raises:
+        CsvdnetInputError: ``out`` is ``path`` or inside it.
+    """
+    if Path(path).resolve() in (Path(out).resolve(), *Path(out).resolve().parents):
+        raise CsvdnetInputError(out, "the output folder is inside the DICOM input folder: "
+                                     "choose an --out outside it (nothing is written into "
+                                     "the input)")
 
 
 def open_dicom_cohort(path: str | Path, out: str | Path, sequences: Sequence[str],
@@ -38,11 +50,8 @@ def open_dicom_cohort(path: str | Path, out: str | Path, sequences: Sequence[str
     """
     from csvdnet.inference.cohort import check_output_folder, output_lock
 
+    check_out_outside(path, out)
     out = check_output_folder(out)
-    if Path(path).resolve() in (out.resolve(), *out.resolve().parents):
-        raise CsvdnetInputError(out, "the output folder is inside the DICOM input folder: "
-                                     "choose an --out outside it (nothing is written into "
-                                     "the input)")
     with output_lock(out):
         return open_dicom(path, out / WORK_DIR, sequences, reference, rules=rules,
                           id_template=id_template, on_study=_show if progress else None)
