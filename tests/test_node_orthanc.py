@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.skipif(ORTHANC is None, reason=ORTHANC_MISSING), pytes
 CSVDNET = str(Path(sys.executable).parent / "csvdnet")
 
 
-def _wait(what, predicate, timeout, node=None):
+def _wait(what, predicate, timeout, node=None, poll=0.2):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -37,7 +37,7 @@ def _wait(what, predicate, timeout, node=None):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not within {timeout} s" +
                                (f":\n{node.log()[-3000:]}" if node else ""))
-        time.sleep(0.2)
+        time.sleep(poll)
 
 
 def _spooled(node):
@@ -95,8 +95,9 @@ def test_round_trip_through_kills_and_a_pacs_outage(tmp_path):
 
         # 1. killed while receiving: what was acknowledged is whole, the rest comes again
         orthanc.forward(study_id, asynchronous=True)
-        _wait("a third of the study spooled", lambda: len(_spooled(node)) >= len(files) // 3,
-              60, node)
+        # polled often: each durable write takes milliseconds, the study must not be all in
+        _wait("a quarter of the study spooled", lambda: len(_spooled(node)) >= len(files) // 4,
+              60, node, poll=0.01)
         node.kill9()
         held = _spooled(node)
         assert 0 < len(held) < len(files)
