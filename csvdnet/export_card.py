@@ -76,8 +76,8 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
         "be checked by a qualified reader.", "",
         "## Model details", "",
         f"- Multi-task 3D network of csvdnet {versions.get('csvdnet', '?')}: WMH, RSSI and "
-        f"lacune segmentation, CMB and EPVS detection heatmaps, and an ordinal (CORAL) head for "
-        f"the total SVD score (0-{m['score_classes'] - 1}).",
+        f"lacune segmentation, CMB and EPVS detection heatmaps, and an ordinal head (CORAL "
+        f"cumulative logits) for the total SVD score (0-{m['score_classes'] - 1}).",
         f"- Exported {m.get('created', '?')} from run `{training.get('run', '?')}` "
         f"(`{training.get('weights', '?')}` weights, epoch {training.get('epoch')}, step "
         f"{training.get('step')}); precision {m.get('precision', 'float32')}.",

@@ -58,6 +58,9 @@ def test_run_from_export_keeps_the_dense_network_and_fits_the_points(tiny_run, e
     assert cfg.model.score_inputs == "points"
     metadata = json.loads((exported_model / "metadata.json").read_text())
     assert cfg.inference.thresholds == metadata["thresholds"]
+    validation = json.loads((out / "best" / "metrics.json").read_text())
+    assert validation["step"] == metadata["training"]["step"]
+    assert not any(k.startswith("score_") or k == "selection" for k in validation["metrics"])
     network = load_network(out, cfg)
     served = tf.saved_model.load(str(exported_model)).signatures["serving_default"]
     x = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 5)).astype(np.float32)

@@ -80,6 +80,18 @@ def copy_export_weights(network: Any, values: dict[str, Any],
     return {"copied": sorted(copied), "kept_initial": sorted(kept), "unused": unused}
 
 
+def _validation_record(metadata: dict[str, Any], fresh: Sequence[str]) -> dict[str, Any]:
+    """The export's validation record, less the metrics of a layer replaced (``score``: the
+    score metrics and the selection that averaged them were the old head's)."""
+    training = metadata.get("training") or {}
+    metrics = dict(training.get("validation") or {})
+    if "score" in fresh:
+        metrics = {k: v for k, v in metrics.items()
+                   if not k.startswith("score_") and k != "selection"}
+    return {"epoch": training.get("epoch"), "step": training.get("step"), "metrics": metrics,
+            "source": f"{metadata.get('name')}/{metadata.get('version')} metadata.json"}
+
+
 def run_from_export(export_dir: str | Path, recipe: str | Path, out: str | Path,
                     overrides: Sequence[str] = (), fresh: Sequence[str] = ()) -> dict[str, Any]:
     """Write a run directory ``out`` holding ``export_dir``'s weights in ``recipe``'s network.
@@ -121,8 +133,8 @@ def run_from_export(export_dir: str | Path, recipe: str | Path, out: str | Path,
         "tasks": calibration.get("tasks", {}), "subjects": int(calibration.get("subjects", 0)),
         "source": f"{export_dir}/metadata.json"}, indent=1) + "\n")
     network.save_weights(out / "best" / WEIGHTS_NAME)
-    write_text_atomic(out / "best" / "metrics.json",
-                      json.dumps(metadata["training"].get("validation") or {}, indent=1) + "\n")
+    write_text_atomic(out / "best" / "metrics.json", json.dumps(
+        _validation_record(metadata, fresh), indent=1) + "\n")
     record = {"export": str(export_dir), "name": metadata.get("name"),
               "version": metadata.get("version"), "recipe": str(recipe),
               "overrides": list(overrides), "fresh": list(fresh), "model": dataclasses.asdict(cfg.model), **moved}
@@ -149,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         ids = load_cache(args.validate_on)[1]
         write_text_atomic(Path(args.out) / "split.json",
-                          json.dumps({"train": [], "validation": list(ids)}, indent=1) + "\n")
+                          json.dumps({"validation": list(ids)}, indent=1) + "\n")
     print(f"{args.out}: {len(record['copied'])} variables from {args.export}; initial: "
           f"{', '.join(record['kept_initial']) or 'none'}; unused: "
           f"{', '.join(record['unused']) or 'none'}")
