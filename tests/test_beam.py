@@ -33,7 +33,7 @@ needs_beam = pytest.mark.skipif(
 
 TIMING_KEYS = ("created", "timings")
 _HTML_DATE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
-_HTML_SECONDS = re.compile(r"(<tr><td>[a-z]+</td><td>)\d+\.\d\d(</td></tr>)")
+_HTML_SECONDS = re.compile(r"(<tr><td>[a-z_]+</td><td>)\d+\.\d\d(</td></tr>)")
 
 
 def _masked(path: Path) -> bytes:
