@@ -66,10 +66,7 @@ class Instance:
 
     @property
     def number(self) -> int:
-        try:
-            return int(self.header.get("InstanceNumber") or 0)
-        except (TypeError, ValueError):
-            return 0
+        return _int(self.header.get("InstanceNumber")) or 0
 
 
 @dataclasses.dataclass
@@ -85,10 +82,7 @@ class Series:
 
     @property
     def number(self) -> int:
-        try:
-            return int(self.header.get("SeriesNumber") or 0)
-        except (TypeError, ValueError):
-            return 0
+        return _int(self.header.get("SeriesNumber")) or 0
 
     @property
     def description(self) -> str:
