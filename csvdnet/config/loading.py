@@ -12,7 +12,8 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from csvdnet.config.sections import Config, ConfigValueError
+from csvdnet.config.schema import Config
+from csvdnet.config.values import ConfigValueError
 from csvdnet.errors import CsvdnetInputError
 
 
