@@ -10,9 +10,12 @@ Modules, one concept each:
 - :mod:`csvdnet.io.labels`: :func:`load_mask` (on the grid of its sequence), point labels
   (:func:`read_points`, :func:`write_points`).
 - :mod:`csvdnet.io.ratings`: :class:`Ratings`, ``ratings.csv``.
-- :mod:`csvdnet.io.cohort`: :class:`Subject`, :class:`Cohort`, :func:`read_cohort` (subject
-  folders or a manifest CSV), :func:`find_sequences` (file names and their
-  :data:`SEQUENCE_ALIASES`), :func:`load_subject`.
+- :mod:`csvdnet.io.cohort`: :func:`read_cohort` (subject folders or a manifest CSV, and the
+  cohort's ``ratings.csv``), :func:`load_subject`; the two forms are read by
+  :mod:`csvdnet.io.cohort_folder` (:func:`find_sequences`) and :mod:`csvdnet.io.cohort_manifest`.
+- :mod:`csvdnet.io.subject`: :class:`Subject`, :class:`Cohort` (located, not loaded).
+- :mod:`csvdnet.io.sequences`: sequence file names (:func:`sequence_of_file`, the
+  :data:`SEQUENCE_ALIASES`, the NIfTI suffixes).
 - :mod:`csvdnet.io.csvtable`: the CSV conventions shared by points, ratings and manifests.
 
 Every public name is re-exported here: ``from csvdnet.io import load_nifti`` is the way to import.

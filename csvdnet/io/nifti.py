@@ -22,11 +22,11 @@ from nibabel.spatialimages import HeaderDataError
 from csvdnet import DEFAULT_SEQUENCES
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import atomic_path
+from csvdnet.io.sequences import NIFTI_SUFFIXES, _nifti_suffix, sequence_of_file  # noqa: F401
 
 PathLike = str | os.PathLike
 ImageKind = Literal["image", "mask", "labelmap"]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: Diffusion volumes averaged into the DWI channel: b = 1000 s/mm² give or take scanner rounding.
 B1000_RANGE = (800.0, 1200.0)
 
@@ -176,11 +176,6 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: PathLike, *,
     return path
 
 
-def _nifti_suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((s for s in NIFTI_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
-
-
 def _describe(exc: BaseException) -> str:
     """One-line account of a library exception (nibabel's messages can span lines)."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -264,8 +259,6 @@ def _bval_path(path: Path) -> Path:
 
 def _b1000_volumes(path: Path, n_volumes: int) -> np.ndarray:
     """Indices of the b≈1000 volumes of a 4-D diffusion series, from its FSL ``.bval`` file."""
-    from csvdnet.io.cohort import sequence_of_file  # the sequence names live with discovery
-
     named = sequence_of_file(path.name, DEFAULT_SEQUENCES)
     if named is not None and named != "dwi":
         raise CsvdnetInputError(
