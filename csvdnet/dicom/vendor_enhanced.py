@@ -14,8 +14,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
-from csvdnet.dicom.vendor import (ENHANCED_MR_IMAGE, PROTOCOLS, _base, _file_meta, _geometry,
-                                  _pixels, _slices, _uid)
+from csvdnet.dicom.vendor_common import (ENHANCED_MR_IMAGE, PROTOCOLS, _base, _file_meta,
+                                         _geometry, _pixels, _slices, _uid)
 
 __all__ = ["write_enhanced"]
 
