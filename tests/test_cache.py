@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from csvdnet import cache
 from csvdnet.cache import load_cache, load_cached_subject, preprocess_cohort
+from csvdnet.cache import write as cache_write
 from csvdnet.config import PreprocessConfig, to_dict
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.io import Ratings, read_cohort, save_nifti, write_points, write_ratings
@@ -137,8 +137,8 @@ def test_resume_skips_complete_subjects_and_redoes_all_when_the_config_changes(
     assert "preprocess" in capsys.readouterr().err  # the progress bar
 
     calls = []
-    original = cache.preprocess_subject
-    monkeypatch.setattr(cache, "preprocess_subject",
+    original = cache_write.preprocess_subject
+    monkeypatch.setattr(cache_write, "preprocess_subject",
                         lambda images, *a, **k: calls.append(images) or original(images, *a, **k))
     (out / "index.json").unlink()  # as after a killed run
     summary = preprocess_cohort(cohort, out, CFG, progress=False)
@@ -166,7 +166,7 @@ def test_other_exceptions_propagate(cohort, tmp_path, monkeypatch):
     def broken(*_, **__):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(cache, "preprocess_subject", broken)
+    monkeypatch.setattr(cache_write, "preprocess_subject", broken)
     with pytest.raises(RuntimeError, match="bug"):
         preprocess_cohort(cohort, tmp_path / "cache", CFG, progress=False)
     assert not (tmp_path / "cache" / "index.json").exists()
@@ -222,7 +222,7 @@ def _never_preprocess(monkeypatch):
     def expensive(*args, **kwargs):
         raise AssertionError("preprocess_subject ran before the input checks")
 
-    monkeypatch.setattr(cache, "preprocess_subject", expensive)
+    monkeypatch.setattr(cache_write, "preprocess_subject", expensive)
 
 
 def test_a_point_outside_the_image_fails_before_preprocessing(tmp_path, monkeypatch):

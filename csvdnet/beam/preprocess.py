@@ -6,7 +6,7 @@ The same cache as :func:`csvdnet.cache.preprocess_cohort` (the same functions wr
       -> ReadFromText + Reshuffle the subjects (records of file paths, CACHE/.beam/
                                   subjects.jsonl) spread over the workers
       -> Preprocess  (DoFn)       one subject's folder, written atomically by the worker
-                                  (csvdnet.cache._process_subject); emits (id, error or None)
+                                  (csvdnet.cache.process_subject); emits (id, error or None)
       -> Gather      (one step)   index.json (csvdnet.cache.finish_cache)
 
 Only subject records and ``(id, message)`` pairs cross the steps; the arrays go straight from
@@ -25,8 +25,8 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 
 from csvdnet.beam import WORK_DIR, read_subject, remove_work_dir, write_subject_list
-from csvdnet.cache import (CachePlan, CacheSummary, _process_subject, _subject_dir, finish_cache,
-                           plan_cache)
+from csvdnet.cache import (CachePlan, CacheSummary, finish_cache, plan_cache, process_subject,
+                           subject_dir)
 
 __all__ = ["preprocess_cohort_beam"]
 
@@ -37,8 +37,8 @@ class _Preprocess(beam.DoFn):
 
     def process(self, line: str) -> Iterable[tuple[str, str | None]]:
         subject = read_subject(line)
-        folder = _subject_dir(Path(self._cache_dir), subject.id)
-        yield subject.id, _process_subject(subject, folder, self._cfg, self._channels)
+        folder = subject_dir(Path(self._cache_dir), subject.id)
+        yield subject.id, process_subject(subject, folder, self._cfg, self._channels)
 
 
 class _Gather(beam.DoFn):

@@ -1,16 +1,11 @@
-"""The preprocessed cache: each subject of a cohort preprocessed once, then read by training.
-
-Layout (docs/contracts.md)::
-
-    <cache>/index.json          format, version, channels, preprocess config, subjects, failed
-    <cache>/<subject>/image.npy       float32 (X, Y, Z, C)
-    <cache>/<subject>/meta.json       PreprocessMeta.to_dict()
-    <cache>/<subject>/<task>.npy      uint8 (X, Y, Z) masks: wmh, rssi, lacune, regions
-    <cache>/<subject>/subject.json    id, labels, points (working voxels), ratings, spacing
+"""Building the preprocessed cache: each subject of a cohort preprocessed once into its folder.
 
 Each subject folder appears complete or not at all (:func:`csvdnet.fsutil.atomic_dir`), so a
 killed run resumes where it stopped: a subject whose ``meta.json`` records the same
-preprocessing config and channels is kept.
+preprocessing config and channels is kept. ``index.json`` is written last
+(:func:`finish_cache`). The layout is in :mod:`csvdnet.cache.format`; the Beam engine
+(:mod:`csvdnet.beam.preprocess`) runs the same :func:`plan_cache`, :func:`process_subject` and
+:func:`finish_cache`.
 """
 
 from __future__ import annotations
@@ -28,42 +23,27 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from csvdnet import DETECTION_TASKS, LABEL_NAMES, SEGMENTATION_TASKS
+from csvdnet import DETECTION_TASKS, LABEL_NAMES
+from csvdnet.cache.format import (INDEX_FORMAT, INDEX_VERSION, MASK_LABELS, _SUBJECT_FILES,
+                                  _read_json, subject_dir)
 from csvdnet.config import PreprocessConfig
 from csvdnet.config import to_dict as config_to_dict
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import atomic_dir, remove_stale_parts, write_text_atomic
 from csvdnet.io import check_on_grid, load_mask, load_nifti, read_points
-from csvdnet.preprocessing import PreprocessMeta, preprocess_labels, preprocess_subject
+from csvdnet.preprocessing import preprocess_labels, preprocess_subject
 
 if TYPE_CHECKING:
     from csvdnet.io import Cohort, Image, Subject
 
 __all__ = [
-    "INDEX_FORMAT",
-    "INDEX_VERSION",
-    "MASK_LABELS",
-    "PREPROCESS_FORMAT",
-    "PREPROCESS_VERSION",
     "CachePlan",
     "CacheSummary",
-    "CachedSubject",
     "finish_cache",
-    "load_cache",
-    "load_cached_subject",
     "plan_cache",
     "preprocess_cohort",
-    "preprocess_record",
+    "process_subject",
 ]
-
-INDEX_FORMAT = "csvdnet-cache"
-INDEX_VERSION = 1
-PREPROCESS_FORMAT = "csvdnet-preprocess"
-PREPROCESS_VERSION = 1
-MASK_LABELS = SEGMENTATION_TASKS + ("regions",)
-"""Labels stored as working-grid ``<name>.npy`` arrays (``regions`` as a uint8 label map)."""
-
-_SUBJECT_FILES = ("image.npy", "meta.json", "subject.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,53 +64,6 @@ class CacheSummary:
     written: tuple[str, ...]
     skipped: tuple[str, ...]
     failed: dict[str, str]
-
-
-@dataclasses.dataclass
-class CachedSubject:
-    """One preprocessed subject, arrays memory-mapped read-only.
-
-    Attributes:
-        id: Subject id.
-        image: float32 ``(X, Y, Z, C)`` working-grid image.
-        meta: Its preprocessing meta.
-        masks: Label name -> uint8 ``(X, Y, Z)`` working-grid mask, for those present.
-        points: Task -> ``(N, 3)`` float working-voxel coordinates, for those present.
-        ratings: The subject's ratings (``None`` values = not rated), or None when unrated.
-        labels: Tasks with a label (any of ``wmh, rssi, lacune, cmb, epvs``).
-    """
-
-    id: str
-    image: np.ndarray
-    meta: PreprocessMeta
-    masks: dict[str, np.ndarray]
-    points: dict[str, np.ndarray]
-    ratings: dict[str, int | None] | None
-    labels: tuple[str, ...]
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Working voxel size in mm."""
-        return self.meta.spacing
-
-
-# --------------------------------------------------------------------------------------------
-# Writing.
-
-def _subject_dir(cache_dir: Path, subject_id: str) -> Path:
-    if not subject_id or subject_id.startswith(".") or Path(subject_id).name != subject_id:
-        raise CsvdnetInputError(cache_dir, f"{subject_id!r} is not a usable subject id (it "
-                                           f"names a folder: no separators, no leading dot)")
-    return cache_dir / subject_id
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CsvdnetInputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CsvdnetInputError(path, f"not readable JSON ({exc})") from None
 
 
 def _is_complete(folder: Path, config: dict[str, Any], channels: Sequence[str]) -> bool:
@@ -224,7 +157,7 @@ def _remove_stale(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-def _process_subject(subject: Subject, folder: Path, cfg: PreprocessConfig,
+def process_subject(subject: Subject, folder: Path, cfg: PreprocessConfig,
                      channels: tuple[str, ...]) -> str | None:
     """Write one subject (in this or a worker process): None, or the message of the
     :class:`~csvdnet.errors.CsvdnetInputError` that made it fail (its old folder removed)."""
@@ -293,7 +226,7 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
         with concurrent.futures.ProcessPoolExecutor(
                 max_workers=min(jobs, len(plan.todo)),
                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_process_subject, subject, folder, cfg, plan.channels):
+            futures = {pool.submit(process_subject, subject, folder, cfg, plan.channels):
                        subject.id for subject, folder in plan.todo}
             try:
                 for future in concurrent.futures.as_completed(futures):
@@ -303,7 +236,7 @@ def preprocess_cohort(cohort: Cohort, out_dir: str | os.PathLike, cfg: Preproces
                 raise
     else:
         for subject, folder in plan.todo:
-            record(subject.id, _process_subject(subject, folder, cfg, plan.channels))
+            record(subject.id, process_subject(subject, folder, cfg, plan.channels))
     bar.close()
     return finish_cache(plan, written, failed)
 
@@ -345,11 +278,11 @@ def plan_cache(cohort: Cohort, out_dir: str | os.PathLike, cfg: PreprocessConfig
     config = config_to_dict(cfg)
     remove_stale_parts(out_dir)  # what a killed run was writing
     for subject_id in cohort.problems:
-        _remove_stale(_subject_dir(out_dir, subject_id))
+        _remove_stale(subject_dir(out_dir, subject_id))
     skipped: list[str] = []
     todo = []
     for subject in cohort.subjects:
-        folder = _subject_dir(out_dir, subject.id)
+        folder = subject_dir(out_dir, subject.id)
         if not overwrite and _is_complete(folder, config, channels):
             skipped.append(subject.id)
         else:
@@ -389,107 +322,3 @@ def finish_cache(plan: CachePlan, written: Sequence[str],
     return CacheSummary(cache_dir=plan.cache_dir, done=done, written=tuple(written),
                         skipped=tuple(plan.skipped), failed=failed)
 
-
-# --------------------------------------------------------------------------------------------
-# Reading.
-
-def load_cache(cache_dir: str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
-    """Read a cache's ``index.json``.
-
-    Args:
-        cache_dir: The cache folder.
-
-    Returns:
-        ``(index, subject ids)``: the index as written, and the subjects available.
-
-    Raises:
-        CsvdnetInputError: The folder is missing or not a csvdnet cache, or its index is
-            unreadable or of another version.
-    """
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
-        raise CsvdnetInputError(cache_dir, "cache folder not found")
-    index_path = cache_dir / "index.json"
-    if not index_path.is_file():
-        raise CsvdnetInputError(cache_dir, "not a csvdnet cache (no index.json); write one with "
-                                           "`csvdnet preprocess`")
-    index = _read_json(index_path)
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-        raise CsvdnetInputError(index_path, f"not a csvdnet cache index (format is not "
-                                            f"{INDEX_FORMAT!r})")
-    if index.get("version") != INDEX_VERSION:
-        raise CsvdnetInputError(index_path, f"cache version {index.get('version')!r} is not "
-                                            f"supported (expected {INDEX_VERSION}); rewrite it")
-    return index, list(index.get("subjects", []))
-
-
-def _load_array(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CsvdnetInputError(path, f"not a readable .npy array ({exc})") from None
-
-
-def load_cached_subject(cache_dir: str | os.PathLike, subject_id: str) -> CachedSubject:
-    """Read one preprocessed subject (arrays memory-mapped, read-only).
-
-    Args:
-        cache_dir: The cache folder.
-        subject_id: The subject.
-
-    Returns:
-        The subject.
-
-    Raises:
-        CsvdnetInputError: The subject is not in the cache or one of its files is unreadable.
-    """
-    folder = _subject_dir(Path(cache_dir), subject_id)
-    if not (folder / "subject.json").is_file():
-        raise CsvdnetInputError(folder, f"subject {subject_id} is not in the cache "
-                                        f"(no subject.json)")
-    record = _read_json(folder / "subject.json")
-    meta_path = folder / "meta.json"
-    try:
-        meta = PreprocessMeta.from_dict(_read_json(meta_path))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CsvdnetInputError(meta_path, f"not a preprocessing meta ({exc!r})") from None
-    return CachedSubject(
-        id=record["id"],
-        image=_load_array(folder / "image.npy"),
-        meta=meta,
-        masks={name: _load_array(folder / f"{name}.npy") for name in MASK_LABELS
-               if (folder / f"{name}.npy").is_file()},
-        points={task: np.asarray(coords, dtype=np.float64).reshape(-1, 3)
-                for task, coords in record["points"].items()},
-        ratings=record["ratings"],
-        labels=tuple(record["labels"]),
-    )
-
-
-def preprocess_record(cache_dir: str | os.PathLike,
-                      channels: Sequence[str] | None = None) -> dict[str, Any]:
-    """The cache's preprocessing, as a model trained on it must repeat it (``preprocess.json``).
-
-    Args:
-        cache_dir: The cache folder.
-        channels: The network's input channels, in order (a subset / reordering of the cache's;
-            default: all of the cache's).
-
-    Returns:
-        ``{"format": "csvdnet-preprocess", "version": 1, "channels": [...], "cache_channels":
-        [...], "preprocess": {PreprocessConfig as written in index.json}, "pad_multiple": int}``.
-
-    Raises:
-        CsvdnetInputError: Not a cache, or a channel the cache does not hold.
-    """
-    index, _ = load_cache(cache_dir)
-    cache_channels = [str(c) for c in index["channels"]]
-    chosen = cache_channels if channels is None else [str(c) for c in channels]
-    missing = [c for c in chosen if c not in cache_channels]
-    if missing:
-        raise CsvdnetInputError(cache_dir, f"no channel {', '.join(missing)} in the cache (it has "
-                                           f"{', '.join(cache_channels)})")
-    preprocess = dict(index["preprocess"])
-    return {"format": PREPROCESS_FORMAT, "version": PREPROCESS_VERSION, "channels": chosen,
-            "cache_channels": cache_channels, "preprocess": preprocess,
-            "pad_multiple": int(preprocess["pad_multiple"])}
