@@ -45,7 +45,7 @@ def recipe_run(root: Path) -> Path:
     from csvdnet.cache import PREPROCESS_FORMAT, PREPROCESS_VERSION
     from csvdnet.config import dump_config, load_config, to_dict
     from csvdnet.models import build_model
-    from csvdnet.training.checkpoints import WEIGHTS_NAME
+    from csvdnet.run.layout import WEIGHTS_NAME
 
     cfg = load_config(RECIPE)
     run = root / "run"

@@ -47,7 +47,7 @@ def child(config: Path, out: Path, warmup: int, steps: int) -> None:
     from csvdnet.config import load_config
     from csvdnet.training.fit import _training_dataset, build_training
     from csvdnet.training.plan import check_config, plan_data
-    from csvdnet.training.precision import dtype_policy, resolve_policy
+    from csvdnet.run.precision import dtype_policy, resolve_policy
     from csvdnet.training.step import make_train_step
     from csvdnet.training.strategy import is_chief, make_strategy
 

@@ -77,10 +77,10 @@ def make_predictor(model_dir: str | None, spacing: float) -> Any:
     import dataclasses
 
     from csvdnet.config import load_config
-    from csvdnet.inference.model_loading import file_sha256
+    from csvdnet.fsutil import file_sha256
     from csvdnet.inference.predictor import Predictor
     from csvdnet.inference.result import ModelInfo
-    from csvdnet.training.precision import dtype_policy
+    from csvdnet.run.precision import dtype_policy
 
     if model_dir:
         predictor = Predictor.from_dir(model_dir)

@@ -43,7 +43,7 @@ from csvdnet.config import Config, load_config  # noqa: E402
 from csvdnet.data import make_dataset, make_validation_dataset, whole_brain_shape  # noqa: E402
 from csvdnet.training.fit import build_training  # noqa: E402
 from csvdnet.training.plan import check_config, plan_data  # noqa: E402
-from csvdnet.training.precision import dtype_policy, resolve_policy  # noqa: E402
+from csvdnet.run.precision import dtype_policy, resolve_policy  # noqa: E402
 from csvdnet.training.step import make_train_step  # noqa: E402
 from csvdnet.training.strategy import make_strategy  # noqa: E402
 

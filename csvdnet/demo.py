@@ -64,7 +64,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     chosen = model or os.environ.get(MODEL_ENV)
     if chosen:
         return Path(chosen)
-    from csvdnet.export_verify import find_version_dir
+    from csvdnet.export.verify import find_version_dir
 
     if SHIPPED_MODEL.is_dir():
         try:

@@ -11,6 +11,9 @@ those left by killed runs.
 Permissions are those of a plain create: temporary files are opened with mode 0666 and folders
 made with 0777, which the kernel reduces by the umask. The umask is never read or changed here:
 changing it is process-wide and not thread-safe (registrations run in threads).
+
+:func:`file_sha256` is the one checksum of a file's bytes (exported models list one per file;
+a model's id carries its weights' or metadata's).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import hashlib
 import os
 import re
 import secrets
@@ -30,6 +34,15 @@ from typing import Iterator
 # .<stem>.<pid>.<random>.part[<suffix>]: the pid tells a live writer from a killed one.
 _PART = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>\d+)\.[0-9a-f]{8}\.part(?:\..*)?$")
 _RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _part_name(stem: str, suffix: str = "") -> str:

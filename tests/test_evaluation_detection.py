@@ -48,7 +48,7 @@ def test_kappa():
 def test_old_homes_reexport_without_copies():
     from csvdnet.evaluation import metrics
     from csvdnet.inference import postprocess
-    from csvdnet.training import validation
+    from csvdnet.evaluation import validation
 
     assert metrics.remove_small_components is postprocess.remove_small_components
     assert validation.match_points is match_points

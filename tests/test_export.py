@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.export_verify import (FIELDS_DIGEST_KEY, METADATA_NAME, MODEL_FORMAT_VERSION,
+from csvdnet.export.verify import (FIELDS_DIGEST_KEY, METADATA_NAME, MODEL_FORMAT_VERSION,
                                    SHIPPED_METADATA_SHA256, SIGNATURES, fields_sha256,
                                    file_sha256, find_version_dir, model_identity, verify_model)
 
@@ -33,9 +33,9 @@ def loaded(exported_model):
 
 @pytest.fixture(scope="module")
 def keras_model(tiny_run):
-    from csvdnet.training.heldout import load_network
-    from csvdnet.training.precision import dtype_policy
-    from csvdnet.training.record import run_config
+    from csvdnet.run.network import load_network
+    from csvdnet.run.precision import dtype_policy
+    from csvdnet.run.record import run_config
 
     run = tiny_run[1]
     with dtype_policy("float32"):
@@ -110,7 +110,7 @@ def test_layout_metadata_and_card(exported_model, tiny_run):
 
 
 def test_an_existing_version_is_never_overwritten(exported_model, tiny_run):
-    from csvdnet.export import _next_version, export_run
+    from csvdnet.export.archive import _next_version, export_run
 
     with pytest.raises(CsvdnetInputError, match="already exists"):
         export_run(tiny_run[1], exported_model.parent, version=1)
@@ -325,8 +325,8 @@ def test_mixed_precision_export_keeps_float32_signatures(tiny_run, tmp_path, loa
 
 def test_model_card_reports_a_heldout_summary_and_refuses_another_file(exported_model,
                                                                         tmp_path):
-    from csvdnet.export import _native_summary
-    from csvdnet.export_card import model_card
+    from csvdnet.export.archive import _native_summary
+    from csvdnet.export.card import model_card
 
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"subjects": {"evaluated": 24}, "total_score": {

@@ -30,15 +30,16 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
 from csvdnet.training import fit
-from csvdnet.training.checkpoints import WEIGHTS_NAME, ema_weights
-from csvdnet.training.heldout import evaluate_run
+from csvdnet.run.layout import WEIGHTS_NAME
+from csvdnet.training.checkpoints import ema_weights
+from csvdnet.evaluation.heldout import evaluate_run
 from csvdnet.training.plan import check_config, split_subjects
-from csvdnet.training.precision import cpu_has_bf16, resolve_policy
+from csvdnet.run.precision import cpu_has_bf16, resolve_policy
 from csvdnet.training.signals import stop_on_signals
 from csvdnet.training.step import replica_objective
 from csvdnet.training.strategy import cluster_workers, make_strategy
 from csvdnet.training.summaries import TASK_COLOURS, overlay, overlay_images
-from csvdnet.training.validation import selection_score, validate
+from csvdnet.evaluation.validation import selection_score, validate
 
 TESTS = Path(__file__).parent
 SHAPE = (16, 16, 16)
@@ -445,7 +446,7 @@ def test_heldout_evaluation_repeats_the_runs_validation(cache, one_epoch, tmp_pa
 def test_calibration_agrees_with_the_held_out_check(cache, one_epoch, tmp_path, monkeypatch):
     # The calibrated value of a task is what evaluate_run measures on the same validation
     # subjects at the chosen threshold (one path for the metric, not two).
-    from csvdnet.training import calibration
+    from csvdnet.evaluation import calibrate as calibration
 
     monkeypatch.setattr(calibration, "MIN_LESIONS", 1)  # the fake validation subject has one
     run_dir = tmp_path / "run"

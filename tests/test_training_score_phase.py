@@ -12,8 +12,8 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.models import SCORE_TASK
 from csvdnet.models.point_score import FEATURES_PER_POINT, POINT_HEADS
 from csvdnet.training.from_export import run_from_export
-from csvdnet.training.heldout import load_network
-from csvdnet.training.record import run_config
+from csvdnet.run.network import load_network
+from csvdnet.run.record import run_config
 from csvdnet.training.score_phase import fit_points, point_labels, score_phase
 
 DENSE = ("wmh", "rssi", "lacune", "cmb", "epvs")

@@ -16,10 +16,12 @@ import numpy as np
 
 from csvdnet.cache.format import (INDEX_FORMAT, INDEX_VERSION, MASK_LABELS, PREPROCESS_FORMAT,
                                   PREPROCESS_VERSION, _read_json, subject_dir)
+from csvdnet import SCORE_TASK
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.preprocessing import PreprocessMeta
 
-__all__ = ["CachedSubject", "load_cache", "load_cached_subject", "preprocess_record"]
+__all__ = ["CachedSubject", "labelled_tasks", "load_cache", "load_cached_subject", "open_cache",
+           "preprocess_record"]
 
 
 @dataclasses.dataclass
@@ -150,3 +152,37 @@ def preprocess_record(cache_dir: str | os.PathLike,
     return {"format": PREPROCESS_FORMAT, "version": PREPROCESS_VERSION, "channels": chosen,
             "cache_channels": cache_channels, "preprocess": preprocess,
             "pad_multiple": int(preprocess["pad_multiple"])}
+
+
+def open_cache(path: str | None, key: str, channels: Sequence[str],
+               stride: int) -> tuple[Path, list[str]]:
+    """Check that ``path`` is a cache with ``channels`` whose volumes fit the model stride."""
+    if not path:
+        raise CsvdnetInputError(key, "not set: name the preprocessed cache "
+                                     "(written by `csvdnet preprocess`)")
+    cache = Path(path)
+    index, ids = load_cache(cache)
+    missing = [c for c in channels if c not in index["channels"]]
+    if missing:
+        raise CsvdnetInputError(cache, f"data.channels names {', '.join(missing)}, which the "
+                                       f"cache does not hold (it has "
+                                       f"{', '.join(index['channels'])})")
+    if not ids:
+        raise CsvdnetInputError(cache, "the cache holds no subjects")
+    multiple = int(index["preprocess"]["pad_multiple"])
+    if multiple % stride:
+        raise CsvdnetInputError(cache, f"volumes are padded to multiples of {multiple}, not of "
+                                       f"2 ** model.depth = {stride}: preprocess again with "
+                                       f"preprocess.pad_multiple={stride}")
+    return cache, sorted(ids)
+
+
+def labelled_tasks(cache: Path, ids: Sequence[str]) -> set[str]:
+    """Tasks at least one of ``ids`` carries a label for (``score``: a rated total score)."""
+    found: set[str] = set()
+    for subject_id in ids:
+        subject = load_cached_subject(cache, subject_id)
+        found.update(subject.labels)
+        if (subject.ratings or {}).get("total_score") is not None:
+            found.add(SCORE_TASK)
+    return found

@@ -43,7 +43,8 @@ def train(config_path: str, overrides: tuple[str, ...], resume: bool, quiet: boo
 
 
 def _calibrate(run_dir: Path | str, weights: str) -> None:
-    from csvdnet.training.calibration import CALIBRATION_FILE, calibrate_run
+    from csvdnet.evaluation.calibrate import calibrate_run
+    from csvdnet.run.calibration import CALIBRATION_FILE
 
     record = calibrate_run(run_dir, weights=weights)
     click.echo(f"calibrated on {len(record['subjects'])} validation subjects "

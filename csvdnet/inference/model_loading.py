@@ -3,40 +3,31 @@
 A **training run** directory (written by ``csvdnet train``) holds ``config.yaml`` (the resolved
 config: network, thresholds, rule sets), ``preprocess.json`` (the preprocessing record of the
 cache it trained on: channels, working spacing, normalisation, pad multiple; read with
-:func:`csvdnet.training.record.load_preprocess_record`) and the weights in ``best/`` and
+:func:`csvdnet.run.record.load_preprocess_record`) and the weights in ``best/`` and
 ``last/``. The network is rebuilt from the config and run in float32 whatever
 policy it trained under: a bfloat16 graph is several times slower on CPUs without bfloat16
 units, and the weights are float32 either way.
 
 An **exported model** (``csvdnet export``: ``NAME/<version>/`` in TF Serving layout, or ``NAME/``
-for its highest version) is verified first (:func:`csvdnet.export_verify.verify_model`: every
+for its highest version) is verified first (:func:`csvdnet.export.verify.verify_model`: every
 checksum of ``metadata.json``, no foreign file, a format this csvdnet reads), then loaded with
 ``tf.saved_model.load``: no csvdnet model code runs, only the graph's TensorFlow ops. Its
 preprocessing, window, thresholds and rule sets come from ``metadata.json``; its id carries that
-file's digest and says when it was edited (:func:`csvdnet.export_verify.model_identity`). With a
+file's digest and says when it was edited (:func:`csvdnet.export.verify.model_identity`). With a
 ``serving_url`` the network step goes to TensorFlow Serving instead
 (:mod:`csvdnet.inference.serving`); the local copy then only supplies the verified metadata.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
 from csvdnet.errors import CsvdnetInputError
+from csvdnet.fsutil import file_sha256
 from csvdnet.inference.result import ModelInfo
 
-__all__ = ["file_sha256", "load_model_dir", "load_run", "load_saved_model"]
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["load_model_dir", "load_run", "load_saved_model"]
 
 
 def load_run(cls: type, run_dir: Path, *, weights: str = "best",
@@ -55,10 +46,10 @@ def load_run(cls: type, run_dir: Path, *, weights: str = "best",
         raise CsvdnetInputError(run_dir, f"weights must be 'best' or 'last', got {weights!r}")
     import tensorflow as tf
 
-    from csvdnet.training.checkpoints import WEIGHTS_NAME
-    from csvdnet.training.heldout import load_network
-    from csvdnet.training.precision import dtype_policy
-    from csvdnet.training.record import load_preprocess_record, run_config
+    from csvdnet.run.layout import WEIGHTS_NAME
+    from csvdnet.run.network import load_network
+    from csvdnet.run.precision import dtype_policy
+    from csvdnet.run.record import load_preprocess_record, run_config
 
     cfg = run_config(run_dir)
     if not (run_dir / weights / WEIGHTS_NAME).is_file() and weights == "best":
@@ -99,7 +90,7 @@ def load_model_dir(cls: type, model_dir: Path, *, weights: str = "best",
     Raises:
         CsvdnetInputError: Neither, or a REST server asked for with a training run.
     """
-    from csvdnet.export_verify import is_exported_model
+    from csvdnet.export.verify import is_exported_model
 
     if (model_dir / "config.yaml").is_file() or not is_exported_model(model_dir):
         if serving_url:
@@ -128,7 +119,7 @@ def load_saved_model(cls: type, model_dir: Path, *, rule_sets: Sequence[str] | N
             this csvdnet, a SavedModel without the csvdnet signatures, an unreachable server.
     """
     from csvdnet.config import PreprocessConfig, from_dict
-    from csvdnet.export_verify import METADATA_NAME, SIGNATURES, model_identity, verify_model
+    from csvdnet.export.verify import METADATA_NAME, SIGNATURES, model_identity, verify_model
     from csvdnet.inference.serving import RestClient, SignatureForward, in_process_caller
 
     version_dir, metadata = verify_model(model_dir)

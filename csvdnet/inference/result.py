@@ -74,7 +74,7 @@ class ModelInfo:
         modality_dropout: Whether the model was trained with input channels blanked at random
             (then a missing sequence is flagged instead of refused).
         edited: Why the model is not as exported (its ``metadata.json`` edited: see
-            :func:`csvdnet.export_verify.model_identity`), or None.
+            :func:`csvdnet.export.verify.model_identity`), or None.
     """
 
     id: str

@@ -25,18 +25,19 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.config import Config, TrainConfig
 from csvdnet.data import make_dataset, make_validation_dataset
+from csvdnet.evaluation.validation import selected_metric, validate
 from csvdnet.inference import windowed_predictor
 from csvdnet.losses import MultiTaskLoss
 from csvdnet.models import build_model
-from csvdnet.training.checkpoints import Checkpointer, RunDir, ema_weights, save_weights
+from csvdnet.run.layout import RunDir
+from csvdnet.run.precision import dtype_policy, resolve_policy
+from csvdnet.run.record import write_preprocess_record
+from csvdnet.training.checkpoints import Checkpointer, ema_weights, save_weights
 from csvdnet.training.plan import TrainingData, check_config, plan_data
-from csvdnet.training.precision import dtype_policy, resolve_policy
-from csvdnet.training.record import write_preprocess_record
 from csvdnet.training.signals import stop_on_signals
 from csvdnet.training.step import Batch, TrainStep, make_train_step
 from csvdnet.training.strategy import is_chief, make_strategy, worker_id
 from csvdnet.training.summaries import Summaries, overlay_images
-from csvdnet.training.validation import selected_metric, validate
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from csvdnet.config import load_config
 from csvdnet.config.loading import dump_config
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import write_text_atomic
-from csvdnet.training.calibration import CALIBRATION_FILE, CALIBRATION_FORMAT
-from csvdnet.training.checkpoints import WEIGHTS_NAME
-from csvdnet.training.record import PREPROCESS_RECORD
+from csvdnet.run.calibration import CALIBRATION_FILE, CALIBRATION_FORMAT
+from csvdnet.run.layout import WEIGHTS_NAME
+from csvdnet.run.record import PREPROCESS_RECORD
 
 FROM_EXPORT_FILE = "from_export.json"
 

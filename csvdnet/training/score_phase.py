@@ -125,9 +125,9 @@ def score_phase(run_dir: str | Path, cache: str | Path, *, weights: str = "best"
     Raises:
         CsvdnetInputError: The run's score head is not ``points``, or no rated subject.
     """
-    from csvdnet.training.checkpoints import WEIGHTS_NAME
-    from csvdnet.training.heldout import load_network
-    from csvdnet.training.record import load_preprocess_record, run_config
+    from csvdnet.run.layout import WEIGHTS_NAME
+    from csvdnet.run.network import load_network
+    from csvdnet.run.record import load_preprocess_record, run_config
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)

@@ -9,7 +9,7 @@ run's sliding window, its ``best/`` weights), then searches, per dense task:
 - ``cmb``, ``epvs``: the heatmap peak threshold that maximises the pooled detection F1
   (:func:`csvdnet.evaluation.detection.match_points`); ties to fewer false positives.
 
-and writes ``<run>/calibration.json``. :func:`csvdnet.training.record.run_config` applies it on top
+and writes ``<run>/calibration.json``. :func:`csvdnet.run.record.run_config` applies it on top
 of the run's ``inference`` section, so ``csvdnet predict``, ``csvdnet export`` and the held-out
 check use the calibrated values. A task with fewer than :data:`MIN_LESIONS` lesions in the
 validation subjects, or found at no threshold, keeps its configured values, and the file says
@@ -29,7 +29,7 @@ import datetime
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -40,11 +40,10 @@ from csvdnet.evaluation.detection import match_points
 from csvdnet.evaluation.metrics import CONNECTIVITY, LesionCounts, dice_from_counts
 from csvdnet.fsutil import write_text_atomic
 from csvdnet.inference.postprocess import SMALLEST_LESION_MM3, find_peaks
+from csvdnet.run.calibration import CALIBRATION_FILE, CALIBRATION_FORMAT
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "calibration.json"
-CALIBRATION_FORMAT = "csvdnet-calibration"
 THRESHOLDS = tuple(round(float(v), 2) for v in np.arange(0.05, 0.951, 0.05))
 """Candidate probability / heatmap thresholds."""
 MIN_LESION_MM3 = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0)
@@ -218,9 +217,9 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
         CsvdnetInputError: Not a run, no weights, or no validation subjects.
     """
     from csvdnet.losses import PEAK_THRESHOLD
-    from csvdnet.training.heldout import RunOnCache
-    from csvdnet.training.precision import dtype_policy, resolve_policy
-    from csvdnet.training.record import run_config
+    from csvdnet.evaluation.run_on_cache import RunOnCache
+    from csvdnet.run.precision import dtype_policy, resolve_policy
+    from csvdnet.run.record import run_config
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir, calibrated=False)
@@ -280,27 +279,4 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
               "thresholds": thresholds, "min_lesion_mm3": sizes, "tasks": tasks}
     if write:
         write_text_atomic(run_dir / CALIBRATION_FILE, json.dumps(record, indent=1) + "\n")
-    return record
-
-
-def load_calibration(run_dir: str | Path) -> dict[str, Any] | None:
-    """``<run>/calibration.json``, or None when the run has none.
-
-    Raises:
-        CsvdnetInputError: The file exists but is not a calibration record.
-    """
-    path = Path(run_dir) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise CsvdnetInputError(path, f"not valid JSON ({error})") from None
-    if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT:
-        raise CsvdnetInputError(path, f"not a {CALIBRATION_FORMAT} record")
-    for key in ("thresholds", "min_lesion_mm3"):
-        values = record.get(key)
-        if not isinstance(values, Mapping) or not all(
-                isinstance(v, (int, float)) for v in values.values()):
-            raise CsvdnetInputError(path, f"{key} must map tasks to numbers")
     return record

@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from csvdnet.errors import CsvdnetInputError
+from csvdnet.fsutil import file_sha256
 
 __all__ = ["FIELDS_DIGEST_KEY", "METADATA_NAME", "MODEL_CARD_NAME", "MODEL_FORMAT",
            "MODEL_FORMAT_VERSION", "SHIPPED_METADATA_SHA256", "SIGNATURES", "fields_sha256",
@@ -49,7 +50,7 @@ MODEL_FORMAT_VERSION = 1
 METADATA_NAME = "metadata.json"
 MODEL_CARD_NAME = "MODEL_CARD.md"
 SIGNATURES = ("serving_default", "score", "serve_bytes")
-"""The serving signatures of every export (``csvdnet.export``)."""
+"""The serving signatures of every export (:mod:`csvdnet.export.archive`)."""
 
 SHIPPED_METADATA_SHA256 = {
     "csvdnet-synthetic/2": "4da4eeb348ff0a322d7ab3764c9ce8fcedf63373df586a918290dc109792c3c8",
@@ -65,13 +66,6 @@ _REQUIRED = {"name": str, "version": int, "channels": list, "preprocess": dict, 
              "overlap": (int, float), "gaussian_blend": bool, "stride": int, "thresholds": dict,
              "min_lesion_mm3": dict, "rule_sets": list, "score_classes": int,
              "modality_dropout": (int, float), "files": dict}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    from csvdnet.inference.model_loading import file_sha256 as digest
-
-    return digest(path)
 
 
 def _numbered(folder: Path) -> list[int]:

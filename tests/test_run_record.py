@@ -1,4 +1,4 @@
-"""The run directory's preprocessing record (csvdnet.training.record, csvdnet.cache)."""
+"""The run directory's preprocessing record (csvdnet.run.record, csvdnet.cache)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from _fake_cache import FakeSubject, write_cache
 from csvdnet.cache import preprocess_record
 from csvdnet.config import Config, DataConfig, PreprocessConfig, dump_config
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.training.record import (PreprocessRecord, load_preprocess_record, run_config,
+from csvdnet.run.record import (PreprocessRecord, load_preprocess_record, run_config,
                                      write_preprocess_record)
 
 CACHE_CHANNELS = ("flair", "t1", "swi")

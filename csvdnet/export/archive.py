@@ -2,7 +2,7 @@
 
 ``export_run(run_dir, "saved_models/NAME")`` writes ``saved_models/NAME/<version>/`` (TF
 Serving's layout: ``saved_model.pb``, ``variables/``) with :class:`keras.export.ExportArchive`,
-plus ``MODEL_CARD.md`` and ``metadata.json`` (:mod:`csvdnet.export_verify` checks it on load).
+plus ``MODEL_CARD.md`` and ``metadata.json`` (:mod:`csvdnet.export.verify` checks it on load).
 The version folder is written under a hidden temporary name and renamed when complete, so a
 TF Serving instance polling ``saved_models/NAME`` never loads half a model.
 
@@ -40,10 +40,10 @@ from typing import Any, Sequence
 
 from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS, __version__
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.export_verify import (FIELDS_DIGEST_KEY, METADATA_NAME, MODEL_CARD_NAME,
+from csvdnet.export.verify import (FIELDS_DIGEST_KEY, METADATA_NAME, MODEL_CARD_NAME,
                                    MODEL_FORMAT, MODEL_FORMAT_VERSION, SIGNATURES,
-                                   fields_sha256, file_sha256)
-from csvdnet.fsutil import atomic_dir, remove_stale_parts
+                                   fields_sha256)
+from csvdnet.fsutil import atomic_dir, file_sha256, remove_stale_parts
 
 __all__ = ["DENSE_OUTPUTS", "ExportResult", "PRECISIONS", "SCORE_OUTPUTS", "export_run"]
 
@@ -134,7 +134,7 @@ def _training_record(run_dir: Path, cfg: Any, weights: str, description: str) ->
     metrics = _read_json(run_dir / weights / "metrics.json") or {}
     split = _read_json(run_dir / "split.json") or {}
     counts = {key: len(value) for key, value in split.items() if isinstance(value, list)}
-    from csvdnet.training.calibration import load_calibration
+    from csvdnet.run.calibration import load_calibration
 
     calibration = load_calibration(run_dir)
     if calibration is not None:  # what the thresholds in metadata.json were chosen on
@@ -172,7 +172,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
         precision: ``"float32"`` (CPU serving), ``"mixed_float16"`` or ``"mixed_bfloat16"``.
         description: Training data description (default: the run's ``export.description``).
         heldout_cache: A preprocessed cache of subjects the run never saw: the network is
-            evaluated on it first (:func:`csvdnet.training.heldout.evaluate_run`) and its
+            evaluated on it first (:func:`csvdnet.evaluation.heldout.evaluate_run`) and its
             metrics go into ``metadata.json`` and the model card.
         heldout_summary: ``summary.json`` of ``csvdnet evaluate`` on the predictions of a
             held-out cohort (the run's or this export's: the same network): its total-score
@@ -198,8 +198,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
         raise CsvdnetInputError("--precision", f"must be one of {', '.join(PRECISIONS)}")
     if weights not in ("best", "last"):
         raise CsvdnetInputError(run_dir, f"weights must be 'best' or 'last', got {weights!r}")
-    from csvdnet.training.checkpoints import WEIGHTS_NAME
-    from csvdnet.training.record import load_preprocess_record, run_config
+    from csvdnet.run.layout import WEIGHTS_NAME
+    from csvdnet.run.record import load_preprocess_record, run_config
 
     cfg = run_config(run_dir)
     if weights == "best" and not (run_dir / "best" / WEIGHTS_NAME).is_file():
@@ -237,9 +237,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
     import tensorflow as tf
 
     from csvdnet.config import to_dict
-    from csvdnet.export_card import model_card
-    from csvdnet.training.heldout import load_network
-    from csvdnet.training.precision import dtype_policy
+    from csvdnet.export.card import model_card
+    from csvdnet.run.network import load_network
+    from csvdnet.run.precision import dtype_policy
 
     stride = 2 ** cfg.model.depth
     with dtype_policy(precision):
@@ -297,7 +297,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
 
 def _heldout(run_dir: Path, cache: Path, weights: str) -> dict[str, Any]:
     """The run's metrics on a held-out cache, for metadata.json and the model card."""
-    from csvdnet.training.heldout import evaluate_run
+    from csvdnet.evaluation.heldout import evaluate_run
 
     result = evaluate_run(run_dir, cache, weights=weights)
     return {"cache": cache.name, "subjects": len(result.subjects), "tasks": list(result.tasks),

@@ -22,6 +22,7 @@ from csvdnet.cache import PREPROCESS_FORMAT, PREPROCESS_VERSION, preprocess_reco
 from csvdnet.config import Config, PreprocessConfig, from_dict, load_config
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.fsutil import write_text_atomic
+from csvdnet.run.calibration import load_calibration
 
 __all__ = ["PREPROCESS_RECORD", "PreprocessRecord", "load_preprocess_record", "run_config",
            "write_preprocess_record"]
@@ -54,7 +55,7 @@ def run_config(run_dir: str | os.PathLike, calibrated: bool = True) -> Config:
     """The resolved config a run recorded (``run_dir/config.yaml``).
 
     With ``calibrated`` (the default) the thresholds and smallest lesion sizes that
-    :func:`csvdnet.training.calibration.calibrate_run` chose on the run's validation subjects
+    :func:`csvdnet.evaluation.calibrate.calibrate_run` chose on the run's validation subjects
     (``run_dir/calibration.json``, when present) replace those of its ``inference`` section: what
     predict, export and the held-out check use.
 
@@ -68,8 +69,6 @@ def run_config(run_dir: str | os.PathLike, calibrated: bool = True) -> Config:
     cfg = _recorded_config(run_dir)
     if not calibrated:
         return cfg
-    from csvdnet.training.calibration import load_calibration
-
     record = load_calibration(run_dir)
     if record is None:
         return cfg

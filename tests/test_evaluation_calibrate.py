@@ -1,4 +1,4 @@
-"""Thresholds and smallest sizes calibrated on validation subjects (training/calibration.py)."""
+"""Thresholds and smallest sizes calibrated on validation subjects (csvdnet/evaluation/calibrate.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from csvdnet.errors import CsvdnetInputError
-from csvdnet.training.calibration import (CALIBRATION_FILE, SMALLEST_LACUNE_MM3,
-                                          calibrate_detection, calibrate_segmentation,
-                                          load_calibration)
-from csvdnet.training.record import run_config
+from csvdnet.evaluation.calibrate import (SMALLEST_LACUNE_MM3, calibrate_detection,
+                                          calibrate_segmentation)
+from csvdnet.run.calibration import CALIBRATION_FILE, load_calibration
+from csvdnet.run.record import run_config
 
 
 def _lacune_subject() -> tuple[np.ndarray, np.ndarray, float]:
@@ -79,7 +79,7 @@ def test_detection_search_picks_the_threshold_of_the_best_f1():
 
 
 def test_calibrate_run_writes_the_record_that_run_config_applies(tiny_run, tmp_path):
-    from csvdnet.training.calibration import calibrate_run
+    from csvdnet.evaluation.calibrate import calibrate_run
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run[1], run)  # the session's run stays uncalibrated for other tests
