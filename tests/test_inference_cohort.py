@@ -299,7 +299,7 @@ def test_a_full_disk_names_the_file_and_the_reason(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("csvdnet.inference.cohort.atomic_path", no_space)
+    monkeypatch.setattr("csvdnet.inference.cohort_table.atomic_path", no_space)
     with pytest.raises(CsvdnetOutputError, match=r"/out/scores\.tsv: cannot be written: No "
                                                  r"space left on device"):
         predict_cohort(predictor, subjects, out, overwrite=True)
