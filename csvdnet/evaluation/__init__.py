@@ -12,7 +12,14 @@ and ``csvdnet evaluate`` alike (../shared/DESIGN.md, "Evaluation conventions"):
 - :mod:`~csvdnet.evaluation.agreement`: Bland-Altman, ICC(A,1), Spearman, confusion matrices,
   bootstrap intervals;
 - :mod:`~csvdnet.evaluation.evaluate`: :func:`evaluate`, the ``csvdnet evaluate`` command's
-  library call.
+  library call, and :mod:`~csvdnet.evaluation.summary`, its cohort summary with intervals;
+- :mod:`~csvdnet.evaluation.validation`: the metrics of a network on cached subjects, as training
+  validates;
+- readers of a training run (through :mod:`csvdnet.run`, never :mod:`csvdnet.training`):
+  :mod:`~csvdnet.evaluation.run_on_cache` (the run's network over a cache),
+  :mod:`~csvdnet.evaluation.calibrate` (``calibrate_run``: thresholds chosen on the validation
+  subjects, ``calibration.json``) and :mod:`~csvdnet.evaluation.heldout` (``evaluate_run``: the
+  held-out check on another cache).
 
 scikit-learn and matplotlib are imported only when used (training validation imports the
 metrics and needs neither).
