@@ -44,6 +44,17 @@ def test_series_attributes(made):
     assert {d.ImageType[3] for d in dwi if d.DiffusionBValue == 0} == {"NONE"}
 
 
+def test_a_rewrite_is_the_same_bytes(made):
+    # "UIDs are derived from seed": the RLE-compressed T1 once drew a fresh SOPInstanceUID on
+    # every write (pydicom's compress() does unless told not to).
+    _, study, again = made
+    for number, (_, paths) in study.series.items():
+        other = again.series[number][1]
+        assert [p.name for p in paths] == [p.name for p in other]
+        for a, b in zip(paths, other):
+            assert a.read_bytes() == b.read_bytes(), a
+
+
 def test_pixels_and_positions_are_the_nifti(made):
     _, study, _ = made
     flair = study.images["flair"]

@@ -140,7 +140,8 @@ def write_series(image: nib.Nifti1Image, folder: Path, channel: str, study: dict
         _pixels(ds, frame)
         _file_meta(ds, MR_IMAGE, _uid(series_uid, number))
         if compress:
-            ds.compress(RLELossless, frame.astype(np.int16))
+            # the SOPInstanceUID stays the seeded one (compress() would draw a random one)
+            ds.compress(RLELossless, frame.astype(np.int16), generate_instance_uid=False)
         path = folder / f"IM{number:05d}"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
