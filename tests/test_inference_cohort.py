@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 
-import numpy as np
 import pytest
 from _oracle import mni_at_world_origin, normalised_level, oracle_predictor, write_subject
 

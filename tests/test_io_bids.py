@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from _oracle import mni_at_world_origin, normalised_level, oracle_predictor, write_subject
 

@@ -6,7 +6,6 @@ import keras
 
 from csvdnet import DETECTION_TASKS, SCORE_TASK, SEGMENTATION_TASKS
 from csvdnet.config import ModelConfig
-from csvdnet.errors import CsvdnetInputError
 from csvdnet.models.decoder import PER_HEAD_WIDTH, build_decoder
 from csvdnet.models.encoder import build_encoder, level_filters
 from csvdnet.models.heads import HEAD_PRIOR, dense_head, score_head

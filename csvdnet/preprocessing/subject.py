@@ -29,7 +29,7 @@ The returned :class:`PreprocessMeta` holds everything to map arrays and points b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from nibabel.affines import apply_affine, voxel_sizes

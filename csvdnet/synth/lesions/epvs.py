@@ -25,7 +25,6 @@ def _epvs(anat: Anatomy, placer: _Placer, plan: Plan, reference: Grid,
     """Basal ganglia EPVS (the rated side and slice first) and centrum semiovale EPVS: centres,
     diameters, lengths and unit directions."""
     tubes: list[Tube] = []
-    slice_axis = reference.slice_axis()
 
     def rating_keys(positions: np.ndarray) -> list[list[tuple[str, int]]]:
         """(side, reference slice) pairs each point counts in (the rule of
