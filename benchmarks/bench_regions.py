@@ -140,17 +140,21 @@ def registration(root: Path, n: int, sequences: tuple[str, ...]) -> None:
 def _features(root: Path, regions_from: str) -> list[dict]:
     ratings = {r["subject"]: r for r in csv.DictReader(open(root / "ratings.csv"))}
     out = []
-    for subject, r in sorted(ratings.items()):
+    for subject in sorted(ratings):
         folder = root / subject
         wmh, affine = _array(folder / "labels" / "wmh.nii.gz")
+        # The grades the generator drew to: ratings.csv holds what this very rule reads from the
+        # label (csvdnet.synth.ratings), so calibrating on it would be circular.
+        record = json.loads((folder / "synth.json").read_text())
+        plan = record["plan"]
         if regions_from == "true":
             regions, _ = _array(folder / "labels" / "regions.nii.gz")
         else:
-            record = json.loads((folder / "synth.json").read_text())
             regions, _ = place_regions(load_nifti(folder / "t1.nii.gz"), None, wmh.shape, affine,
                                        np.array(record["sequence_transforms"]["t1"]))
         features = wmh_features(wmh > 0, regions.astype(np.uint8), affine)
-        out.append(dict(pv=int(r["fazekas_pv"]), deep=int(r["fazekas_deep"]), features=features))
+        out.append(dict(pv=int(plan["fazekas_pv"]), deep=int(plan["fazekas_deep"]),
+                        features=features))
     return out
 
 

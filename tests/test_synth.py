@@ -18,13 +18,15 @@ from csvdnet import DEFAULT_SEQUENCES
 from csvdnet.atlas import REGION_CODES
 from csvdnet.config import PreprocessConfig
 from csvdnet.errors import CsvdnetInputError
+from csvdnet.inference.measure import wmh_features
 from csvdnet.io import load_mask, load_nifti, load_subject, read_cohort, read_points, read_ratings
 from csvdnet.preprocessing import preprocess_subject
+from csvdnet.scoring import fazekas_deep_from, fazekas_pv_from
 from csvdnet.synth import (PROFILES, generate_cohort, generate_subject, resolve_profile,
                            write_preview)
 from csvdnet.synth.geometry import Grid, SmoothField, box_average, rigid_matrix
-from csvdnet.synth.ratings import (DEFAULT_PREVALENCE, check_prevalence, epvs_grade, sample_plan,
-                                   staals_total)
+from csvdnet.synth.ratings import (DEFAULT_PREVALENCE, Plan, check_prevalence, epvs_grade,
+                                   fazekas_grades, recount, sample_plan, staals_total)
 from csvdnet.synth.sequences import _box_kernel, partial_volume
 
 N_SUBJECTS = 50
@@ -208,9 +210,35 @@ def test_ratings_agree_with_a_recount_of_the_labels(subjects):
                   + int(ratings.fazekas_pv == 3 or ratings.fazekas_deep >= 2)
                   + int(ratings.epvs_bg_grade >= 2))
         assert ratings.total_score == staals  # RSSI never counted
-        plan = subject["record"]["plan"]
-        planned = (plan["fazekas_pv"], plan["fazekas_deep"])
-        assert (ratings.fazekas_pv, ratings.fazekas_deep) == planned
+        # The Fazekas grades are what the written WMH label shows, by predict's rule.
+        flair = subject["images"]["flair"]
+        features = wmh_features(masks["wmh"], subject["regions"], flair.affine)
+        assert (ratings.fazekas_pv, ratings.fazekas_deep) == (
+            fazekas_pv_from(features), fazekas_deep_from(features)), subject["id"]
+
+
+def test_fazekas_ratings_follow_the_drawing_not_the_plan():
+    # 1 mm voxels; ventricles x 10..19, the periventricular band beside them, deep WM beyond.
+    regions = np.full((60, 30, 30), R["deep_wm"], dtype=np.uint8)
+    regions[10:20] = R["ventricles"]
+    regions[20:30] = R["periventricular"]
+    affine = np.eye(4)
+    wmh = np.zeros(regions.shape, dtype=np.uint8)
+    for z in (5, 15, 25):  # three punctate foci 1 voxel each, 30+ mm from the ventricles
+        wmh[50, 15, z] = 1
+    plan = Plan(target_score=1, fazekas_pv=0, fazekas_deep=2, epvs_bg_count=0, epvs_cso_count=0,
+                cmb_count=0, cmb_lobar_fraction=0.0, lacune_count=0, rssi_count=0)
+    empty = np.zeros(regions.shape, dtype=np.uint8)
+    args = (empty, empty, 0, np.zeros((0, 3)), [], regions, affine)
+    ratings = recount(plan, wmh, *args)
+    # The plan said "beginning confluence"; the label shows punctate foci: grade 1, no point.
+    assert (ratings.fazekas_pv, ratings.fazekas_deep, ratings.total_score) == (0, 1, 0)
+    wmh[44:51, 12:19, 12:19] = 1  # a 343 mm^3 cluster: beginning confluence (>= 0.125 ml)
+    assert fazekas_grades(wmh, regions, affine) == (0, 2)
+    assert recount(plan, wmh, *args).total_score == 1
+    wmh[:] = 0
+    wmh[20:23, 5:25, 5:25] = 1  # 3 mm thick over 1200 of the lining's 2700 voxels: a halo
+    assert fazekas_grades(wmh, regions, affine) == (2, 0)
 
 
 def test_generator_honours_its_plan(subjects):
@@ -249,7 +277,9 @@ def test_points_carry_side_and_region(subjects):
 def test_fazekas_grades_match_where_the_wmh_are(subjects):
     volumes = {}
     for subject in subjects:
-        ratings, wmh, regions = subject["ratings"], subject["masks"]["wmh"], subject["regions"]
+        # The grades the generator drew to (the ratings are what the drawing shows).
+        ratings = Plan(**subject["record"]["plan"])
+        wmh, regions = subject["masks"]["wmh"], subject["regions"]
         in_band = (wmh & (regions == R["periventricular"])).sum()
         # Deep WM proper; juxtacortical voxels can also be cortex next to a periventricular cap.
         deep = (wmh & np.isin(regions, [R["centrum_semiovale"], R["deep_wm"]])).sum()

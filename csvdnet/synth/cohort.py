@@ -124,15 +124,15 @@ def _written_ratings(folder: Path, profile: Profile, seed: int, index: int) -> R
     labels = folder / "labels"
     regions = nib.load(labels / "regions.nii.gz")
     masks = {name: np.asarray(nib.load(labels / f"{name}.nii.gz").dataobj)
-             for name in ("lacune", "rssi")}
+             for name in ("wmh", "lacune", "rssi")}
     tables = {}
     for name in ("cmb", "epvs"):
         with open(labels / f"{name}.csv", newline="", encoding="utf-8") as handle:
             tables[name] = list(csv.DictReader(handle))
     world = np.array([[float(r[a]) for a in "xyz"] for r in tables["epvs"]]).reshape(-1, 3)
-    return recount(Plan(**record["plan"]), masks["lacune"], masks["rssi"], len(tables["cmb"]),
-                   world, [r["side"] for r in tables["epvs"]], np.asarray(regions.dataobj),
-                   regions.affine)
+    return recount(Plan(**record["plan"]), masks["wmh"], masks["lacune"], masks["rssi"],
+                   len(tables["cmb"]), world, [r["side"] for r in tables["epvs"]],
+                   np.asarray(regions.dataobj), regions.affine)
 
 
 def _write_manifest(out_dir: Path, ids: list[str], profile: Profile) -> Path:
@@ -203,7 +203,7 @@ def generate_subject(subject_dir: str | os.PathLike, profile: Profile, seed: int
                                 **{f"d{axis}": lesions.epvs_direction[:, n]
                                    for n, axis in enumerate("xyz")}})
     _write_record(subject_dir / "synth.json", profile, seed, index, plan, warp, transforms, lesions)
-    return recount(plan, masks["lacune"], masks["rssi"], len(cmb), epvs, epvs_sides,
+    return recount(plan, masks["wmh"], masks["lacune"], masks["rssi"], len(cmb), epvs, epvs_sides,
                    regions, reference.affine)
 
 

@@ -14,7 +14,13 @@ truth, by the same definitions a rater uses, so they agree with the labels exact
   the slice's voxel under the point is basal ganglia; a point on the boundary of two slices
   counts in both (:func:`csvdnet.scoring.side_slice_keys`, the rule predict and evaluate use);
   the largest count is graded;
-- Fazekas grades: as planted (the WMH were drawn to match them);
+- Fazekas grades: read from ``labels/wmh`` on the cohort's own region map by the rule predict
+  uses (:func:`fazekas_grades`: :func:`csvdnet.inference.measure.wmh_features`, then
+  :func:`csvdnet.scoring.fazekas_pv_from` / ``fazekas_deep_from``). The WMH are drawn to match
+  the planned grades, but a drawing can show another one (a cluster whose foci did not merge on
+  the reference grid, a periventricular finger cut off into the deep white matter, a confluent
+  area grown into the periventricular lesion): the rating is what the label shows, the plan
+  stays in ``synth.json``;
 - total score: :func:`csvdnet.scoring.staals_total` (Staals et al., Neurology 2014); RSSI are
   never added.
 
@@ -33,11 +39,11 @@ from scipy import ndimage
 from csvdnet.atlas import REGION_CODES
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.io import Ratings
-from csvdnet.scoring import (EPVS_GRADE_LIMITS, epvs_grade, max_side_slice_count, staals_total,
-                             wmh_point)
+from csvdnet.scoring import (EPVS_GRADE_LIMITS, epvs_grade, fazekas_deep_from, fazekas_pv_from,
+                             max_side_slice_count, staals_total, wmh_point)
 
 __all__ = ["DEFAULT_PREVALENCE", "EPVS_GRADE_LIMITS", "Plan", "check_prevalence",
-           "count_components", "epvs_bg_count", "epvs_grade", "recount", "sample_plan",
+           "count_components", "epvs_bg_count", "epvs_grade", "fazekas_grades", "recount", "sample_plan",
            "staals_total", "wmh_point"]
 
 DEFAULT_PREVALENCE = (0.2, 0.2, 0.2, 0.2, 0.2)
@@ -157,13 +163,30 @@ def epvs_bg_count(world: np.ndarray, sides: Sequence[str], regions: np.ndarray,
     return max_side_slice_count(world, sides, regions, affine, REGION_CODES["basal_ganglia"])
 
 
-def recount(plan: Plan, lacune_mask: np.ndarray, rssi_mask: np.ndarray, cmb_count: int,
-            epvs_world: np.ndarray, epvs_sides: Sequence[str], regions: np.ndarray,
-            affine: np.ndarray) -> Ratings:
+def fazekas_grades(wmh_mask: np.ndarray, regions: np.ndarray,
+                   affine: np.ndarray) -> tuple[int, int]:
+    """(periventricular, deep) Fazekas grades of a WMH mask on its region map, by the rule
+    ``csvdnet predict`` rates with (one definition for synth, predict and evaluate).
+
+    Args:
+        wmh_mask: WMH mask on the reference grid.
+        regions: Region map on the same grid.
+        affine: Its voxel -> world affine.
+    """
+    from csvdnet.inference.measure import wmh_features
+
+    features = wmh_features(wmh_mask, regions, affine)
+    return fazekas_pv_from(features), fazekas_deep_from(features)
+
+
+def recount(plan: Plan, wmh_mask: np.ndarray, lacune_mask: np.ndarray, rssi_mask: np.ndarray,
+            cmb_count: int, epvs_world: np.ndarray, epvs_sides: Sequence[str],
+            regions: np.ndarray, affine: np.ndarray) -> Ratings:
     """The ratings of the ground truth as written (see the module docstring).
 
     Args:
-        plan: The plan (the Fazekas grades are the planned ones).
+        plan: The plan (kept in ``synth.json``; the ratings are what the labels show).
+        wmh_mask: WMH mask on the reference grid.
         lacune_mask: Lacune mask on the reference grid.
         rssi_mask: RSSI mask on the reference grid.
         cmb_count: Number of microbleed points.
@@ -177,7 +200,8 @@ def recount(plan: Plan, lacune_mask: np.ndarray, rssi_mask: np.ndarray, cmb_coun
     """
     bg_grade = epvs_grade(epvs_bg_count(epvs_world, epvs_sides, regions, affine))
     lacunes = count_components(lacune_mask)
-    total = staals_total(plan.fazekas_pv, plan.fazekas_deep, bg_grade, cmb_count, lacunes)
-    return Ratings(fazekas_pv=plan.fazekas_pv, fazekas_deep=plan.fazekas_deep,
+    pv, deep = fazekas_grades(wmh_mask, regions, affine)
+    total = staals_total(pv, deep, bg_grade, cmb_count, lacunes)
+    return Ratings(fazekas_pv=pv, fazekas_deep=deep,
                    epvs_bg_grade=bg_grade, cmb_count=int(cmb_count), lacune_count=lacunes,
                    rssi_count=count_components(rssi_mask), total_score=total)
