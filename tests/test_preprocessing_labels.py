@@ -9,6 +9,7 @@ from _phantom import LESION, SHAPE, SPACING, apply, cfg, grid, image, truth_mask
 from csvdnet.errors import CsvdnetInputError
 from csvdnet.io import Image
 from csvdnet.preprocessing import preprocess_labels, preprocess_subject
+from csvdnet.preprocessing.labels import keep_volume
 
 
 @pytest.mark.parametrize("orientation, spacing, world_spacing", [
@@ -69,7 +70,7 @@ def test_points_map_both_ways_within_half_a_voxel(orientation, spacing, n_marked
     assert np.all(np.abs(marked.mean(axis=0) - working) < 0.5)
 
 
-def test_downsampled_masks_keep_voxels_more_than_half_covered():
+def test_downsampled_masks_keep_their_volume():
     shape = (33, 33, 33)  # 1 mm; working voxels (2 mm) are centred on even native indices
     affine = grid(shape, (1.0, 1.0, 1.0))
     _, meta = preprocess_subject({"flair": image(affine, shape)},
@@ -82,10 +83,47 @@ def test_downsampled_masks_keep_voxels_more_than_half_covered():
     masks, _ = preprocess_labels(meta, {"wmh": Image(cube, affine),
                                         "lacune": Image(speck, affine)})
     centre = np.round(meta.world_to_working(apply(affine, [16, 16, 16]))[0]).astype(int)
-    expected = np.zeros(meta.working_shape, np.uint8)
-    expected[tuple(slice(c - 1, c + 2) for c in centre)] = 1
-    np.testing.assert_array_equal(masks["wmh"], expected)
-    assert masks["lacune"].sum() == 0
+    core = tuple(slice(c - 1, c + 2) for c in centre)
+    # 343 mm^3 = 42.9 working voxels of 8 mm^3: the 27 fully covered ones and 16 of the shell
+    # (a 0.5 threshold kept the 27 alone: 216 mm^3).
+    assert masks["wmh"].sum() == 43 and masks["wmh"][core].all()
+    shell = np.zeros(meta.working_shape, bool)
+    shell[tuple(slice(c - 2, c + 3) for c in centre)] = True
+    assert not masks["wmh"][~shell].any()
+    assert masks["lacune"].sum() == 0  # 1 mm^3: less than half a working voxel
+
+
+def test_small_lesions_on_thick_slices_keep_their_volume():
+    # A clinical FLAIR: 0.9 x 0.9 mm in plane, 4 mm slices; working grid 1.5 mm.
+    shape, spacing = (60, 60, 12), (0.9, 0.9, 4.0)
+    affine = grid(shape, spacing)
+    _, meta = preprocess_subject({"flair": image(affine, shape)},
+                                 cfg(brain_mask="none", pad_multiple=1, spacing=(1.5, 1.5, 1.5)))
+    rng = np.random.default_rng(3)
+    foci = np.zeros(shape, np.float32)
+    index = np.indices(shape[:2])
+    for n in range(6):  # deep foci of 3-5 mm across, on one or two slices
+        centre = rng.uniform(12, 48, 2)
+        radius = rng.uniform(1.5, 2.5) / 0.9
+        disc = ((index[0] - centre[0]) ** 2 + (index[1] - centre[1]) ** 2) <= radius ** 2
+        if n < 3:
+            disc[int(centre[0]) // 20 * 20:] = False  # partial discs: not only round ones
+        foci[disc, 2 + n: 3 + n + n % 2] = 1
+    masks, _ = preprocess_labels(meta, {"wmh": Image(foci, affine)})
+    true_mm3 = foci.sum() * 0.9 * 0.9 * 4.0
+    working_mm3 = masks["wmh"].sum() * 1.5 ** 3
+    assert abs(working_mm3 - true_mm3) <= 0.5 * 6 * 1.5 ** 3, (working_mm3, true_mm3)
+
+
+def test_keep_volume_keeps_each_part_its_volume_from_its_highest_fractions():
+    fraction = np.zeros((9, 5, 5))
+    fraction[1:4, 2, 2] = (0.4, 0.9, 0.4)  # 1.7 voxels: the 0.9 and one 0.4 (the first in order)
+    fraction[6, 1:4, 1:4] = 0.3  # 2.7 voxels of 0.3 each: 3 of them, though all are below 0.5
+    kept = keep_volume(fraction)
+    assert kept[1:4, 2, 2].tolist() == [True, True, False]
+    assert kept[6].sum() == 3 and kept.sum() == 5
+    np.testing.assert_array_equal(keep_volume(fraction), kept)  # deterministic
+    assert not keep_volume(np.zeros((3, 3, 3))).any()
 
 
 def _flair(tmp_path) -> Image:

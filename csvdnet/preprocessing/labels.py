@@ -26,12 +26,49 @@ def _footprint(meta: PreprocessMeta, sequence: str) -> np.ndarray:
     return np.maximum(1, np.rint(extent / sizes)).astype(int)
 
 
+def keep_volume(fraction: np.ndarray) -> np.ndarray:
+    """Binarise a partial-volume map without losing volume: in each 26-connected part of its
+    support, the ``round(sum of fractions)`` voxels of highest fraction (ties: voxel order).
+
+    A threshold at 0.5 shrinks what is small against the blur that made the fractions: WMH foci
+    of 0.05-0.3 ml drawn on 4 mm clinical slices kept a median 73 % of their volume on the 1.5 mm
+    working grid (37 % lost over all the WMH of one subject of deep foci), enough to move the
+    largest deep focus under a Fazekas limit. A large lesion comes out as the 0.5 threshold
+    would give it.
+
+    Args:
+        fraction: Partial volume (0..1) per voxel.
+
+    Returns:
+        Boolean mask with, per connected part, the part's volume to within half a voxel.
+    """
+    fraction = np.asarray(fraction, dtype=np.float64)
+    support = fraction > _SUPPORT
+    labels, count = ndimage.label(support, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return np.zeros(fraction.shape, dtype=bool)
+    index = np.flatnonzero(support)
+    label, value = labels.ravel()[index], fraction.ravel()[index]
+    keep = np.rint(np.bincount(label, weights=value, minlength=count + 1)).astype(np.int64)
+    order = np.lexsort((index, -value, label))  # by part, then highest fraction first
+    ranked = label[order]
+    rank = np.arange(len(order)) - np.searchsorted(ranked, np.arange(count + 1))[ranked]
+    out = np.zeros(fraction.size, dtype=bool)
+    out[index[order][rank < keep[ranked]]] = True
+    return out.reshape(fraction.shape)
+
+
+_SUPPORT = 1e-6
+"""Fractions at or below this are outside every part (resampling's round-off)."""
+
+
 def _map_mask(meta: PreprocessMeta, mask: Image, sequence: str) -> np.ndarray:
     """One mask onto the working grid as uint8.
 
     A mask with values in [0, 1] (binary or soft) is nearest-neighbour, or, where a working voxel
-    spans several native voxels, kept where the partial volume (box mean, then trilinear) is
-    > 0.5. Other masks are label maps of integers 0..255, nearest-neighbour.
+    spans several native voxels, its partial volume (box mean, then trilinear) is binarised by
+    :func:`keep_volume`, so each lesion keeps its volume. Other masks are label maps of integers
+    0..255, nearest-neighbour.
     """
     data = np.asarray(mask.data)
     out_to_in = meta.working_to_native(sequence)
@@ -44,7 +81,7 @@ def _map_mask(meta: PreprocessMeta, mask: Image, sequence: str) -> np.ndarray:
                                           mode="constant")
         # scipy centres an even-sized box half a voxel below the output voxel.
         centred = _translation(0.5 * (footprint % 2 == 0)) @ out_to_in
-        return (_resample(fraction, centred, meta.working_shape, 1) > 0.5).astype(np.uint8)
+        return keep_volume(_resample(fraction, centred, meta.working_shape, 1)).astype(np.uint8)
     if lo < 0 or hi > 255 or not np.array_equal(data, np.rint(data)):
         raise CsvdnetInputError(mask.path, f"not a mask or label map: values from {lo:g} to "
                                            f"{hi:g} (expected 0/1 or integers 0-255)")
