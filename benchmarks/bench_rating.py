@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import datetime
 import json
@@ -289,6 +290,12 @@ def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _neighbourhoods(run: Mapping[str, Any]) -> str:
+    """The peak neighbourhood of each detection task, as the report names it."""
+    peaks = run.get("peak_neighbourhood") or {"cmb": "cube", "epvs": "cube"}
+    return ", ".join(f"{task}: {value}" for task, value in peaks.items())
+
+
 def report(record: Mapping[str, Any]) -> str:
     """The Markdown summary of a results record."""
     a, run = record["agreement"], record["run"]
@@ -297,7 +304,8 @@ def report(record: Mapping[str, Any]) -> str:
             else "not synthetic")
     lines = [f"# Oracle rating benchmark ({record['date']})", "",
              f"- model: `{record['model']}`; heatmaps: {run['heatmaps']}, sigma "
-             f"{run['heatmap_sigma_mm']} mm ({run['heatmap_sigma_source']}); the network not run",
+             f"{run['heatmap_sigma_mm']} mm ({run['heatmap_sigma_source']}); peaks found in "
+             f"{_neighbourhoods(run)}; the network not run",
              f"- cohort: `{record['cohort']['path']}` ({made}); "
              f"{record['subjects']['compared']} subjects compared, failed: "
              f"{record['subjects']['failed'] or 'none'}, unrated: "
@@ -337,6 +345,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(args.out)
     predictor = Predictor.from_dir(args.model)
+    if args.peak_neighbourhood != "model":
+        # What the layer does with heatmaps it can resolve, whatever this model's network needs.
+        predictor.info = dataclasses.replace(predictor.info, peak_neighbourhood={
+            task: args.peak_neighbourhood for task in ("cmb", "epvs")})
+    peaks = {task: predictor.info.peak_neighbourhood.get(task, "cube") for task in ("cmb", "epvs")}
     sigma, sigma_source = model_heatmap_sigma(args.model)
     subjects, problems, bids = open_input(args.cohort, predictor.info.channels,
                                           predictor.preprocess_cfg.reference)
@@ -378,7 +391,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "machine": describe_machine(), "load_average_end": load_average(),
         "model": str(args.model), "out": str(out),
         "cohort": {"path": str(args.cohort), "synthesis": cohort_synthesis(Path(args.cohort))},
-        "run": {"heatmaps": args.heatmaps, "heatmap_sigma_mm": sigma,
+        "run": {"heatmaps": args.heatmaps, "heatmap_sigma_mm": sigma, "peak_neighbourhood": peaks,
                 "heatmap_sigma_source": sigma_source, "jobs": args.jobs,
                 "seconds": time.perf_counter() - started},
         "subjects": {"input": len(subjects) + len(problems), "compared": len(pairs),
@@ -397,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heatmaps", choices=("subvoxel", "nearest"), default="subvoxel",
                         help="Gaussians centred on the true point, or on its nearest working "
                              "voxel as training draws them")
+    parser.add_argument("--peak-neighbourhood", choices=("model", "cube", "faces"),
+                        default="model",
+                        help="what a heatmap peak is the maximum of: the model's "
+                             "inference.peak_neighbourhood (default), or this for CMB and EPVS")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.jobs < 1:

@@ -83,6 +83,8 @@ def test_to_dict_is_plain():
     ("preprocess:\n  pad_multiple: 0\n", r"c\.yaml: preprocess\.pad_multiple: must be >= 1"),
     ("preprocess:\n  clip_percentiles: [99, 1]\n", r"preprocess\.clip_percentiles: must satisfy"),
     ("data:\n  val_fraction: 1.0\n", r"c\.yaml: data\.val_fraction: must be in \[0, 1\)"),
+    ("inference:\n  peak_neighbourhood:\n    epvs: edges\n",
+     r"c\.yaml: inference\.peak_neighbourhood: must map cmb / epvs to cube or faces"),
     ("data:\n  channels: [flair, flair]\n", r"data\.channels: must name each sequence once"),
     ("data:\n  lesion_task_weights: {score: 1}\n", r"data\.lesion_task_weights: must map"),
     ("model:\n  depth: 0\n", r"c\.yaml: model\.depth: must be >= 1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -95,6 +96,26 @@ def test_point_peaks_at_its_working_voxel(phantom, tmp_path, subvoxel, offset_mm
     beside = heatmap[tuple(voxel + (1 if offset_mm > 0 else -1, 0, 0))]
     expected = np.exp(-0.5 * ((2.0 - abs(offset_mm if subvoxel else 0.0)) / 2.0) ** 2)
     assert beside == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_model_names_what_a_heatmap_peak_is(phantom, tmp_path):
+    # Two EPVS 5.5 mm apart whose nearest working voxels (2 mm) touch by a corner, drawn as a
+    # perfect network would: both voxels hold 0.87. Found in a 3x3x3 cube (the default, and
+    # every export without the key) they are one plateau, one finding; a model whose
+    # inference.peak_neighbourhood says "faces" gets both.
+    predictor, prepared, _ = phantom
+    voxel = np.asarray(prepared.array.shape[:3], float) // 2
+    world = prepared.meta.working_to_world(np.stack([voxel - 0.3, voxel + 1.3]))
+    out = oracle_outputs(prepared, {"epvs": _write_points(tmp_path / "epvs.csv", world)},
+                         heatmap_sigma_mm=2.0, total=None)
+    assert len(predictor.finish(prepared, out, 0.0).findings["epvs"]) == 1
+    faces = dataclasses.replace(predictor.info, peak_neighbourhood={"epvs": "faces"})
+    other = Predictor(_never, faces, CFG, window=(16, 16, 16), overlap=0.25, gaussian=True,
+                      rule_sets=("staals-2014",))
+    found = other.finish(prepared, out, 0.0).findings["epvs"]
+    assert len(found) == 2
+    placed = np.sort(np.asarray([f.world for f in found]), axis=0)
+    np.testing.assert_allclose(placed, np.sort(world, axis=0), atol=0.3)
 
 
 def test_mask_lands_on_the_working_grid_whole(phantom, tmp_path):

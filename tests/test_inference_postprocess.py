@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from csvdnet.inference.postprocess import (SMALLEST_LESION_MM3, Component, components,
-                                           find_peaks, mask_to_reference, peak_widths,
-                                           remove_small_components, size_floor_mm3,
+from csvdnet.inference.postprocess import (PEAK_MIN_DISTANCE_MM, SMALLEST_LESION_MM3, Component,
+                                           components, find_peaks, mask_to_reference,
+                                           peak_widths, remove_small_components, size_floor_mm3,
                                            subvoxel_offsets, threshold_mask)
 
 
@@ -74,6 +74,27 @@ def test_two_epvs_3_1_mm_apart_are_two_peaks_where_they_are():
     found = points[np.argsort(points[:, 0])]
     errors = np.linalg.norm((found - [a, b]) * 1.5, axis=1)
     assert errors[0] < 1e-9 and errors[1] < 0.35
+
+
+def test_face_neighbours_resolve_findings_on_diagonal_neighbour_voxels():
+    # Two EPVS 4.2 mm apart whose nearest working voxels, (8, 8, 8) and (9, 9, 9), touch by a
+    # corner: both hold 0.87. In a 3x3x3 cube they are one plateau, one finding; with the six
+    # face neighbours, two, each where it is.
+    a, b = np.full(3, 7.7), np.full(3, 9.3)
+    heatmap = _gaussians((18, 18, 18), [a, b], 2.0 / 1.5)
+    assert len(find_peaks(heatmap, 0.2)[0]) == 1
+    # ... predict's suppression for faces (2.5 mm) keeps both: their voxels are 2.6 mm apart.
+    points, _ = find_peaks(heatmap, 0.2, spacing=(1.5, 1.5, 1.5), neighbourhood="faces",
+                           min_distance_mm=PEAK_MIN_DISTANCE_MM["faces"])
+    found = points[np.argsort(points[:, 0])]
+    assert len(found) == 2 and np.all(np.linalg.norm((found - [a, b]) * 1.5, axis=1) < 0.5)
+    # An isolated Gaussian is one peak with faces too, wherever its centre.
+    for centre in np.random.default_rng(5).uniform(6, 10, (30, 3)):
+        points, _ = find_peaks(_gaussians((16, 16, 16), [centre], 2.0 / 1.5), 0.2,
+                               neighbourhood="faces")
+        np.testing.assert_allclose(points, [centre], atol=1e-6)
+    with pytest.raises(ValueError, match="peak neighbourhood must be one of cube, faces"):
+        find_peaks(heatmap, 0.2, neighbourhood="edges")
 
 
 def test_non_maximum_suppression_in_mm_with_anisotropic_voxels():

@@ -27,6 +27,10 @@ class InferenceConfig:
         min_lesion_mm3: Components smaller than this are dropped, per segmentation task.
         rule_sets: Scoring rule sets reported, by name (keys of
             :data:`csvdnet.scoring.RULE_SETS`: ``"staals-2014"``, ``"caa-svd-2016"``).
+        peak_neighbourhood: What a heatmap peak is the maximum of, per detection task:
+            ``"cube"`` (3x3x3) or ``"faces"`` (six neighbours: resolves findings whose nearest
+            voxels touch diagonally, for a network whose peaks look like its Gaussian targets;
+            :data:`csvdnet.inference.postprocess.PEAK_NEIGHBOURHOODS`).
     """
 
     window: IntTriple = (128, 128, 128)
@@ -38,6 +42,8 @@ class InferenceConfig:
     min_lesion_mm3: dict[str, float] = dataclasses.field(default_factory=lambda: {
         "wmh": 3.0, "rssi": 10.0, "lacune": 10.0})
     rule_sets: tuple[RuleSetName, ...] = ("staals-2014", "caa-svd-2016")
+    peak_neighbourhood: dict[str, str] = dataclasses.field(default_factory=lambda: {
+        "cmb": "cube", "epvs": "cube"})
 
     def __post_init__(self) -> None:
         _check("inference", {
@@ -47,6 +53,10 @@ class InferenceConfig:
                            f"must be probabilities in (0, 1), got {self.thresholds}"),
             "min_lesion_mm3": (all(v >= 0 for v in self.min_lesion_mm3.values()),
                                f"must be >= 0, got {self.min_lesion_mm3}"),
+            "peak_neighbourhood": (
+                all(k in ("cmb", "epvs") and v in ("cube", "faces")
+                    for k, v in self.peak_neighbourhood.items()),
+                f"must map cmb / epvs to cube or faces, got {self.peak_neighbourhood}"),
             "rule_sets": (all(name in RULE_SETS for name in self.rule_sets),
                           f"must name rule sets of {', '.join(RULE_SETS)}, "
                           f"got {list(self.rule_sets)}"),

@@ -39,7 +39,7 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.evaluation.detection import match_points
 from csvdnet.evaluation.metrics import CONNECTIVITY, LesionCounts, dice_from_counts
 from csvdnet.fsutil import write_text_atomic
-from csvdnet.inference.postprocess import SMALLEST_LESION_MM3, find_peaks
+from csvdnet.inference.postprocess import PEAK_MIN_DISTANCE_MM, SMALLEST_LESION_MM3, find_peaks
 from csvdnet.run.calibration import CALIBRATION_FILE, CALIBRATION_FORMAT
 
 logger = logging.getLogger(__name__)
@@ -170,17 +170,24 @@ def calibrate_segmentation(task: str, subjects: Iterable[tuple[np.ndarray, np.nd
 
 def calibrate_detection(subjects: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
                         configured: float,
-                        thresholds: Sequence[float] = THRESHOLDS) -> TaskCalibration:
+                        thresholds: Sequence[float] = THRESHOLDS,
+                        neighbourhood: str = "cube") -> TaskCalibration:
     """Best heatmap peak threshold of a detection task.
 
     Args:
         subjects: ``(true points (M, 3) voxels, heatmap (X, Y, Z), spacing mm)``.
         configured: The run's threshold.
         thresholds: Candidate thresholds.
+        neighbourhood: What a peak is the maximum of (the run's
+            ``inference.peak_neighbourhood``, as predict finds them).
     """
     candidates = sorted({*thresholds, configured})
     # Local maxima do not depend on the threshold: find them once, then filter by value.
-    peaks = [find_peaks(heatmap, min(candidates)) for _, heatmap, _ in subjects]
+    # As predict finds them; suppression keeps the higher of two close peaks, so it commutes
+    # with the threshold.
+    peaks = [find_peaks(heatmap, min(candidates), spacing=spacing, neighbourhood=neighbourhood,
+                        min_distance_mm=PEAK_MIN_DISTANCE_MM[neighbourhood])
+             for _, heatmap, spacing in subjects]
     counts: dict[float, np.ndarray] = {}
     for threshold in candidates:
         total = np.zeros(3, int)
@@ -254,7 +261,9 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
             found = calibrate_segmentation(task, subjects,
                                            (thresholds[task], sizes.get(task, 0.0)))
         else:
-            found = calibrate_detection(subjects, thresholds[task])
+            found = calibrate_detection(
+                subjects, thresholds[task],
+                neighbourhood=cfg.inference.peak_neighbourhood.get(task, "cube"))
         if found.lesions < MIN_LESIONS:
             tasks[task] = {"calibrated": False,
                            "reason": f"{found.lesions} lesions in the validation subjects, "

@@ -20,13 +20,35 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage, spatial
 
-__all__ = ["CONNECTIVITY", "Component", "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3", "per_label",
-           "SUBVOXEL_FLOOR", "components", "find_peaks", "mask_to_reference", "peak_widths",
+from csvdnet.inference.peak_shape import (SHOULDER_RELATIVE, SUBVOXEL_FLOOR, peak_widths,
+                                          shoulder_peaks, subvoxel_offsets)
+
+__all__ = ["CONNECTIVITY", "Component", "PEAK_MIN_DISTANCE_MM", "PEAK_NEIGHBOURHOODS",
+           "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3", "SUBVOXEL_FLOOR", "components",
+           "find_peaks", "mask_to_reference", "peak_widths", "per_label",
            "remove_small_components", "shoulder_peaks", "size_floor_mm3", "subvoxel_offsets",
            "threshold_mask"]
 
 CONNECTIVITY = np.ones((3, 3, 3), bool)
 """26-connectivity: a lesion is one component across faces, edges and corners."""
+
+PEAK_NEIGHBOURHOODS = {"cube": CONNECTIVITY, "faces": ndimage.generate_binary_structure(3, 1)}
+"""What a heatmap peak is the maximum of (:func:`find_peaks`), by name: its 3x3x3 ``cube``, or
+itself and its six ``faces`` neighbours. Two findings whose nearest working voxels are diagonal
+neighbours (EPVS 3.1-4.5 mm apart on the 1.5 mm grid) are one peak in a cube and two with faces,
+while an isolated Gaussian is one peak either way (every other voxel has a face neighbour nearer
+its centre). Measured (RESULTS.md, "Rating layer ... peak neighbourhood"): on a perfect
+network's heatmaps faces find the EPVS the cube loses, but the shipped network's heatmaps ridge
+along oblique EPVS, where faces find a peak per step (held-out EPVS false positives 302 -> 608):
+a model names its own (``inference.peak_neighbourhood``), ``cube`` unless it says."""
+
+PEAK_MIN_DISTANCE_MM = {"cube": 3.0, "faces": 2.5}
+"""Two CMB / EPVS peaks closer than this (mm) are one finding in predict (:func:`find_peaks`'
+suppression), by peak neighbourhood. In a cube, the heatmaps' Gaussians (sigma 2 mm) of two
+findings this close merge into one peak anyway. With faces, 2.5 mm keeps two peaks on corner
+diagonal voxels of the 1.5 mm grid (2.6 mm) and drops those on edge diagonals (2.1 mm): on a
+perfect network's heatmaps it loses 1 of 313 EPVS where 2 mm loses none, but 2 mm doubled a
+real network's extra peaks (RESULTS.md)."""
 
 
 SMALLEST_LESION_MM3 = {"lacune": float(np.pi / 6 * 3.0 ** 3)}
@@ -83,13 +105,14 @@ def per_label(reduce, values: np.ndarray, labels: np.ndarray, count: int) -> np.
 
 
 def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-               min_distance_mm: float = 0.0,
-               shoulders: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               min_distance_mm: float = 0.0, shoulders: bool = False,
+               neighbourhood: str = "cube") -> tuple[np.ndarray, np.ndarray]:
     """Heatmap peaks at sub-voxel positions: local maxima at or above ``threshold``, plateaus
     merged, then suppression.
 
-    A peak is a voxel whose value is the maximum of its 3x3x3 neighbourhood; 26-connected peak
-    voxels (a plateau) count once, at their centre. A peak is placed between voxels (along the
+    A peak is a voxel whose value is the maximum of its ``neighbourhood``
+    (:data:`PEAK_NEIGHBOURHOODS`: its 3x3x3 cube, or its six face neighbours); peak voxels
+    connected through that neighbourhood (a plateau) count once, at their centre. A peak is placed between voxels (along the
     axes its plateau does not span: all three for a single voxel) by :func:`subvoxel_offsets` (a parabola through the logarithms of the peak and its
     two neighbours along each axis: exact for an isolated Gaussian), so a finding keeps the
     position the network drew it at, not the nearest voxel's (which decides, e.g., the axial
@@ -109,14 +132,20 @@ def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] =
             heatmap is max-combined Gaussians, as the targets are; the shipped network's
             heatmaps are not (held-out EPVS false positives 336 -> 1,273 with it, 24 demo
             subjects of seed 7), so it is for a network whose peaks look like its targets.
+        neighbourhood: ``"cube"`` or ``"faces"`` (:data:`PEAK_NEIGHBOURHOODS`).
 
     Returns:
         ``(points, values)``: float ``(N, 3)`` voxel coordinates (sub-voxel positions, plateau
         centres) and the ``(N,)`` heatmap values at the peak voxels, highest first.
     """
     heatmap = np.asarray(heatmap)
-    peaks = (heatmap >= threshold) & (ndimage.maximum_filter(heatmap, size=3) == heatmap)
-    labels, count = ndimage.label(peaks, structure=CONNECTIVITY)
+    if neighbourhood not in PEAK_NEIGHBOURHOODS:
+        raise ValueError(f"peak neighbourhood must be one of {', '.join(PEAK_NEIGHBOURHOODS)}, "
+                         f"got {neighbourhood!r}")
+    footprint = PEAK_NEIGHBOURHOODS[neighbourhood]
+    peaks = ((heatmap >= threshold)
+             & (ndimage.maximum_filter(heatmap, footprint=footprint) == heatmap))
+    labels, count = ndimage.label(peaks, structure=footprint)
     if count == 0:
         return np.zeros((0, 3)), np.zeros((0,))
     index = np.arange(1, count + 1)
@@ -159,102 +188,6 @@ def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] =
     return points, values
 
 
-SHOULDER_RELATIVE = 0.25
-"""A shoulder peak must rise above the found peaks' Gaussians by at least this fraction of the
-heatmap there (and by the threshold): a heatmap blob merely wider or noisier than a Gaussian
-leaves less."""
-
-
-def peak_widths(heatmap: np.ndarray, voxels: np.ndarray) -> np.ndarray:
-    """Gaussian width (sigma, voxels) of each peak from the curvature of the logarithm of the
-    heatmap at its voxel: the narrowest of the three axes (a neighbouring finding's Gaussian
-    only widens the axes towards it); ``nan`` where no axis curves down."""
-    voxels = np.asarray(voxels, dtype=int).reshape(-1, 3)
-    widths = np.full((len(voxels), 3), np.nan)
-    for axis, inside, (low, centre, high) in _log_neighbours(heatmap, voxels):
-        curvature = low - 2 * centre + high
-        with np.errstate(divide="ignore", invalid="ignore"):
-            widths[inside, axis] = np.where(curvature < 0, np.sqrt(-1.0 / curvature), np.nan)
-    with np.errstate(all="ignore"):
-        return np.nanmin(np.where(np.isnan(widths), np.inf, widths), axis=1)
-
-
-def shoulder_peaks(heatmap: np.ndarray, points: np.ndarray, values: np.ndarray,
-                   threshold: float,
-                   exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Findings hidden in the shoulder of a found peak: two findings ~2 voxels apart whose
-    nearest voxels touch make one local maximum.
-
-    Each found peak is modelled as a Gaussian (its sub-voxel position, its width from
-    :func:`peak_widths`, the amplitude that gives its peak value) and the models combined by
-    maximum, as the heatmap targets are. A local maximum of the residual (heatmap minus model)
-    of at least ``threshold`` and at least :data:`SHOULDER_RELATIVE` of the heatmap there is a
-    further finding, with the residual as its value, placed where the heatmap peaks in the
-    domain the models do not explain (then between voxels, as :func:`find_peaks` places any
-    peak: within 0.4 mm of the finding when its neighbour's Gaussian overlaps it).
-
-    Measured on the true EPVS of 40 demo subjects (seed 51; 1,658 points, max-combined Gaussians
-    of sigma 2 mm on the 1.5 mm grid): the local maxima alone miss 49, all 3.1-3.6 mm from
-    another EPVS; with the shoulders 6 are missed and none is false. On isolated noisy blobs
-    wider than a 2 mm Gaussian (sigma 2.5 / 3 / 4 mm, amplitude 0.3-0.9, noise sd 0.05): 0 / 1 /
-    8 false findings per 600 blobs.
-
-    Args:
-        heatmap: ``(X, Y, Z)`` heatmap.
-        points: ``(N, 3)`` found peaks (voxel coordinates, sub-voxel).
-        values: ``(N,)`` their heatmap values.
-        threshold: Lowest residual that is a finding.
-        exclude: Voxels where no shoulder finding may be (e.g. around plateaus).
-
-    Returns:
-        ``(points, values)`` of the shoulder findings (voxel coordinates; residual heights).
-    """
-    heatmap = np.asarray(heatmap, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    if len(points) == 0:
-        return np.zeros((0, 3)), np.zeros((0,))
-    voxels = np.rint(points).astype(int)
-    widths = peak_widths(heatmap, voxels)
-    model = np.zeros(heatmap.shape, dtype=np.float64)
-    support = np.zeros(heatmap.shape, dtype=bool)
-    shape = np.asarray(heatmap.shape)
-    for point, voxel, value, width in zip(points, voxels, np.asarray(values, float), widths):
-        if not np.isfinite(width):
-            continue
-        radius = int(np.ceil(3 * width))
-        low = np.maximum(voxel - radius, 0)
-        high = np.minimum(voxel + radius + 1, shape)
-        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-        grid = np.meshgrid(*[np.arange(a, b) for a, b in zip(low, high)], indexing="ij")
-        distance2 = sum((g - c) ** 2 for g, c in zip(grid, point))
-        amplitude = value / np.exp(-0.5 * np.sum((point - voxel) ** 2) / width ** 2)
-        model[box] = np.maximum(model[box], amplitude * np.exp(-0.5 * distance2 / width ** 2))
-        support[box] = True
-    if exclude is not None:
-        support &= ~np.asarray(exclude, bool)
-    residual = np.where(support, heatmap - model, 0.0)
-    own = residual >= SHOULDER_RELATIVE * heatmap  # where no found peak explains the heatmap
-    candidates = ((residual >= threshold) & own & support
-                  & (ndimage.maximum_filter(residual, size=3) == residual))
-    if not candidates.any():
-        return np.zeros((0, 3)), np.zeros((0,))
-    # The residual peaks away from the other finding; the finding itself is where the heatmap
-    # peaks within the domain it explains, placed between voxels as any peak is.
-    domains, _ = ndimage.label(own & support, structure=CONNECTIVITY)
-    found: dict[tuple[int, ...], float] = {}
-    for candidate in np.argwhere(candidates):
-        low = np.maximum(candidate - 2, 0)
-        high = np.minimum(candidate + 3, shape)
-        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-        values_here = np.where(domains[box] == domains[tuple(candidate)], heatmap[box], -np.inf)
-        voxel = tuple(int(v) for v in low + np.unravel_index(np.argmax(values_here),
-                                                             values_here.shape))
-        found[voxel] = max(found.get(voxel, 0.0), float(residual[tuple(candidate)]))
-    voxels = np.array(list(found), int).reshape(-1, 3)
-    heights = np.array(list(found.values()), float)
-    return voxels + subvoxel_offsets(heatmap, voxels), heights
-
-
 def mask_to_reference(mask: np.ndarray, invert: Callable[[np.ndarray, int], np.ndarray],
                       working_to_reference: np.ndarray) -> np.ndarray:
     """A lesion mask decided on the working grid, carried back to the reference grid whole.
@@ -292,52 +225,6 @@ def mask_to_reference(mask: np.ndarray, invert: Callable[[np.ndarray, int], np.n
         inside = np.all((voxels >= 0) & (voxels < np.asarray(carried.shape)), axis=1)
         carried[tuple(voxels[inside].T)] = True
     return carried
-
-
-SUBVOXEL_FLOOR = 1e-6
-"""Heatmap values are clipped to at least this before their logarithm is taken."""
-
-
-def subvoxel_offsets(heatmap: np.ndarray, voxels: np.ndarray) -> np.ndarray:
-    """Sub-voxel offsets of local maxima: per axis, the vertex of the parabola through the
-    logarithms of the heatmap at the voxel and its two neighbours.
-
-    For a Gaussian ``exp(-(x - c)^2 / (2 s^2))`` the logarithm is a parabola, so the vertex is
-    ``c`` exactly, whatever ``s``; for other peak shapes it is the usual quadratic estimate.
-    An axis whose neighbour lies outside the volume, or along which the values are flat, gets
-    offset 0; offsets are clipped to [-0.5, 0.5] (a local maximum's peak lies within half a
-    voxel of it).
-
-    Args:
-        heatmap: ``(X, Y, Z)`` heatmap.
-        voxels: int ``(N, 3)`` indices of local maxima.
-
-    Returns:
-        float ``(N, 3)`` offsets in voxels.
-    """
-    voxels = np.asarray(voxels, dtype=int).reshape(-1, 3)
-    offsets = np.zeros(voxels.shape, dtype=np.float64)
-    for axis, inside, (low, centre, high) in _log_neighbours(heatmap, voxels):
-        curvature = low - 2 * centre + high
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vertex = np.where(curvature < 0, 0.5 * (low - high) / curvature, 0.0)
-        offsets[inside, axis] = np.clip(vertex, -0.5, 0.5)
-    return offsets
-
-
-def _log_neighbours(heatmap: np.ndarray, voxels: np.ndarray):
-    """Per axis: ``(axis, inside, (log h[v - 1], log h[v], log h[v + 1]))`` for the voxels
-    whose two neighbours along it are in the volume (``inside`` selects them); values clipped
-    to :data:`SUBVOXEL_FLOOR` first."""
-    heatmap = np.asarray(heatmap, dtype=np.float64)
-    shape = np.asarray(heatmap.shape[:3])
-    for axis in range(3):
-        step = np.zeros(3, dtype=int)
-        step[axis] = 1
-        inside = (voxels[:, axis] >= 1) & (voxels[:, axis] <= shape[axis] - 2)
-        at = voxels[inside]
-        yield axis, inside, tuple(np.log(np.maximum(heatmap[tuple((at + d * step).T)],
-                                                    SUBVOXEL_FLOOR)) for d in (-1, 0, 1))
 
 
 @dataclasses.dataclass(frozen=True)

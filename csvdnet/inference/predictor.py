@@ -55,9 +55,6 @@ STAALS = "staals-2014"
 LR_AXIS = 0
 """The working grid is canonical RAS: axis 0 runs left -> right, the axis a flip mirrors."""
 
-PEAK_MIN_DISTANCE_MM = 3.0
-"""Two CMB / EPVS peaks closer than this are one finding: the heatmaps' Gaussians (sigma
-2 mm) of two real findings this close would merge into one peak anyway."""
 
 
 class _Clock:
@@ -328,9 +325,11 @@ class Predictor:
                                  postprocess.components(masks[task], probabilities[task], affine)]
                 else:
                     heatmap = outputs[task][0, ..., 0]
+                    around = self.info.peak_neighbourhood.get(task, "cube")
                     peaks, values = postprocess.find_peaks(
                         heatmap, thresholds[task], spacing=meta.spacing,
-                        min_distance_mm=PEAK_MIN_DISTANCE_MM)
+                        min_distance_mm=postprocess.PEAK_MIN_DISTANCE_MM[around],
+                        neighbourhood=around)
                     world = meta.working_to_world(peaks) if len(peaks) else np.zeros((0, 3))
                     raw[task] = [(w, float(v), None) for w, v in zip(world, values)]
                     masks[task] = postprocess.threshold_mask(probabilities[task],

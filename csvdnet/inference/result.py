@@ -75,6 +75,8 @@ class ModelInfo:
             (then a missing sequence is flagged instead of refused).
         edited: Why the model is not as exported (its ``metadata.json`` edited: see
             :func:`csvdnet.export.verify.model_identity`), or None.
+        peak_neighbourhood: What a heatmap peak is the maximum of, per detection task
+            (``"cube"`` where absent: :data:`csvdnet.inference.postprocess.PEAK_NEIGHBOURHOODS`).
     """
 
     id: str
@@ -87,6 +89,7 @@ class ModelInfo:
     min_lesion_mm3: dict[str, float]
     modality_dropout: bool
     edited: str | None = None
+    peak_neighbourhood: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(eq=False)  # array fields: element-wise equality has no single truth
