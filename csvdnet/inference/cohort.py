@@ -26,13 +26,13 @@ Where each part lives: the tables' columns and rows in :mod:`~csvdnet.inference.
 the output folder's lock and records in :mod:`~csvdnet.inference.cohort_state`, the plan and the
 merged tables in :mod:`~csvdnet.inference.cohort_plan`, failures put into words in
 :mod:`~csvdnet.inference.cohort_errors`, the input's subjects in
-:mod:`~csvdnet.inference.cohort_input`. This module runs the subjects (jobs, progress) and
+:mod:`~csvdnet.inference.cohort_input`, the stage pipeline of ``--jobs`` in
+:mod:`~csvdnet.inference.cohort_pipeline`. This module runs the subjects (jobs, progress) and
 re-exports those modules' names, so ``from csvdnet.inference.cohort import X`` keeps working.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -45,6 +45,7 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.inference import outputs
 from csvdnet.inference.cohort_errors import _WriteError, describe_error, write_failure
 from csvdnet.inference.cohort_input import open_input  # noqa: F401  (re-exported)
+from csvdnet.inference.cohort_pipeline import run_pipeline
 from csvdnet.inference.cohort_plan import (CohortPlan, _merge_tables, plan_cohort, rows_on_disk,
                                            write_tables)
 from csvdnet.inference.cohort_state import (STATE_DIR, _save_state, _state_file,
@@ -109,7 +110,9 @@ def predict_cohort(predictor: Any, subjects: Sequence[Any], out: str | Path, *,
         out: Output folder (created).
         bids: Write a BIDS derivatives dataset (subject ids ``sub-X[_ses-Y]``).
         source: The input dataset (for ``dataset_description.json``'s SourceDatasets).
-        jobs: Subjects in flight at once (threads: preprocessing and the network overlap).
+        jobs: Worker threads (:mod:`~csvdnet.inference.cohort_pipeline`): one subject in the
+            network at a time while the others prepare the next subjects and finish the
+            previous ones; at most ``jobs`` subjects in flight.
         overwrite: Redo subjects that are already done (also those of another model).
         problems: Subjects found unusable before prediction (id -> reason): recorded in
             ``errors.tsv`` with the subjects that fail here.
@@ -146,40 +149,39 @@ def _run_plan(predictor: Any, plan: CohortPlan, jobs: int,
         for subject_id in plan.skipped:
             on_subject(subject_id, "skipped", 0.0)
 
-    def run(subject: Any) -> tuple[Any, float]:
-        started = time.perf_counter()
-        result = predict_subject(predictor, subject, strict=strict)
+    def prepare(subject: Any) -> Any:
+        return prepare_checked(predictor, subject, strict=strict)
+
+    def network(prepared: Any) -> Any:
+        return predictor.run_network(prepared.array)
+
+    def finish(prepared: Any, network_outputs: Any, network_seconds: float) -> Any:
+        result = predictor.finish(prepared, network_outputs, network_seconds)
         try:
             outputs.write_subject(result, out, bids=bids)
         except OSError as exc:
-            raise _WriteError(write_failure(exc, outputs.subject_dir(out, subject.id, bids))) \
-                from None
-        return result, time.perf_counter() - started
+            raise _WriteError(write_failure(exc, outputs.subject_dir(out, result.subject,
+                                                                     bids))) from None
+        return result
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(run, subject): subject for subject in plan.todo}
-        for future in concurrent.futures.as_completed(futures):
-            subject = futures[future]
-            try:
-                result, seconds = future.result()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # a bad subject never stops the cohort
-                kind, message = describe_error(exc)
-                summary.failed[subject.id] = message
-                _save_state(out, "errors", subject.id,
-                            {"subject": subject.id, "error": kind, "message": message})
-                log.debug("subject %s failed", subject.id, exc_info=True)
-                if on_subject:
-                    on_subject(subject.id, f"failed: {message}", 0.0)
-                continue
-            _save_state(out, "rows", subject.id, score_row(result))
-            _state_file(out, "errors", subject.id).unlink(missing_ok=True)
-            summary.done.append(subject.id)
-            summary.seconds[subject.id] = seconds
-            _merge_tables(plan)
+    for outcome in run_pipeline(plan.todo, prepare, network, finish, workers=jobs):
+        subject = outcome.subject
+        if outcome.error is not None:  # a bad subject never stops the cohort
+            kind, message = describe_error(outcome.error)
+            summary.failed[subject.id] = message
+            _save_state(out, "errors", subject.id,
+                        {"subject": subject.id, "error": kind, "message": message})
+            log.debug("subject %s failed", subject.id, exc_info=outcome.error)
             if on_subject:
-                on_subject(subject.id, "done", seconds)
+                on_subject(subject.id, f"failed: {message}", 0.0)
+            continue
+        _save_state(out, "rows", subject.id, score_row(outcome.value))
+        _state_file(out, "errors", subject.id).unlink(missing_ok=True)
+        summary.done.append(subject.id)
+        summary.seconds[subject.id] = outcome.seconds
+        _merge_tables(plan)
+        if on_subject:
+            on_subject(subject.id, "done", outcome.seconds)
     _merge_tables(plan)
     return summary
 
