@@ -124,7 +124,8 @@ def _predict(out, monkeypatch, jobs, fail=None):
         run_network=lambda array: tracker.network(SimpleNamespace(id=names[float(array[1])],
                                                                   array=array)),
         finish=lambda prepared, result, seconds: SimpleNamespace(
-            subject=prepared.id, value=tracker.finish(prepared, result, seconds), timings={"network": seconds}))
+            subject=prepared.id, value=tracker.finish(prepared, result, seconds),
+            timings={"network": seconds}))
     monkeypatch.setattr(cohort, "prepare_checked",
                         lambda p, subject, strict=False: tracker.prepare(subject.id))
 
