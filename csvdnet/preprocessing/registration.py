@@ -170,6 +170,11 @@ def _register(reference: _Reference, moving: Image, threads: int) -> np.ndarray:
             size = [int(n) for n in np.ceil((reference.hi - reference.lo) / spacing) + 1]
             reg = sitk.ImageRegistrationMethod()
             reg.SetNumberOfThreads(threads)
+            # One work unit: ITK sums the metric's per-unit parts in the order they finish, and
+            # the default number of units follows the machine's threads, so the matrices (and
+            # every prediction after them) differed between machines (0.015 in a matrix element
+            # with ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 against the default, on 2 cores).
+            reg.SetNumberOfWorkUnits(1)
             reg.SetVirtualDomain(size, reference.lo.tolist(), [spacing] * 3,
                                  np.eye(3).ravel().tolist())
             reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
