@@ -109,9 +109,8 @@ def test_the_model_names_what_a_heatmap_peak_is(phantom, tmp_path):
     out = oracle_outputs(prepared, {"epvs": _write_points(tmp_path / "epvs.csv", world)},
                          heatmap_sigma_mm=2.0, total=None)
     assert len(predictor.finish(prepared, out, 0.0).findings["epvs"]) == 1
-    faces = dataclasses.replace(predictor.info, peak_neighbourhood={"epvs": "faces"})
-    other = Predictor(_never, faces, CFG, window=(16, 16, 16), overlap=0.25, gaussian=True,
-                      rule_sets=("staals-2014",))
+    other = _predictor(("flair", "t1"), CFG)
+    other.info = dataclasses.replace(other.info, peak_neighbourhood={"epvs": "faces"})
     found = other.finish(prepared, out, 0.0).findings["epvs"]
     assert len(found) == 2
     placed = np.sort(np.asarray([f.world for f in found]), axis=0)

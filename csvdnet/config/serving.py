@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from csvdnet import DETECTION_TASKS
 from csvdnet.config.values import IntTriple, _check, _positive
 from csvdnet.scoring import RULE_SETS
 
@@ -43,7 +44,7 @@ class InferenceConfig:
         "wmh": 3.0, "rssi": 10.0, "lacune": 10.0})
     rule_sets: tuple[RuleSetName, ...] = ("staals-2014", "caa-svd-2016")
     peak_neighbourhood: dict[str, str] = dataclasses.field(default_factory=lambda: {
-        "cmb": "cube", "epvs": "cube"})
+        task: "cube" for task in DETECTION_TASKS})
 
     def __post_init__(self) -> None:
         _check("inference", {
@@ -54,7 +55,7 @@ class InferenceConfig:
             "min_lesion_mm3": (all(v >= 0 for v in self.min_lesion_mm3.values()),
                                f"must be >= 0, got {self.min_lesion_mm3}"),
             "peak_neighbourhood": (
-                all(k in ("cmb", "epvs") and v in ("cube", "faces")
+                all(k in DETECTION_TASKS and v in ("cube", "faces")
                     for k, v in self.peak_neighbourhood.items()),
                 f"must map cmb / epvs to cube or faces, got {self.peak_neighbourhood}"),
             "rule_sets": (all(name in RULE_SETS for name in self.rule_sets),
