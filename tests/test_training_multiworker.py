@@ -223,9 +223,10 @@ def test_killed_worker_and_restarted_job_resume_from_the_chiefs_checkpoint(
         cluster.kill()
     assert cluster.processes[0].returncode == 1, output[-2000:]
     # How the chief learns it depends on timing: the heartbeats mark the peer unhealthy, or its
-    # pending receive sees the connection reset (seen on a quiet machine); both are Unavailable.
-    assert "UnavailableError" in output and ("unhealthy" in output
-                                             or "Connection reset by peer" in output), \
+    # pending receive sees the connection reset or the socket closed (both seen on a quiet
+    # machine; the last in a CI run); all three are gRPC UNAVAILABLE, raised as UnavailableError.
+    peer_lost = ("unhealthy", "Connection reset by peer", "Socket closed")
+    assert "UnavailableError" in output and any(m in output for m in peer_lost), \
         output[-2000:]
     saved = latest_step(run_dir)
     assert 0 < saved < total and saved % STEPS_PER_EPOCH == 0, saved
