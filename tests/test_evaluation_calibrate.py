@@ -78,6 +78,29 @@ def test_detection_search_picks_the_threshold_of_the_best_f1():
     assert found.details == {"tp": 2, "fp": 1, "fn": 0, "fp_per_subject": 1.0}
 
 
+def test_detection_search_picks_the_ridge_fraction_and_keeps_exempt_peaks():
+    # One EPVS (true at voxel 5) drawn as a ridge at 0.6 from voxel 4 to 11 along x with a
+    # second bump at 10 (0.8; 1 mm voxels, 6 mm apart): two peaks, one of them false.
+    heatmap = np.zeros((16, 12, 12), np.float32)
+    heatmap[4:12, 6, 6] = 0.6
+    heatmap[5, 6, 6], heatmap[10, 6, 6] = 0.9, 0.8
+    true = np.array([[5, 6, 6]], float)
+    subject = (true, heatmap, (1.0, 1.0, 1.0))
+    found = calibrate_detection([subject], configured=0.5, thresholds=(0.5,),
+                                ridges=(0.0, 0.5, 0.8))
+    # 0.0: F1 2/3 (1 found, 1 false). 0.5: the path from the bump to the peak stays at 0.6 >=
+    # 0.4, so the bump is the peak's ridge: F1 1. 0.8: 0.6 < 0.64, kept: F1 2/3.
+    assert (found.ridge, found.threshold, found.value) == (0.5, 0.5, 1.0)
+    assert found.configured == pytest.approx(2 / 3)
+    # Where the bump lies in the basal ganglia nothing drops it: ties go to the configured
+    # fraction (here 0.8).
+    where = np.zeros(heatmap.shape, bool)
+    where[10, 6, 6] = True
+    found = calibrate_detection([subject], configured=0.5, thresholds=(0.5,),
+                                ridges=(0.0, 0.5), configured_ridge=0.8, exempt=[where])
+    assert found.ridge == 0.8 and found.value == pytest.approx(2 / 3)
+
+
 def test_calibrate_run_writes_the_record_that_run_config_applies(tiny_run, tmp_path):
     from csvdnet.evaluation.calibrate import calibrate_run
 
@@ -91,10 +114,17 @@ def test_calibrate_run_writes_the_record_that_run_config_applies(tiny_run, tmp_p
     # run_config applies what the file says (here a hand-set value, so the test can fail).
     record["thresholds"]["wmh"] = 0.37
     record["min_lesion_mm3"]["lacune"] = 12.5
+    assert set(record["peak_ridge"]) <= {"epvs"}
+    record["peak_ridge"] = {"epvs": 0.65}
     (run / CALIBRATION_FILE).write_text(json.dumps(record))
     cfg = run_config(run)
     assert cfg.inference.thresholds["wmh"] == 0.37
     assert cfg.inference.min_lesion_mm3["lacune"] == 12.5
+    assert cfg.inference.peak_ridge == {"epvs": 0.65}
+    # A calibration written before ridges were calibrated leaves the config's.
+    del record["peak_ridge"]
+    (run / CALIBRATION_FILE).write_text(json.dumps(record))
+    assert run_config(run).inference.peak_ridge == {}
     assert run_config(run, calibrated=False).inference.thresholds["wmh"] == 0.5
 
 

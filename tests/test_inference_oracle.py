@@ -202,3 +202,35 @@ def test_benchmark_writes_predicts_outputs_without_running_the_network(tiny_coho
         assert rater.missing[subject.id] == []
     assert bench.diff_line("s", {"total": 2, "lacune_count": 1},
                            {"total": 1, "lacune_count": 1}) == "s: total 2->1"
+
+
+@pytest.mark.parametrize("region, found", [("centrum_semiovale", 1), ("basal_ganglia", 2)])
+def test_a_ridge_is_one_finding_outside_the_basal_ganglia(phantom, monkeypatch, region, found):
+    # A network's long EPVS: a ridge at 0.7 along 5 working voxels (2 mm) with two bumps on it
+    # (0.9, 0.8; 6 mm apart). Two peaks; a model with inference.peak_ridge 0.6 reports one in
+    # the centrum semiovale (long EPVS) and both in the basal ganglia (dense).
+    from csvdnet.atlas import REGION_CODES
+    from csvdnet.inference import regions as regioning
+
+    predictor, prepared, _ = phantom
+    shape = prepared.array.shape[:3]
+    centre = np.asarray(shape) // 2
+    heatmap = np.zeros(shape, np.float32)
+    for k in range(5):
+        heatmap[tuple(centre + (k - 2, 0, 0))] = 0.7
+    heatmap[tuple(centre + (-2, 0, 0))] = 0.9
+    heatmap[tuple(centre + (1, 0, 0))] = 0.8
+    out = oracle_outputs(prepared, {}, heatmap_sigma_mm=2.0, total=None)
+    out["epvs"] = heatmap[None, ..., None]
+
+    def place(image, mask, ref_shape, affine, to_image=None):
+        return (np.full(tuple(ref_shape)[:3], REGION_CODES[region], np.uint8),
+                np.eye(4) if to_image is None else np.asarray(to_image, np.float64))
+
+    monkeypatch.setattr(regioning, "place_regions", place)
+    assert len(predictor.finish(prepared, out, 0.0).findings["epvs"]) == 2  # no ridge: two
+    other = _predictor(("flair", "t1"), CFG)
+    other.info = dataclasses.replace(other.info, peak_ridge={"epvs": 0.6})
+    epvs = other.finish(prepared, out, 0.0).findings["epvs"]
+    assert len(epvs) == found and {f.region for f in epvs} == {region}
+    assert epvs[0].confidence == pytest.approx(0.9)

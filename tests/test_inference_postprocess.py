@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from csvdnet.inference.postprocess import (PEAK_MIN_DISTANCE_MM, SMALLEST_LESION_MM3, Component,
-                                           components, find_peaks, mask_to_reference,
+from csvdnet.inference.postprocess import (PEAK_MIN_DISTANCE_MM, RIDGE_RADIUS_MM,
+                                           SMALLEST_LESION_MM3, Component, components,
+                                           find_peaks, mask_to_reference, on_a_ridge,
                                            peak_widths, remove_small_components, size_floor_mm3,
                                            subvoxel_offsets, threshold_mask)
 
@@ -288,3 +289,50 @@ def test_per_label_reductions_equal_scipys_on_the_whole_volume():
     values = np.array([[9.0, 3.0, 5.0], [-1.0, 7.0, 4.0]])
     assert per_label(ndimage.maximum, values, labels, 2).tolist() == [4.0, 5.0]
     assert per_label(ndimage.minimum, values, labels, 2).tolist() == [3.0, -1.0]
+
+
+def _tube(shape, start, end, sigma, height):
+    """A ridge of ``height``: a Gaussian cross-section of ``sigma`` (voxels) about a segment."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    start, end = np.asarray(start, float), np.asarray(end, float)
+    axis = end - start
+    t = np.clip(np.einsum("...d,d->...", grid - start, axis) / np.dot(axis, axis), 0.0, 1.0)
+    nearest = start + t[..., None] * axis
+    return height * np.exp(-0.5 * np.sum((grid - nearest) ** 2, axis=-1) / sigma ** 2)
+
+
+def test_peaks_along_one_ridge_are_one_finding_and_side_by_side_findings_two():
+    spacing = (1.5, 1.5, 1.5)
+    sigma = 2.0 / 1.5
+    # An oblique EPVS drawn by a network: a ridge at 0.7 from voxel (6, 6, 8) to (11, 11, 8)
+    # (10.6 mm) with two bumps on it, 0.9 and 0.8 high, 6.4 mm apart.
+    a, b = np.array([7.0, 7.0, 8.0]), np.array([10.0, 10.0, 8.0])
+    heatmap = np.maximum(_tube((18, 18, 16), (6, 6, 8), (11, 11, 8), sigma, 0.7),
+                         np.maximum(0.9 * _gaussians((18, 18, 16), [a], sigma),
+                                    0.8 * _gaussians((18, 18, 16), [b], sigma)))
+    points, values = find_peaks(heatmap, 0.2, spacing=spacing, min_distance_mm=3.0)
+    assert len(points) == 2  # a peak per bump
+    np.testing.assert_allclose(values, [0.9, 0.8], atol=1e-6)
+    # The path from the lower bump to the higher never drops below 0.7 = 0.875 x 0.8.
+    assert list(on_a_ridge(heatmap, points, values, 0.8, spacing)) == [False, True]
+    assert not on_a_ridge(heatmap, points, values, 0.9, spacing).any()
+    assert not on_a_ridge(heatmap, points, values, 0.0, spacing).any()  # off
+    # An exempt peak (in the basal ganglia, for predict) is kept whatever the ridge.
+    assert not on_a_ridge(heatmap, points, values, 0.8, spacing, exempt=[False, True]).any()
+    # Two findings side by side 6 mm apart (max-combined Gaussians, sigma 2 mm): on the 1.5 mm
+    # grid the voxel between them holds exp(-0.5 (2 / (2 / 1.5))^2) = 0.32 of a peak, so a ridge
+    # fraction of 0.5 keeps both; 0.3 calls them one.
+    c = np.array([8.0, 8.0, 8.0])
+    pair = _gaussians((18, 18, 16), [c, c + [4.0, 0, 0]], sigma)
+    points, values = find_peaks(pair, 0.2, spacing=spacing, min_distance_mm=3.0)
+    assert len(points) == 2
+    assert not on_a_ridge(pair, points, values, 0.5, spacing).any()
+    assert on_a_ridge(pair, points, values, 0.3, spacing).sum() == 1
+    # Peaks farther apart than RIDGE_RADIUS_MM are never one finding, however flat the ridge.
+    far = np.maximum(_tube((30, 12, 12), (3, 6, 6), (26, 6, 6), sigma, 0.85),
+                     _gaussians((30, 12, 12), [[4, 6, 6], [25, 6, 6]], sigma))
+    points, values = find_peaks(far, 0.2, spacing=spacing, min_distance_mm=3.0)
+    # Both ends and the middle of the ridge's plateau, 15.75 mm from either end.
+    np.testing.assert_allclose(points[:, 0], [4, 25, 14.5])
+    assert 10.5 * 1.5 > RIDGE_RADIUS_MM
+    assert not on_a_ridge(far, points, values, 0.5, spacing).any()

@@ -32,6 +32,10 @@ class InferenceConfig:
             ``"cube"`` (3x3x3) or ``"faces"`` (six neighbours: resolves findings whose nearest
             voxels touch diagonally, for a network whose peaks look like its Gaussian targets;
             :data:`csvdnet.inference.postprocess.PEAK_NEIGHBOURHOODS`).
+        peak_ridge: ``{"epvs": fraction}``: drop an EPVS peak outside the basal ganglia joined
+            to a higher one by a ridge that stays at or above this fraction of it (0 or absent:
+            off; :func:`csvdnet.inference.postprocess.on_a_ridge`). ``csvdnet calibrate``
+            chooses it with the threshold.
     """
 
     window: IntTriple = (128, 128, 128)
@@ -45,6 +49,7 @@ class InferenceConfig:
     rule_sets: tuple[RuleSetName, ...] = ("staals-2014", "caa-svd-2016")
     peak_neighbourhood: dict[str, str] = dataclasses.field(default_factory=lambda: {
         task: "cube" for task in DETECTION_TASKS})
+    peak_ridge: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check("inference", {
@@ -58,6 +63,9 @@ class InferenceConfig:
                 all(k in DETECTION_TASKS and v in ("cube", "faces")
                     for k, v in self.peak_neighbourhood.items()),
                 f"must map cmb / epvs to cube or faces, got {self.peak_neighbourhood}"),
+            "peak_ridge": (
+                all(k == "epvs" and 0.0 <= v < 1.0 for k, v in self.peak_ridge.items()),
+                f"must map epvs to a fraction in [0, 1), got {self.peak_ridge}"),
             "rule_sets": (all(name in RULE_SETS for name in self.rule_sets),
                           f"must name rule sets of {', '.join(RULE_SETS)}, "
                           f"got {list(self.rule_sets)}"),

@@ -7,7 +7,10 @@ run's sliding window, its ``best/`` weights), then searches, per dense task:
 - ``rssi``, ``lacune``: the threshold *and* the smallest component kept (mm^3) that maximise the
   pooled lesion-wise F1 (26-connected; ties to the higher Dice);
 - ``cmb``, ``epvs``: the heatmap peak threshold that maximises the pooled detection F1
-  (:func:`csvdnet.evaluation.detection.match_points`); ties to fewer false positives.
+  (:func:`csvdnet.evaluation.detection.match_points`); ties to fewer false positives. For
+  ``epvs`` also the ridge fraction (:data:`RIDGES`; ``inference.peak_ridge``): peaks on a higher
+  peak's ridge dropped outside the basal ganglia of the cache's region map, as predict drops
+  them outside the subject's (:func:`csvdnet.inference.postprocess.on_a_ridge`).
 
 and writes ``<run>/calibration.json``. :func:`csvdnet.run.record.run_config` applies it on top
 of the run's ``inference`` section, so ``csvdnet predict``, ``csvdnet export`` and the held-out
@@ -39,7 +42,9 @@ from csvdnet.errors import CsvdnetInputError
 from csvdnet.evaluation.detection import match_points
 from csvdnet.evaluation.metrics import CONNECTIVITY, LesionCounts, dice_from_counts
 from csvdnet.fsutil import write_text_atomic
-from csvdnet.inference.postprocess import PEAK_MIN_DISTANCE_MM, SMALLEST_LESION_MM3, find_peaks
+from csvdnet.atlas import REGION_CODES
+from csvdnet.inference.postprocess import (PEAK_MIN_DISTANCE_MM, RIDGE_EXEMPT_REGIONS,
+                                           SMALLEST_LESION_MM3, find_peaks, on_a_ridge)
 from csvdnet.run.calibration import CALIBRATION_FILE, CALIBRATION_FORMAT
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,10 @@ SIZE_CALIBRATED = ("rssi", "lacune")
 """Segmentation tasks whose smallest kept component is calibrated with their threshold."""
 SMALLEST_LACUNE_MM3 = SMALLEST_LESION_MM3["lacune"]
 """A lacune is 3-15 mm across (STRIVE): the smallest is a 3 mm sphere, ~14.1 mm^3."""
+RIDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+"""Candidate ridge fractions of the EPVS peaks (0: off; :func:`on_a_ridge`)."""
+RIDGE_TASKS = ("epvs",)
+"""Detection tasks whose ridge fraction is calibrated: tubes, whose heatmaps ridge."""
 MIN_LESIONS = 5
 """Fewest validation lesions (or points) a task needs to be calibrated: with one lesion any
 threshold that finds it scores F1 1 and the search would fit noise."""
@@ -69,6 +78,7 @@ class TaskCalibration:
         configured: The metric at the run's configured threshold and size.
         lesions: True lesions / points in the validation subjects.
         details: Counts at the choice (lesion counts, or tp / fp / fn and fp per subject).
+        ridge: Chosen ridge fraction (detection tasks; 0 = off), or None.
     """
 
     threshold: float
@@ -78,6 +88,7 @@ class TaskCalibration:
     configured: float
     lesions: int
     details: dict[str, float]
+    ridge: float | None = None
 
 
 def _component_sizes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +182,11 @@ def calibrate_segmentation(task: str, subjects: Iterable[tuple[np.ndarray, np.nd
 def calibrate_detection(subjects: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
                         configured: float,
                         thresholds: Sequence[float] = THRESHOLDS,
-                        neighbourhood: str = "cube") -> TaskCalibration:
-    """Best heatmap peak threshold of a detection task.
+                        neighbourhood: str = "cube",
+                        ridges: Sequence[float] = (0.0,),
+                        configured_ridge: float = 0.0,
+                        exempt: Sequence[np.ndarray | None] | None = None) -> TaskCalibration:
+    """Best heatmap peak threshold (and ridge fraction) of a detection task.
 
     Args:
         subjects: ``(true points (M, 3) voxels, heatmap (X, Y, Z), spacing mm)``.
@@ -180,31 +194,50 @@ def calibrate_detection(subjects: Sequence[tuple[np.ndarray, np.ndarray, Sequenc
         thresholds: Candidate thresholds.
         neighbourhood: What a peak is the maximum of (the run's
             ``inference.peak_neighbourhood``, as predict finds them).
+        ridges: Candidate ridge fractions (:func:`on_a_ridge`; 0 = off).
+        configured_ridge: The run's ridge fraction (wins ties).
+        exempt: Per subject, a bool map on the heatmap's grid of where no peak is dropped for
+            a ridge (the basal ganglia), or None.
     """
     candidates = sorted({*thresholds, configured})
     # Local maxima do not depend on the threshold: find them once, then filter by value.
     # As predict finds them; suppression keeps the higher of two close peaks, so it commutes
-    # with the threshold.
+    # with the threshold, and so does the ridge test (only a higher peak is a reference).
     peaks = [find_peaks(heatmap, min(candidates), spacing=spacing, neighbourhood=neighbourhood,
                         min_distance_mm=PEAK_MIN_DISTANCE_MM[neighbourhood])
              for _, heatmap, spacing in subjects]
-    counts: dict[float, np.ndarray] = {}
-    for threshold in candidates:
-        total = np.zeros(3, int)
-        for (true, _, spacing), (points, values) in zip(subjects, peaks):
-            total += match_points(points[values >= threshold], true, spacing)
-        counts[threshold] = total
+    exempt = list(exempt) if exempt is not None else [None] * len(subjects)
+    counts: dict[tuple[float, float], np.ndarray] = {}
+    for ridge in sorted({*ridges, configured_ridge}):
+        kept = []
+        for (_, heatmap, spacing), (points, values), where in zip(subjects, peaks, exempt):
+            if ridge > 0.0 and len(points):
+                inside = None
+                if where is not None:
+                    voxels = np.clip(np.rint(points).astype(int), 0,
+                                     np.asarray(where.shape[:3]) - 1)
+                    inside = np.asarray(where)[tuple(voxels.T)]
+                keep = ~on_a_ridge(heatmap, points, values, ridge, spacing, exempt=inside)
+                points, values = points[keep], values[keep]
+            kept.append((points, values))
+        for threshold in candidates:
+            total = np.zeros(3, int)
+            for (true, _, spacing), (points, values) in zip(subjects, kept):
+                total += match_points(points[values >= threshold], true, spacing)
+            counts[(ridge, threshold)] = total
 
-    def f1(threshold: float) -> float:
-        tp, fp, fn = counts[threshold]
+    def f1(key: tuple[float, float]) -> float:
+        tp, fp, fn = counts[key]
         return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
-    best = max(candidates, key=lambda t: (f1(t), -counts[t][1], -abs(t - configured)))
+    best = max(counts, key=lambda k: (f1(k), -counts[k][1], -abs(k[1] - configured),
+                                      k[0] == configured_ridge))
     tp, fp, fn = (int(v) for v in counts[best])
-    return TaskCalibration(threshold=best, min_lesion_mm3=None, metric="f1", value=f1(best),
-                           configured=f1(configured), lesions=tp + fn,
+    return TaskCalibration(threshold=best[1], min_lesion_mm3=None, metric="f1", value=f1(best),
+                           configured=f1((configured_ridge, configured)), lesions=tp + fn,
                            details={"tp": tp, "fp": fp, "fn": fn,
-                                    "fp_per_subject": fp / max(len(subjects), 1)})
+                                    "fp_per_subject": fp / max(len(subjects), 1)},
+                           ridge=best[0])
 
 
 def calibrate_run(run_dir: str | Path, *, weights: str = "best",
@@ -223,6 +256,7 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
     Raises:
         CsvdnetInputError: Not a run, no weights, or no validation subjects.
     """
+    from csvdnet.cache.read import load_cached_subject
     from csvdnet.losses import PEAK_THRESHOLD
     from csvdnet.evaluation.run_on_cache import RunOnCache
     from csvdnet.run.precision import dtype_policy, resolve_policy
@@ -240,7 +274,10 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
         setup = RunOnCache(run_dir, cfg, weights, cfg.train.val_cache or cfg.data.cache,
                            val_ids, window)
         kept: dict[str, list[tuple[Any, ...]]] = {}
-        for (image, targets, sample_weights), spacing in zip(setup.dataset, setup.spacing):
+        exempt: list[np.ndarray | None] = []  # per subject with EPVS kept, where no ridge drops
+        cache = cfg.train.val_cache or cfg.data.cache
+        for (image, targets, sample_weights), spacing, subject_id in zip(
+                setup.dataset, setup.spacing, setup.ids):
             outputs = setup.predict(image)
             for task in setup.tasks:
                 if task not in cfg.inference.thresholds or float(sample_weights[task][0]) <= 0:
@@ -253,17 +290,25 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
                 elif task in DETECTION_TASKS:
                     kept.setdefault(task, []).append((np.argwhere(truth >= PEAK_THRESHOLD),
                                                       probability, spacing))
+                    if task in RIDGE_TASKS:
+                        exempt.append(_ridge_exempt(load_cached_subject(cache, subject_id),
+                                                    probability.shape))
     thresholds = dict(cfg.inference.thresholds)
     sizes = dict(cfg.inference.min_lesion_mm3)
+    ridges = dict(cfg.inference.peak_ridge)
     tasks: dict[str, Any] = {}
     for task, subjects in kept.items():
         if task in SEGMENTATION_TASKS:
             found = calibrate_segmentation(task, subjects,
                                            (thresholds[task], sizes.get(task, 0.0)))
         else:
+            ridged = task in RIDGE_TASKS
             found = calibrate_detection(
                 subjects, thresholds[task],
-                neighbourhood=cfg.inference.peak_neighbourhood.get(task, "cube"))
+                neighbourhood=cfg.inference.peak_neighbourhood.get(task, "cube"),
+                ridges=RIDGES if ridged else (0.0,),
+                configured_ridge=cfg.inference.peak_ridge.get(task, 0.0),
+                exempt=exempt if ridged else None)
         if found.lesions < MIN_LESIONS:
             tasks[task] = {"calibrated": False,
                            "reason": f"{found.lesions} lesions in the validation subjects, "
@@ -276,16 +321,33 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
         thresholds[task] = found.threshold
         if found.min_lesion_mm3 is not None:
             sizes[task] = found.min_lesion_mm3
+        if found.ridge is not None and task in RIDGE_TASKS:
+            ridges[task] = found.ridge
         tasks[task] = {"calibrated": True, **dataclasses.asdict(found)}
-        logger.info("%s: threshold %.2f%s, %s %.3f (configured %.3f) on %d lesions", task,
+        logger.info("%s: threshold %.2f%s%s, %s %.3f (configured %.3f) on %d lesions", task,
                     found.threshold, "" if found.min_lesion_mm3 is None
-                    else f", smallest {found.min_lesion_mm3:g} mm3", found.metric, found.value,
-                    found.configured, found.lesions)
+                    else f", smallest {found.min_lesion_mm3:g} mm3",
+                    f", ridge {found.ridge:g}" if task in RIDGE_TASKS else "", found.metric,
+                    found.value, found.configured, found.lesions)
     record = {"format": CALIBRATION_FORMAT, "version": 1, "weights": weights,
               "subjects": list(setup.ids),
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                   timespec="seconds"),
-              "thresholds": thresholds, "min_lesion_mm3": sizes, "tasks": tasks}
+              "thresholds": thresholds, "min_lesion_mm3": sizes, "peak_ridge": ridges,
+              "tasks": tasks}
     if write:
         write_text_atomic(run_dir / CALIBRATION_FILE, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _ridge_exempt(subject: Any, shape: Sequence[int]) -> np.ndarray | None:
+    """Where no EPVS peak is dropped for a ridge on a cached subject's working grid (its
+    region map's :data:`RIDGE_EXEMPT_REGIONS`), or None when the cache has no region map."""
+    regions = subject.masks.get("regions")
+    if regions is None:
+        return None
+    codes = [REGION_CODES[name] for name in RIDGE_EXEMPT_REGIONS]
+    where = np.zeros(tuple(shape[:3]), bool)
+    common = tuple(slice(0, min(a, b)) for a, b in zip(shape[:3], regions.shape[:3]))
+    where[common] = np.isin(np.asarray(regions)[common], codes)
+    return where

@@ -274,6 +274,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, version: int | None = No
         "thresholds": {k: float(v) for k, v in cfg.inference.thresholds.items()},
         "min_lesion_mm3": {k: float(v) for k, v in cfg.inference.min_lesion_mm3.items()},
         "peak_neighbourhood": dict(cfg.inference.peak_neighbourhood),
+        "peak_ridge": {k: float(v) for k, v in cfg.inference.peak_ridge.items()},
         "rule_sets": list(cfg.inference.rule_sets),
         "modality_dropout": float(cfg.data.modality_dropout),
         "training": _training_record(run_dir, cfg, weights,

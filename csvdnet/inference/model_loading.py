@@ -74,7 +74,8 @@ def load_run(cls: type, run_dir: Path, *, weights: str = "best",
         thresholds=dict(cfg.inference.thresholds),
         min_lesion_mm3=dict(cfg.inference.min_lesion_mm3),
         modality_dropout=cfg.data.modality_dropout > 0.0,
-        peak_neighbourhood=dict(cfg.inference.peak_neighbourhood))
+        peak_neighbourhood=dict(cfg.inference.peak_neighbourhood),
+        peak_ridge=dict(cfg.inference.peak_ridge))
     chosen = tuple(rule_sets) if rule_sets else tuple(getattr(cfg.inference, "rule_sets", ()))
     predictor = cls(forward, info, preprocess_cfg, window=cfg.inference.window,
                     overlap=cfg.inference.overlap, gaussian=cfg.inference.gaussian_blend,
@@ -156,7 +157,9 @@ def load_saved_model(cls: type, model_dir: Path, *, rule_sets: Sequence[str] | N
         min_lesion_mm3={k: float(v) for k, v in metadata["min_lesion_mm3"].items()},
         modality_dropout=float(metadata["modality_dropout"]) > 0.0,
         # Exports made before 2026-12-07 found every peak in a cube.
-        peak_neighbourhood=dict(metadata.get("peak_neighbourhood", {})))
+        peak_neighbourhood=dict(metadata.get("peak_neighbourhood", {})),
+        # ... and kept every peak on a ridge (before 2026-12-08).
+        peak_ridge={k: float(v) for k, v in metadata.get("peak_ridge", {}).items()})
     chosen = tuple(rule_sets) if rule_sets else tuple(metadata["rule_sets"])
     forward = SignatureForward(call, metadata["window"])
     predictor = cls(forward, info, preprocess_cfg, window=metadata["window"],

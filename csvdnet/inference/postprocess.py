@@ -7,7 +7,7 @@ predict`` and ``csvdnet evaluate`` alike, so that what is validated is what is r
 - :func:`mask_to_reference`: a mask decided on the working grid carried back, each lesion whole;
 - :func:`components`: the 26-connected lesions of a mask with their size and place;
 - :func:`find_peaks`: heatmap local maxima at sub-voxel positions (plateaus merged) with
-  non-maximum suppression in mm.
+  non-maximum suppression in mm; :func:`on_a_ridge`: which of them are one long finding's.
 
 Lesions are 26-connected components (the MICCAI 2017 WMH challenge and VALDO 2021 convention).
 """
@@ -20,12 +20,13 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage, spatial
 
-from csvdnet.inference.peak_shape import (SHOULDER_RELATIVE, SUBVOXEL_FLOOR, peak_widths,
-                                          shoulder_peaks, subvoxel_offsets)
+from csvdnet.inference.peak_shape import (RIDGE_EXEMPT_REGIONS, RIDGE_RADIUS_MM,
+                                          SHOULDER_RELATIVE, SUBVOXEL_FLOOR, on_a_ridge,
+                                          peak_widths, shoulder_peaks, subvoxel_offsets)
 
 __all__ = ["CONNECTIVITY", "Component", "PEAK_MIN_DISTANCE_MM", "PEAK_NEIGHBOURHOODS",
-           "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3", "SUBVOXEL_FLOOR", "components",
-           "find_peaks", "mask_to_reference", "peak_widths", "per_label",
+           "RIDGE_EXEMPT_REGIONS", "RIDGE_RADIUS_MM", "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3", "SUBVOXEL_FLOOR", "components",
+           "find_peaks", "mask_to_reference", "on_a_ridge", "peak_widths", "per_label",
            "remove_small_components", "shoulder_peaks", "size_floor_mm3", "subvoxel_offsets",
            "threshold_mask"]
 

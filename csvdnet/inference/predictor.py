@@ -25,7 +25,9 @@ then runs, timing each stage:
    isotropic working grid, as validation finds them, then mapped to world mm);
 6. **regions**: the MNI152 region atlas placed on the subject's own anatomy by an affine then a
    deformable registration (``csvdnet.inference.regions.place_regions``), or the subject's own
-   parcellation (``regions="labels"``); region and side of every finding;
+   parcellation (``regions="labels"``); region and side of every finding; a model with
+   ``inference.peak_ridge`` then drops the peaks on a higher peak's ridge outside the basal
+   ganglia (``postprocess.on_a_ridge``: one long EPVS, one finding);
 7. **scoring**: measured quantities (``csvdnet.inference.measure``), every rule set
    (``csvdnet.scoring``), the ordinal head's class probabilities and the agreement flag.
 """
@@ -307,6 +309,7 @@ class Predictor:
         thresholds = self.info.thresholds
         masks: dict[str, np.ndarray] = {}
         raw: dict[str, list[tuple[np.ndarray, float, float | None]]] = {}
+        ridged: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         working_voxel_mm3 = float(np.prod(meta.spacing))
         working_to_reference = np.linalg.inv(affine) @ np.asarray(meta.working_affine, np.float64)
         with clock("postprocess"):
@@ -330,6 +333,8 @@ class Predictor:
                         heatmap, thresholds[task], spacing=meta.spacing,
                         min_distance_mm=postprocess.PEAK_MIN_DISTANCE_MM[around],
                         neighbourhood=around)
+                    if self.info.peak_ridge.get(task, 0.0) > 0.0:
+                        ridged[task] = (heatmap, peaks, values)
                     world = meta.working_to_world(peaks) if len(peaks) else np.zeros((0, 3))
                     raw[task] = [(w, float(v), None) for w, v in zip(world, values)]
                     masks[task] = postprocess.threshold_mask(probabilities[task],
@@ -342,6 +347,16 @@ class Predictor:
                 items = sorted(items, key=lambda item: -item[1])
                 world = np.asarray([w for w, _, _ in items], np.float64).reshape(-1, 3)
                 names, sides = regioning.region_and_side(world, regions, affine, world_to_mni)
+                if task in ridged:
+                    # One long EPVS's ridge is one finding, outside the regions where they are
+                    # dense (find_peaks' order is the items' order: both by value, stable).
+                    heatmap, peaks, values = ridged[task]
+                    drop = postprocess.on_a_ridge(
+                        heatmap, peaks, values, self.info.peak_ridge[task], meta.spacing,
+                        exempt=np.isin(names, postprocess.RIDGE_EXEMPT_REGIONS))
+                    items, world = [it for it, d in zip(items, drop) if not d], world[~drop]
+                    names = [n for n, d in zip(names, drop) if not d]
+                    sides = [s for s, d in zip(sides, drop) if not d]
                 voxels = _world_to_voxel(world, affine)
                 findings[task] = [
                     Finding(task=task, index=i + 1, world=tuple(map(float, w)),

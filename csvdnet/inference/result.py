@@ -77,6 +77,9 @@ class ModelInfo:
             :func:`csvdnet.export.verify.model_identity`), or None.
         peak_neighbourhood: What a heatmap peak is the maximum of, per detection task
             (``"cube"`` where absent: :data:`csvdnet.inference.postprocess.PEAK_NEIGHBOURHOODS`).
+        peak_ridge: Per detection task, the fraction of a peak a ridge to a higher peak keeps
+            to make it that peak's ridge, not a finding (off where absent:
+            :func:`csvdnet.inference.postprocess.on_a_ridge`).
     """
 
     id: str
@@ -90,6 +93,7 @@ class ModelInfo:
     modality_dropout: bool
     edited: str | None = None
     peak_neighbourhood: dict[str, str] = dataclasses.field(default_factory=dict)
+    peak_ridge: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(eq=False)  # array fields: element-wise equality has no single truth

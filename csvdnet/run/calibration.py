@@ -34,7 +34,9 @@ def load_calibration(run_dir: str | Path) -> dict[str, Any] | None:
         raise CsvdnetInputError(path, f"not valid JSON ({error})") from None
     if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT:
         raise CsvdnetInputError(path, f"not a {CALIBRATION_FORMAT} record")
-    for key in ("thresholds", "min_lesion_mm3"):
+    for key in ("thresholds", "min_lesion_mm3", "peak_ridge"):
+        if key == "peak_ridge" and key not in record:
+            continue  # written before ridge fractions were calibrated
         values = record.get(key)
         if not isinstance(values, Mapping) or not all(
                 isinstance(v, (int, float)) for v in values.values()):

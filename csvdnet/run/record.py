@@ -54,10 +54,10 @@ class PreprocessRecord:
 def run_config(run_dir: str | os.PathLike, calibrated: bool = True) -> Config:
     """The resolved config a run recorded (``run_dir/config.yaml``).
 
-    With ``calibrated`` (the default) the thresholds and smallest lesion sizes that
-    :func:`csvdnet.evaluation.calibrate.calibrate_run` chose on the run's validation subjects
-    (``run_dir/calibration.json``, when present) replace those of its ``inference`` section: what
-    predict, export and the held-out check use.
+    With ``calibrated`` (the default) the thresholds, smallest lesion sizes and ridge fractions
+    that :func:`csvdnet.evaluation.calibrate.calibrate_run` chose on the run's validation
+    subjects (``run_dir/calibration.json``, when present) replace those of its ``inference``
+    section: what predict, export and the held-out check use.
 
     A config recorded before rule sets were named (``inference.rule_set``, never read by any
     code) loads with the default rule sets.
@@ -77,7 +77,10 @@ def run_config(run_dir: str | os.PathLike, calibrated: bool = True) -> Config:
         thresholds={**cfg.inference.thresholds,
                     **{k: float(v) for k, v in record["thresholds"].items()}},
         min_lesion_mm3={**cfg.inference.min_lesion_mm3,
-                        **{k: float(v) for k, v in record["min_lesion_mm3"].items()}})
+                        **{k: float(v) for k, v in record["min_lesion_mm3"].items()}},
+        # Calibrations written before 2026-12-08 chose no ridge fraction.
+        peak_ridge={**cfg.inference.peak_ridge,
+                    **{k: float(v) for k, v in record.get("peak_ridge", {}).items()}})
     return dataclasses.replace(cfg, inference=inference)
 
 
