@@ -55,6 +55,9 @@ def _calibrate(run_dir: Path | str, weights: str) -> None:
             continue
         size = ("" if found["min_lesion_mm3"] is None
                 else f", smallest {found['min_lesion_mm3']:g} mm3")
+        if task in record.get("peak_ridge", {}):
+            ridge = record["peak_ridge"][task]
+            size += f", ridge {ridge:g}" if ridge else ", no ridge"
         click.echo(f"  {task}: threshold {found['threshold']:.2f}{size}: {found['metric']} "
                    f"{found['value']:.3f} (as configured {found['configured']:.3f}), "
                    f"{found['lesions']} lesions")

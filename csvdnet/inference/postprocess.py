@@ -26,7 +26,7 @@ from csvdnet.inference.peak_shape import (RIDGE_EXEMPT_REGIONS, RIDGE_RADIUS_MM,
 
 __all__ = ["CONNECTIVITY", "Component", "PEAK_MIN_DISTANCE_MM", "PEAK_NEIGHBOURHOODS",
            "RIDGE_EXEMPT_REGIONS", "RIDGE_RADIUS_MM", "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3",
-           "SUBVOXEL_FLOOR", "components", "find_peaks", "mask_to_reference", "on_a_ridge",
+           "SUBVOXEL_FLOOR", "components", "find_peaks", "mask_to_reference", "off_ridges", "on_a_ridge",
            "peak_widths", "per_label", "remove_small_components", "shoulder_peaks",
            "size_floor_mm3", "subvoxel_offsets", "threshold_mask"]
 
@@ -187,6 +187,19 @@ def find_peaks(heatmap: np.ndarray, threshold: float, spacing: Sequence[float] =
             order = np.argsort(-values, kind="stable")
             points, values = points[order], values[order]
     return points, values
+
+
+def off_ridges(heatmap: np.ndarray, points: np.ndarray, values: np.ndarray, ridge: float,
+               spacing: Sequence[float], regions: Sequence[str]) -> np.ndarray:
+    """Which of :func:`find_peaks`' peaks are findings of their own: not on a higher peak's
+    ridge (:func:`on_a_ridge` with ``ridge``), or in :data:`RIDGE_EXEMPT_REGIONS` (``regions``:
+    each peak's region name), where two peaks are two EPVS.
+
+    Returns:
+        bool ``(N,)``: True for the peaks kept.
+    """
+    exempt = np.isin(np.asarray(regions, dtype=object), RIDGE_EXEMPT_REGIONS)
+    return ~on_a_ridge(heatmap, points, values, ridge, spacing, exempt=exempt)
 
 
 def mask_to_reference(mask: np.ndarray, invert: Callable[[np.ndarray, int], np.ndarray],

@@ -25,9 +25,8 @@ then runs, timing each stage:
    isotropic working grid, as validation finds them, then mapped to world mm);
 6. **regions**: the MNI152 region atlas placed on the subject's own anatomy by an affine then a
    deformable registration (``csvdnet.inference.regions.place_regions``), or the subject's own
-   parcellation (``regions="labels"``); region and side of every finding; a model with
-   ``inference.peak_ridge`` then drops the peaks on a higher peak's ridge outside the basal
-   ganglia (``postprocess.on_a_ridge``: one long EPVS, one finding);
+   parcellation (``regions="labels"``); region and side of every finding; EPVS peaks on a
+   higher one's ridge dropped outside the basal ganglia (``inference.peak_ridge``);
 7. **scoring**: measured quantities (``csvdnet.inference.measure``), every rule set
    (``csvdnet.scoring``), the ordinal head's class probabilities and the agreement flag.
 """
@@ -309,7 +308,7 @@ class Predictor:
         thresholds = self.info.thresholds
         masks: dict[str, np.ndarray] = {}
         raw: dict[str, list[tuple[np.ndarray, float, float | None]]] = {}
-        ridged: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        ridged: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
         working_voxel_mm3 = float(np.prod(meta.spacing))
         working_to_reference = np.linalg.inv(affine) @ np.asarray(meta.working_affine, np.float64)
         with clock("postprocess"):
@@ -334,7 +333,7 @@ class Predictor:
                         min_distance_mm=postprocess.PEAK_MIN_DISTANCE_MM[around],
                         neighbourhood=around)
                     if self.info.peak_ridge.get(task, 0.0) > 0.0:
-                        ridged[task] = (heatmap, peaks, values)
+                        ridged[task] = (heatmap, peaks, values, self.info.peak_ridge[task])
                     world = meta.working_to_world(peaks) if len(peaks) else np.zeros((0, 3))
                     raw[task] = [(w, float(v), None) for w, v in zip(world, values)]
                     masks[task] = postprocess.threshold_mask(probabilities[task],
@@ -347,16 +346,11 @@ class Predictor:
                 items = sorted(items, key=lambda item: -item[1])
                 world = np.asarray([w for w, _, _ in items], np.float64).reshape(-1, 3)
                 names, sides = regioning.region_and_side(world, regions, affine, world_to_mni)
-                if task in ridged:
-                    # One long EPVS's ridge is one finding, outside the regions where they are
-                    # dense (find_peaks' order is the items' order: both by value, stable).
-                    heatmap, peaks, values = ridged[task]
-                    drop = postprocess.on_a_ridge(
-                        heatmap, peaks, values, self.info.peak_ridge[task], meta.spacing,
-                        exempt=np.isin(names, postprocess.RIDGE_EXEMPT_REGIONS))
-                    items, world = [it for it, d in zip(items, drop) if not d], world[~drop]
-                    names = [n for n, d in zip(names, drop) if not d]
-                    sides = [s for s, d in zip(sides, drop) if not d]
+                if task in ridged:  # one long EPVS is one finding (items in peak order)
+                    keep = postprocess.off_ridges(*ridged[task], meta.spacing, names)
+                    items, names, sides = ([x for x, k in zip(seq, keep) if k]
+                                           for seq in (items, names, sides))
+                    world = world[keep]
                 voxels = _world_to_voxel(world, affine)
                 findings[task] = [
                     Finding(task=task, index=i + 1, world=tuple(map(float, w)),
