@@ -104,6 +104,12 @@ def model_card(metadata: dict[str, Any], notes: str | None = None) -> str:
         "+ shape in, the outputs of `serving_default` out).",
         f"- Thresholds: {m['thresholds']}; smallest lesion reported (mm3): "
         f"{m['min_lesion_mm3']}; rule sets: {', '.join(m['rule_sets'])}.",
+        "- Heatmap peaks, the maximum of their neighbourhood: "
+        + ", ".join(f"{task} {(m.get('peak_neighbourhood') or {}).get(task, 'cube')}"
+                    for task in ("cmb", "epvs"))
+        + "; EPVS peaks on a higher peak's ridge outside the basal ganglia "
+        + (f"dropped (ridge fraction {m['peak_ridge']['epvs']:g})."
+           if (m.get("peak_ridge") or {}).get("epvs") else "kept (no ridge fraction)."),
         _calibration_line(m.get("training", {}).get("calibration")),
         f"- Modality dropout in training: {m['modality_dropout']} (a missing sequence is "
         f"{'flagged, not refused' if m['modality_dropout'] > 0 else 'refused'}).", "",
@@ -160,7 +166,8 @@ def _calibration_line(calibration: dict | None) -> str:
     if not calibration:
         return "- Thresholds as configured in the recipe (not calibrated)."
     chosen = [f"{task} {found['metric']} {found['configured']:.2f} -> {found['value']:.2f} "
-              f"({found['lesions']} lesions)"
+              + (f"with ridge {found['ridge']:g} " if found.get("ridge") else "")
+              + f"({found['lesions']} lesions)"
               for task, found in calibration.get("tasks", {}).items() if found.get("calibrated")]
     kept = [task for task, found in calibration.get("tasks", {}).items()
             if not found.get("calibrated")]

@@ -56,6 +56,7 @@ SHIPPED_METADATA_SHA256 = {
     "csvdnet-synthetic/2": "4da4eeb348ff0a322d7ab3764c9ce8fcedf63373df586a918290dc109792c3c8",
     "csvdnet-synthetic/3": "52c74f9ca4954e80b427b3797968700eb71a4e9e7ce5e24a2a1afeb124528bda",
     "csvdnet-synthetic/4": "d5ede29fe2726ce22b42bc80888a591035cfa4da77d8ae0b42cdae013fb2fedf",
+    "csvdnet-synthetic/5": "ae1f3bc9a37f3ae1fd481378605e64a44b9d3ffb44052a4caccbc1717f590853",
 }
 """sha256 of ``metadata.json`` of each model csvdnet ships (``saved_models/``, what ``csvdnet
 demo`` runs), by ``NAME/VERSION``: a copy whose metadata differs is named edited. A new shipped
