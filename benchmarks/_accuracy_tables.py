@@ -264,6 +264,8 @@ def report(record: Mapping[str, Any]) -> str:
              f"- machine: {machine['description']}; CPU flags: {flag_text}; load average "
              f"(1 / 5 / 15 min) at start {load(machine['load_average_start'])}, at end "
              f"{load(machine['load_average_end'])}",
+             *(["- packages: " + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()
+                                             if v)] if machine.get("packages") else []),
              f"- model: `{record['model']}`",
              f"- cohort: `{cohort['path']}`: {cohort['subjects']} subjects, "
              f"{cohort['evaluated']} evaluated"

@@ -98,6 +98,24 @@ def cpu_flags() -> dict[str, Any]:
             "avx512_bf16": "avx512_bf16" in flags, "amx": bool(amx), "amx_flags": amx}
 
 
+PACKAGES = ("numpy", "scipy", "SimpleITK", "nibabel", "scikit-image", "tensorflow", "keras")
+"""Packages whose version can move a held-out figure (the same model and cohort seed gave CMB FP
+4 vs 5 and ordinal exact 0.417 vs 0.500 on two installs, 2026-12-07 / 08)."""
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each of :data:`PACKAGES` (None when absent)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -283,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                                        else sys.argv[1:])]),
         "model": str(model),
         "machine": {"description": describe_machine(), "cpu_flags": cpu_flags(),
-                    "load_average_start": load_average()}}
+                    "load_average_start": load_average(), "packages": package_versions()}}
     try:
         synthesis = cohort_synthesis(cohort)
         if args.predictions:
