@@ -109,27 +109,17 @@ def truth(subject) -> tuple:
     return loaded.objects["epvs"], loaded.regions, np.asarray(loaded.affine, np.float64)
 
 
-def region_codes(world: np.ndarray, regions: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Region code under each world point (0 outside the map)."""
-    world = np.asarray(world, np.float64).reshape(-1, 3)
-    inverse = np.linalg.inv(affine)
-    voxels = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
-    inside = np.all((voxels >= 0) & (voxels < np.asarray(regions.shape[:3])), axis=1)
-    codes = np.zeros(len(world), int)
-    codes[inside] = regions[tuple(voxels[inside].T)]
-    return codes
-
-
 def measure(variant: tuple[str, float, bool], heatmaps: dict, truths: dict) -> dict:
     """One peak rule over every subject."""
-    from csvdnet.atlas import REGION_CODES
     from csvdnet.evaluation.points import match_detections, match_radius
-    from csvdnet.inference.postprocess import (PEAK_MIN_DISTANCE_MM, RIDGE_EXEMPT_REGIONS,
-                                               find_peaks, on_a_ridge)
+    from csvdnet.inference.postprocess import (PEAK_MIN_DISTANCE_MM, find_peaks, off_ridges,
+                                               on_a_ridge)
+    from csvdnet.inference.regions import region_and_side
+
+    def names(world: np.ndarray, regions: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        return np.asarray(region_and_side(world, regions, affine, np.eye(4))[0], dtype=object)
 
     neighbourhood, ridge, exempt_bg = variant
-    exempt_codes = [REGION_CODES[name] for name in RIDGE_EXEMPT_REGIONS]
-    bg = REGION_CODES["basal_ganglia"]
     tp = fp = fn = near = far = 0
     differences = []
     for subject, record in heatmaps.items():
@@ -140,12 +130,13 @@ def measure(variant: tuple[str, float, bool], heatmaps: dict, truths: dict) -> d
                                     min_distance_mm=PEAK_MIN_DISTANCE_MM[neighbourhood],
                                     neighbourhood=neighbourhood)
         world = points @ affine[:3, :3].T + affine[:3, 3] if len(points) else np.zeros((0, 3))
-        codes = region_codes(world, regions, region_affine)
+        found = names(world, regions, region_affine)
         if ridge > 0.0:
-            exempt = np.isin(codes, exempt_codes) if exempt_bg else None
-            keep = ~on_a_ridge(heatmap, points, values, ridge, tuple(record["spacing"]),
-                               exempt=exempt)
-            world, codes = world[keep], codes[keep]
+            spacing = tuple(record["spacing"])
+            # As predict drops them (off_ridges), or with nothing exempt.
+            keep = (off_ridges(heatmap, points, values, ridge, spacing, found) if exempt_bg
+                    else ~on_a_ridge(heatmap, points, values, ridge, spacing))
+            world, found = world[keep], found[keep]
         radius, to_extent = match_radius("epvs", objects)
         matching = match_detections(world, objects, radius, to_extent)
         tp, fp, fn = (tp + matching.counts.tp, fp + matching.counts.fp,
@@ -160,8 +151,8 @@ def measure(variant: tuple[str, float, bool], heatmaps: dict, truths: dict) -> d
                     far += 1
         else:
             far += int((~matching.predicted_matched).sum())
-        true_bg = int(np.sum(region_codes(objects.centres, regions, region_affine) == bg))
-        differences.append(int(np.sum(codes == bg)) - true_bg)
+        true_bg = int(np.sum(names(objects.centres, regions, region_affine) == "basal_ganglia"))
+        differences.append(int(np.sum(found == "basal_ganglia")) - true_bg)
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     return {"tp": tp, "fp": fp, "fn": fn, "f1": f1, "fp_second_peak": near, "fp_other": far,
             "bg_bias": float(np.mean(differences)),

@@ -270,12 +270,11 @@ def calibrate_run(run_dir: str | Path, *, weights: str = "best",
     val_ids = json.loads(split_path.read_text(encoding="utf-8"))["validation"]
     if not val_ids:
         raise CsvdnetInputError(split_path, "the run has no validation subjects to calibrate on")
+    cache = cfg.train.val_cache or cfg.data.cache
     with dtype_policy(resolve_policy(cfg.train.mixed_precision)):
-        setup = RunOnCache(run_dir, cfg, weights, cfg.train.val_cache or cfg.data.cache,
-                           val_ids, window)
+        setup = RunOnCache(run_dir, cfg, weights, cache, val_ids, window)
         kept: dict[str, list[tuple[Any, ...]]] = {}
         exempt: list[np.ndarray | None] = []  # per subject with EPVS kept, where no ridge drops
-        cache = cfg.train.val_cache or cfg.data.cache
         for (image, targets, sample_weights), spacing, subject_id in zip(
                 setup.dataset, setup.spacing, setup.ids):
             outputs = setup.predict(image)

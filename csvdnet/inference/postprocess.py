@@ -26,9 +26,9 @@ from csvdnet.inference.peak_shape import (RIDGE_EXEMPT_REGIONS, RIDGE_RADIUS_MM,
 
 __all__ = ["CONNECTIVITY", "Component", "PEAK_MIN_DISTANCE_MM", "PEAK_NEIGHBOURHOODS",
            "RIDGE_EXEMPT_REGIONS", "RIDGE_RADIUS_MM", "SHOULDER_RELATIVE", "SMALLEST_LESION_MM3",
-           "SUBVOXEL_FLOOR", "components", "find_peaks", "mask_to_reference", "off_ridges", "on_a_ridge",
-           "peak_widths", "per_label", "remove_small_components", "shoulder_peaks",
-           "size_floor_mm3", "subvoxel_offsets", "threshold_mask"]
+           "SUBVOXEL_FLOOR", "components", "find_peaks", "mask_to_reference", "off_ridges",
+           "on_a_ridge", "peak_widths", "per_label", "remove_small_components",
+           "shoulder_peaks", "size_floor_mm3", "subvoxel_offsets", "threshold_mask"]
 
 CONNECTIVITY = np.ones((3, 3, 3), bool)
 """26-connectivity: a lesion is one component across faces, edges and corners."""
